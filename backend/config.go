@@ -1,0 +1,102 @@
+package backend
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/wsgate/wsgate/internal/wire"
+)
+
+// Defaults applied by NewNode to zero Config fields.
+const (
+	DefaultMaxMessage    = 16 << 20 // Config.MaxMessage: 16 MiB
+	DefaultFragmentSize  = 64 << 10 // Config.FragmentSize: 64 KiB
+	DefaultMaxLinkBuffer = 64 << 20 // Config.MaxLinkBuffer: 64 MiB
+)
+
+// Config configures a Node. Zero values take the documented defaults.
+type Config struct {
+	// ID is the node id announced in Hello; required, at most
+	// wire.MaxString bytes. The gateway routes keys to nodes by this id.
+	ID string
+	// Listen is the TCP address links are accepted on, e.g.
+	// "127.0.0.1:0"; required.
+	Listen string
+	// MaxMessage is the largest reassembled client message accepted
+	// (default 16 MiB); a larger one closes its session with 1009.
+	MaxMessage int
+	// FragmentSize: outgoing messages larger than this are split into
+	// Message fragments of at most this many bytes (default 64 KiB; never
+	// more than the gateway's announced MaxBody).
+	FragmentSize int
+	// Logger receives link-level events (default slog.Default()).
+	Logger *slog.Logger
+
+	// MaxLinkBuffer bounds the bytes queued on one link and not yet
+	// handed to the kernel (default 64 MiB). A Send that would exceed it
+	// fails with ErrBufferFull (a message is always accepted into an empty
+	// buffer, so any size can be sent). Control frames ignore the bound.
+	MaxLinkBuffer int
+	// PingInterval: a link on which nothing was sent for this long gets a
+	// Ping (default wire.PingInterval, 15 s).
+	PingInterval time.Duration
+	// LinkTimeout: a link on which nothing was received for this long is
+	// dropped (default wire.DeadAfter, 45 s). It also bounds one write.
+	LinkTimeout time.Duration
+	// HelloTimeout: a link whose Hello has not arrived this long after
+	// accept is dropped (default wire.HelloTimeout, 10 s).
+	HelloTimeout time.Duration
+}
+
+// withDefaults validates c and fills in defaults. Errors name the field.
+func (c Config) withDefaults() (Config, error) {
+	var errs []error
+	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf("backend: Config."+format, args...)) }
+	switch {
+	case c.ID == "":
+		bad("ID is required")
+	case len(c.ID) > wire.MaxString:
+		bad("ID is %d bytes, more than %d", len(c.ID), wire.MaxString)
+	}
+	if c.Listen == "" {
+		bad("Listen is required (e.g. \"127.0.0.1:0\")")
+	}
+	nonNeg := func(name string, v int64) {
+		if v < 0 {
+			bad("%s must not be negative (got %d)", name, v)
+		}
+	}
+	nonNeg("MaxMessage", int64(c.MaxMessage))
+	nonNeg("FragmentSize", int64(c.FragmentSize))
+	nonNeg("MaxLinkBuffer", int64(c.MaxLinkBuffer))
+	nonNeg("PingInterval", int64(c.PingInterval))
+	nonNeg("LinkTimeout", int64(c.LinkTimeout))
+	nonNeg("HelloTimeout", int64(c.HelloTimeout))
+	if err := errors.Join(errs...); err != nil {
+		return c, err
+	}
+	if c.MaxMessage == 0 {
+		c.MaxMessage = DefaultMaxMessage
+	}
+	if c.FragmentSize == 0 {
+		c.FragmentSize = DefaultFragmentSize
+	}
+	if c.MaxLinkBuffer == 0 {
+		c.MaxLinkBuffer = DefaultMaxLinkBuffer
+	}
+	if c.PingInterval == 0 {
+		c.PingInterval = wire.PingInterval
+	}
+	if c.LinkTimeout == 0 {
+		c.LinkTimeout = wire.DeadAfter
+	}
+	if c.HelloTimeout == 0 {
+		c.HelloTimeout = wire.HelloTimeout
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	return c, nil
+}

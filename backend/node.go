@@ -1,0 +1,375 @@
+// Package backend is the SDK a service runs behind the wsgate gateway.
+//
+// A Node listens for links from gateways (docs/protocol.md). Over each link
+// the gateway multiplexes many client WebSocket sessions; the Node turns the
+// link's frames into calls on the service's Handler and gives the service
+// Session.Send/Close, Node.SendToKey and Node.Broadcast to talk back.
+//
+// Goroutines: one accept goroutine per Node; per link one reader goroutine
+// (handshake, frame decoding, fragment reassembly and every Handler call
+// for that link's sessions) and one writer goroutine (flushes the link's
+// output buffer and sends keepalive Pings). Handler methods therefore run
+// on the link's reader goroutine and should not block for long: a blocked
+// handler stalls every session of its link (the writer keeps the link alive
+// meanwhile). The one exception is OnClose after a Session.Close made
+// outside that session's own handler calls: it runs on a goroutine of its
+// own.
+//
+// Writes from any goroutine are coalesced: a Send appends its frames to the
+// link's output buffer under a mutex and wakes the writer, which swaps the
+// buffer for a spare one and writes everything pending in one syscall.
+package backend
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+)
+
+// Handler is implemented by the service. Calls for one session are
+// serialized (OnOpen, then OnMessage..., then exactly one OnClose) but
+// different sessions and links may run concurrently. Handler methods must
+// not call Node.Shutdown or Node.Close (they wait for handler calls to end).
+type Handler interface {
+	// OnOpen is called when a client session opens.
+	OnOpen(s *Session)
+	// OnMessage is called for each whole (reassembled) client message.
+	// data is valid only during the call; copy it to keep it.
+	OnMessage(s *Session, binary bool, data []byte)
+	// OnClose is called once when the session ends: the client left (the
+	// gateway's code and reason), the service closed it (its own code and
+	// reason), a message was too big (1009), the link was lost (1006,
+	// "link lost") or the node closed (1001, "node shutting down").
+	OnClose(s *Session, code uint16, reason string)
+	// OnPush handles an admin push to a key (a wire Push) and returns how
+	// many sessions it delivered to. data is valid only during the call.
+	OnPush(key string, data []byte) int
+}
+
+// Errors returned by Node and Session methods.
+var (
+	// ErrSessionClosed: the session has ended or was closed by the service.
+	ErrSessionClosed = errors.New("backend: session closed")
+	// ErrBufferFull: the link's output buffer is over Config.MaxLinkBuffer
+	// (the gateway is not reading fast enough); the message was dropped.
+	ErrBufferFull = errors.New("backend: link output buffer full")
+	// ErrNodeClosed: Start after Close or Shutdown.
+	ErrNodeClosed = errors.New("backend: node closed")
+	// ErrStarted: Start called twice.
+	ErrStarted = errors.New("backend: node already started")
+	// ErrCloseCode: a close code that must not be sent in a WebSocket close
+	// frame (valid: 1000-1003, 1007-1014, 3000-4999).
+	ErrCloseCode = errors.New("backend: invalid close code")
+	// ErrCloseReason: a close reason over 123 bytes or not valid UTF-8.
+	ErrCloseReason = errors.New("backend: close reason over 123 bytes or not UTF-8")
+)
+
+// WebSocket close codes the SDK reports in OnClose or sends.
+const (
+	closeGoingAway = 1001
+	closeAbnormal  = 1006
+	closeTooBig    = 1009
+)
+
+// Node accepts links from gateways and dispatches their sessions to a
+// Handler. Create it with NewNode; all methods are safe for concurrent use.
+type Node struct {
+	cfg Config
+	h   Handler
+	log *slog.Logger
+
+	// mu guards the fields below. Lock order: Node.mu, then link.smu, then
+	// link.wmu, then Session.mu; a goroutine holding a later lock never
+	// takes an earlier one.
+	mu        sync.RWMutex
+	ln        net.Listener
+	started   bool
+	closed    bool
+	draining  bool
+	drained   chan struct{}      // closed (by checkDrained) once draining && sessions == 0
+	isDrained bool               // drained is closed
+	links     map[*link]struct{} // every accepted link, including in handshake
+	keys      map[string][]*Session
+	sessions  int
+
+	// wg counts the accept goroutine, every link's reader and writer
+	// goroutines and every OnClose goroutine started by Session.Close.
+	// Add is only called by a goroutine already counted, or (Session.Close)
+	// under Session.mu before the link's reader can finish, so it never
+	// races with Wait at zero.
+	wg sync.WaitGroup
+}
+
+// NewNode validates cfg (errors name the offending field) and returns a
+// Node that dispatches to h. Call Start to listen.
+func NewNode(cfg Config, h Handler) (*Node, error) {
+	cfg, err := cfg.withDefaults()
+	if h == nil {
+		err = errors.Join(err, errors.New("backend: Handler is nil"))
+	}
+	if err != nil {
+		return nil, err
+	}
+	return &Node{
+		cfg:     cfg,
+		h:       h,
+		log:     cfg.Logger.With("node", cfg.ID),
+		drained: make(chan struct{}),
+		links:   make(map[*link]struct{}),
+		keys:    make(map[string][]*Session),
+	}, nil
+}
+
+// Start listens on Config.Listen and accepts links in the background. It
+// returns once the listener is up.
+func (n *Node) Start() error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	switch {
+	case n.closed || n.draining:
+		return ErrNodeClosed
+	case n.started:
+		return ErrStarted
+	}
+	ln, err := net.Listen("tcp", n.cfg.Listen)
+	if err != nil {
+		return err
+	}
+	n.ln, n.started = ln, true
+	n.wg.Add(1)
+	go n.acceptLoop(ln)
+	n.log.Info("backend listening", "addr", ln.Addr().String())
+	return nil
+}
+
+// Addr returns the actual listen address (host:port) after Start, "" before.
+func (n *Node) Addr() string {
+	n.mu.RLock()
+	defer n.mu.RUnlock()
+	if n.ln == nil {
+		return ""
+	}
+	return n.ln.Addr().String()
+}
+
+// ID returns the node id (Config.ID).
+func (n *Node) ID() string { return n.cfg.ID }
+
+// SessionCount returns the number of sessions currently open on this node,
+// across all links.
+func (n *Node) SessionCount() int {
+	n.mu.RLock()
+	defer n.mu.RUnlock()
+	return n.sessions
+}
+
+// SendToKey sends a message to every session of key on this node: one
+// SendKey frame per link that has such sessions (per-session Message frames
+// instead when the message does not fit one frame of the gateway's
+// MaxBody). It returns the number of sessions reached. Keyless sessions
+// belong to no key.
+func (n *Node) SendToKey(key string, binary bool, data []byte) int {
+	n.mu.RLock()
+	defer n.mu.RUnlock()
+	list := n.keys[key]
+	if len(list) == 0 {
+		return 0
+	}
+	// Group the key's sessions by link; a key has few sessions on few links.
+	var lbuf [8]*link
+	var cbuf [8]int
+	links, counts := lbuf[:0], cbuf[:0]
+next:
+	for _, s := range list {
+		for i, l := range links {
+			if l == s.l {
+				counts[i]++
+				continue next
+			}
+		}
+		links, counts = append(links, s.l), append(counts, 1)
+	}
+	total := 0
+	for i, l := range links {
+		total += l.sendKey(key, binary, data, list, counts[i])
+	}
+	return total
+}
+
+// Broadcast sends a message to every session on this node: one Broadcast
+// frame per link with sessions (per-session Message frames instead when the
+// message does not fit one frame of the gateway's MaxBody). It returns the
+// number of sessions reached.
+func (n *Node) Broadcast(binary bool, data []byte) int {
+	n.mu.RLock()
+	defer n.mu.RUnlock()
+	total := 0
+	for l := range n.links {
+		total += l.broadcast(binary, data)
+	}
+	return total
+}
+
+// Shutdown drains the node: it stops accepting links, answers new Opens
+// with Close 1001, and waits until every session is gone (the gateway moves
+// them) or ctx ends; then it closes the links (an Error frame with
+// wire.CodeGoingAway when drained) and waits for the Node's goroutines. It
+// returns ctx.Err() if ctx ended first (the remaining sessions then get
+// OnClose 1001). Calling it again, or after Close, is harmless.
+func (n *Node) Shutdown(ctx context.Context) error {
+	n.mu.Lock()
+	if !n.draining {
+		n.draining = true
+		n.checkDrained()
+		n.log.Info("backend draining", "sessions", n.sessions)
+	}
+	ln := n.ln
+	n.mu.Unlock()
+	if ln != nil {
+		_ = ln.Close() // a second close only returns an error
+	}
+
+	select {
+	case <-n.drained:
+	case <-ctx.Done():
+		_ = n.Close()
+		return ctx.Err()
+	}
+	n.mu.RLock()
+	for l := range n.links {
+		l.closeGraceful()
+	}
+	n.mu.RUnlock()
+	done := make(chan struct{})
+	go func() {
+		n.wg.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		_ = n.Close()
+		return nil
+	case <-ctx.Done():
+		_ = n.Close()
+		return ctx.Err()
+	}
+}
+
+// Close closes the listener and every link at once; sessions get OnClose
+// 1001 "node shutting down". It waits for the Node's goroutines (and so
+// for running handler calls) to end. Idempotent.
+func (n *Node) Close() error {
+	n.mu.Lock()
+	first := !n.closed
+	n.closed = true
+	n.draining = true
+	n.checkDrained()
+	ln := n.ln
+	if first {
+		for l := range n.links {
+			l.closeHard()
+		}
+	}
+	n.mu.Unlock()
+	if ln != nil && first {
+		_ = ln.Close()
+	}
+	n.wg.Wait()
+	return nil
+}
+
+// acceptLoop accepts links until the listener is closed.
+func (n *Node) acceptLoop(ln net.Listener) {
+	defer n.wg.Done()
+	backoff := time.Duration(0)
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			// Out of file descriptors and the like: back off and retry.
+			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+			n.log.Warn("accept failed", "err", err, "retry_in", backoff)
+			time.Sleep(backoff)
+			continue
+		}
+		backoff = 0
+		l := newLink(n, c)
+		n.mu.Lock()
+		refuse := n.closed || n.draining
+		if !refuse {
+			n.links[l] = struct{}{}
+			n.wg.Add(2) // reader (serve) and writer
+		}
+		n.mu.Unlock()
+		if refuse {
+			_ = c.Close()
+			continue
+		}
+		go l.serve()
+	}
+}
+
+// removeLink forgets l (its reader is ending).
+func (n *Node) removeLink(l *link) {
+	n.mu.Lock()
+	delete(n.links, l)
+	n.mu.Unlock()
+}
+
+// isDraining reports whether Shutdown or Close has begun.
+func (n *Node) isDraining() bool {
+	n.mu.RLock()
+	defer n.mu.RUnlock()
+	return n.draining
+}
+
+// addSession counts s and indexes it by key (keyless sessions are not).
+func (n *Node) addSession(s *Session) {
+	n.mu.Lock()
+	n.sessions++
+	if !s.keyless {
+		n.keys[s.key] = append(n.keys[s.key], s)
+	}
+	n.mu.Unlock()
+}
+
+// checkDrained closes n.drained once the node is draining and has no
+// sessions. Called with n.mu held.
+func (n *Node) checkDrained() {
+	if n.draining && n.sessions == 0 && !n.isDrained {
+		n.isDrained = true
+		close(n.drained)
+	}
+}
+
+// removeSession undoes addSession; the last session of a draining node
+// releases Shutdown.
+func (n *Node) removeSession(s *Session) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.sessions--
+	n.checkDrained()
+	if s.keyless {
+		return
+	}
+	list := n.keys[s.key]
+	for i, x := range list {
+		if x == s {
+			last := len(list) - 1
+			list[i] = list[last]
+			list[last] = nil
+			list = list[:last]
+			break
+		}
+	}
+	if len(list) == 0 {
+		delete(n.keys, s.key)
+	} else {
+		n.keys[s.key] = list
+	}
+}

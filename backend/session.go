@@ -1,0 +1,190 @@
+package backend
+
+import (
+	"sync"
+	"unicode/utf8"
+
+	"github.com/wsgate/wsgate/internal/wire"
+)
+
+// Session is one client WebSocket connection relayed by a gateway link.
+// Session ids are assigned by the gateway and unique per link only. All
+// methods are safe for concurrent use.
+type Session struct {
+	l       *link
+	id      uint32
+	key     string
+	keyless bool
+	remote  string
+	target  string
+
+	// Reassembly state, owned by the link's reader goroutine.
+	rbuf  []byte // fragments of the message in progress
+	rbin  bool   // the message in progress is binary
+	inMsg bool   // a first fragment arrived and the last did not yet
+
+	// outClosed (guarded by l.wmu): a Close frame for this session was
+	// queued or the session ended; no more frames may be queued for it.
+	outClosed bool
+
+	// mu guards the handler-dispatch state below.
+	mu        sync.Mutex
+	ended     bool   // OnClose is delivered or owed; no other handler call may start
+	inHandler bool   // the reader goroutine is inside a handler call for this session
+	pending   bool   // Session.Close happened during a handler call: OnClose owed after it
+	pCode     uint16 // pending OnClose code
+	pReason   string // pending OnClose reason
+}
+
+// ID returns the session id the gateway assigned (unique per link).
+func (s *Session) ID() uint32 { return s.id }
+
+// Key returns the routing key (user id) the client connected with; for a
+// keyless session it is the gateway's routing key, usually "".
+func (s *Session) Key() string { return s.key }
+
+// Keyless reports whether the client connected without a key. Keyless
+// sessions are not reached by Node.SendToKey or pushes.
+func (s *Session) Keyless() bool { return s.keyless }
+
+// RemoteAddr returns the client's address as the gateway saw it.
+func (s *Session) RemoteAddr() string { return s.remote }
+
+// Target returns the client's request path and query, e.g. "/ws/u1?x=1".
+func (s *Session) Target() string { return s.target }
+
+// Node returns the node the session belongs to.
+func (s *Session) Node() *Node { return s.l.n }
+
+// Send queues a message to the client, split into Message fragments of at
+// most Config.FragmentSize bytes; data is copied before Send returns. Safe
+// from any goroutine; messages queued by one goroutine arrive in order.
+// Errors: ErrSessionClosed after the session ended or was closed,
+// ErrBufferFull when the link is backed up.
+func (s *Session) Send(binary bool, data []byte) error {
+	return s.l.sendMessage(s, binary, data)
+}
+
+// Close closes the session: the gateway sends the client a close frame
+// with code and reason, and OnClose(code, reason) follows (after the
+// current handler call if one of this session's handlers is running). No
+// frame is sent for the session afterwards. Errors: ErrCloseCode,
+// ErrCloseReason, ErrSessionClosed if it was already closed.
+func (s *Session) Close(code uint16, reason string) error {
+	if !validCloseCode(code) {
+		return ErrCloseCode
+	}
+	if len(reason) > wire.MaxCloseReason || !utf8.ValidString(reason) {
+		return ErrCloseReason
+	}
+	l := s.l
+	l.wmu.Lock()
+	if s.outClosed || l.dead {
+		l.wmu.Unlock()
+		return ErrSessionClosed
+	}
+	s.outClosed = true
+	l.wbuf = wire.AppendClose(l.wbuf, s.id, code, []byte(reason))
+	l.wake()
+	l.wmu.Unlock()
+	l.endLocal(s, code, reason)
+	return nil
+}
+
+// validCloseCode reports whether code may be sent in a WebSocket close
+// frame (RFC 6455 7.4).
+func validCloseCode(code uint16) bool {
+	switch {
+	case code >= 1000 && code <= 1003, code >= 1007 && code <= 1014:
+		return true
+	case code >= 3000 && code <= 4999:
+		return true
+	}
+	return false
+}
+
+// begin marks the start of a handler call for s on the reader goroutine.
+// It returns false if s has ended (the call must be skipped).
+func (s *Session) begin() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ended {
+		return false
+	}
+	s.inHandler = true
+	return true
+}
+
+// finish marks the end of a handler call begun by begin and delivers an
+// OnClose owed by a Session.Close made meanwhile.
+func (l *link) finish(s *Session) {
+	s.mu.Lock()
+	s.inHandler = false
+	pending, code, reason := s.pending, s.pCode, s.pReason
+	s.pending = false
+	s.mu.Unlock()
+	if pending {
+		s.rbuf, s.inMsg = nil, false
+		l.remove(s)
+		l.n.h.OnClose(s, code, reason)
+	}
+}
+
+// endLocal ends s after the service closed it (any goroutine). OnClose
+// runs after the running handler call of s if there is one (on the
+// reader), else on a new goroutine.
+func (l *link) endLocal(s *Session, code uint16, reason string) {
+	s.mu.Lock()
+	if s.ended {
+		s.mu.Unlock()
+		return
+	}
+	s.ended = true
+	if s.inHandler {
+		s.pending, s.pCode, s.pReason = true, code, reason
+		s.mu.Unlock()
+		return
+	}
+	// Counted under s.mu: the reader's teardown takes s.mu after this, so
+	// its wg.Done cannot have happened yet.
+	l.n.wg.Add(1)
+	s.mu.Unlock()
+	l.remove(s)
+	go func() {
+		defer l.n.wg.Done()
+		l.n.h.OnClose(s, code, reason)
+	}()
+}
+
+// endRemote ends s on the reader goroutine (gateway Close, message too big,
+// link teardown) and calls OnClose. With sendClose a Close frame tells the
+// gateway to close the client.
+func (l *link) endRemote(s *Session, code uint16, reason string, sendClose bool) {
+	s.mu.Lock()
+	if s.ended {
+		s.mu.Unlock()
+		return
+	}
+	s.ended = true
+	s.mu.Unlock()
+	l.wmu.Lock()
+	if sendClose && !s.outClosed && !l.dead {
+		l.wbuf = wire.AppendClose(l.wbuf, s.id, code, []byte(reason))
+		l.wake()
+	}
+	s.outClosed = true
+	l.wmu.Unlock()
+	s.rbuf, s.inMsg = nil, false
+	l.remove(s)
+	l.n.h.OnClose(s, code, reason)
+}
+
+// remove takes s out of its link's table and the node's index.
+func (l *link) remove(s *Session) {
+	l.smu.Lock()
+	if l.sessions[s.id] == s {
+		delete(l.sessions, s.id)
+	}
+	l.smu.Unlock()
+	l.n.removeSession(s)
+}

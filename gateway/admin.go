@@ -1,0 +1,199 @@
+package gateway
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// adminServer is the gateway's HTTP API (JSON unless said otherwise).
+type adminServer struct {
+	srv  *http.Server
+	addr string
+}
+
+// NodeStatus is one entry of GET /api/nodes.
+type NodeStatus struct {
+	ID      string `json:"id"`
+	Addr    string `json:"addr"`
+	Clients int    `json:"clients"`
+	Healthy bool   `json:"healthy"`
+}
+
+func startAdmin(g *Gateway, addr string) (*adminServer, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, errors.New("gateway: --admin " + addr + ": " + err.Error())
+	}
+	a := &adminServer{addr: ln.Addr().String()}
+	a.srv = &http.Server{Handler: g.AdminHandler(), ReadHeaderTimeout: 5 * time.Second}
+	go func() { _ = a.srv.Serve(ln) }()
+	return a, nil
+}
+
+func (a *adminServer) close() {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	_ = a.srv.Shutdown(ctx)
+}
+
+// AdminHandler returns the admin API: /healthz, /readyz, /metrics, /count,
+// /send and /api/*.
+func (g *Gateway) AdminHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if r := g.ring.Load(); r == nil || r.Len() == 0 || g.draining.Load() {
+			writeError(w, http.StatusServiceUnavailable, "not ready: no backend on the ring, or draining")
+			return
+		}
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+	})
+	mux.Handle("GET /metrics", promhttp.HandlerFor(g.metrics.reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("GET /count", func(w http.ResponseWriter, _ *http.Request) {
+		writeJSON(w, http.StatusOK, g.Clients())
+	})
+	mux.HandleFunc("GET /send", func(w http.ResponseWriter, r *http.Request) {
+		user := r.URL.Query().Get("userId")
+		if user == "" {
+			writeError(w, http.StatusBadRequest, "query parameter userId is required")
+			return
+		}
+		n, err := g.Push(r.Context(), user, []byte(r.URL.Query().Get("message")))
+		if err != nil {
+			g.log.Warn("push failed", "user", user, "err", err)
+		}
+		writeJSON(w, http.StatusOK, n > 0)
+	})
+	mux.HandleFunc("POST /api/send", func(w http.ResponseWriter, r *http.Request) {
+		var body struct {
+			UserID  string `json:"userId"`
+			Message string `json:"message"`
+		}
+		if !readJSON(w, r, &body) {
+			return
+		}
+		if body.UserID == "" {
+			writeError(w, http.StatusBadRequest, "field userId is required")
+			return
+		}
+		n, err := g.Push(r.Context(), body.UserID, []byte(body.Message))
+		if err != nil {
+			writeError(w, http.StatusBadGateway, err.Error())
+			return
+		}
+		writeJSON(w, http.StatusOK, map[string]int{"delivered": n})
+	})
+	mux.HandleFunc("GET /api/ring", func(w http.ResponseWriter, r *http.Request) {
+		key := r.URL.Query().Get("key")
+		if key == "" {
+			writeError(w, http.StatusBadRequest, "query parameter key is required")
+			return
+		}
+		owner := ""
+		if rg := g.ring.Load(); rg != nil {
+			if m := rg.LookupString(key); m != nil {
+				owner = m.ID
+			}
+		}
+		if owner == "" {
+			writeError(w, http.StatusServiceUnavailable, "no backend on the ring")
+			return
+		}
+		writeJSON(w, http.StatusOK, map[string]string{"key": key, "owner": owner})
+	})
+	mux.HandleFunc("GET /api/nodes", func(w http.ResponseWriter, _ *http.Request) {
+		writeJSON(w, http.StatusOK, g.Nodes())
+	})
+	mux.HandleFunc("POST /api/nodes", func(w http.ResponseWriter, _ *http.Request) {
+		if g.cfg.Nodes == nil {
+			writeError(w, http.StatusMethodNotAllowed, "adding nodes needs a node manager (wsgate dev); start backends with wsgate backend")
+			return
+		}
+		id, err := g.cfg.Nodes.AddNode()
+		if err != nil {
+			writeError(w, http.StatusInternalServerError, err.Error())
+			return
+		}
+		writeJSON(w, http.StatusCreated, map[string]string{"id": id})
+	})
+	mux.HandleFunc("DELETE /api/nodes/{id}", func(w http.ResponseWriter, r *http.Request) {
+		if g.cfg.Nodes == nil {
+			writeError(w, http.StatusMethodNotAllowed, "removing nodes needs a node manager (wsgate dev); stop the backend process instead")
+			return
+		}
+		id := r.PathValue("id")
+		switch err := g.cfg.Nodes.RemoveNode(id); {
+		case errors.Is(err, ErrUnknownNode):
+			writeError(w, http.StatusNotFound, "unknown node "+id)
+		case err != nil:
+			writeError(w, http.StatusInternalServerError, err.Error())
+		default:
+			writeJSON(w, http.StatusAccepted, map[string]string{"id": id, "status": "draining"})
+		}
+	})
+	return mux
+}
+
+// Nodes lists the ring's members with this gateway's client count and the
+// health of each control link.
+func (g *Gateway) Nodes() []NodeStatus {
+	out := []NodeStatus{}
+	if set := g.members.Load(); set != nil {
+		for _, n := range *set {
+			st := NodeStatus{ID: n.ID, Addr: n.Addr, Clients: g.NodeClients(n.ID)}
+			if c := g.control(n.ID); c != nil {
+				st.Healthy = c.healthy.Load()
+			}
+			out = append(out, st)
+		}
+	}
+	return out
+}
+
+// Push delivers data to every session of key through the key's owner and
+// returns how many sessions it reached.
+func (g *Gateway) Push(ctx context.Context, key string, data []byte) (int, error) {
+	r := g.ring.Load()
+	if r == nil {
+		return 0, errors.New("gateway: no backend on the ring")
+	}
+	m := r.LookupString(key)
+	if m == nil {
+		return 0, errors.New("gateway: no backend on the ring")
+	}
+	c := g.control(m.ID)
+	if c == nil {
+		return 0, errNotConnected
+	}
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	return c.push(ctx, key, data)
+}
+
+func readJSON(w http.ResponseWriter, r *http.Request, v any) bool {
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 1<<20))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		writeError(w, http.StatusBadRequest, "bad JSON body: "+err.Error())
+		return false
+	}
+	return true
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+func writeError(w http.ResponseWriter, status int, msg string) {
+	writeJSON(w, status, map[string]string{"error": msg})
+}

@@ -1,0 +1,227 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/wsgate/wsgate/internal/membership"
+	"github.com/wsgate/wsgate/internal/wire"
+)
+
+// control is the gateway's out-of-band link to one backend: a plain
+// blocking connection with its own goroutine, off the event loops. It tells
+// whether the node is healthy and carries admin requests (push).
+type control struct {
+	g    *Gateway
+	node membership.Node
+
+	healthy atomic.Bool
+	ctx     context.Context
+	cancel  context.CancelFunc
+	done    chan struct{}
+
+	mu      sync.Mutex // guards conn writes and waiters
+	conn    net.Conn
+	nextReq uint32
+	waiters map[uint32]chan uint32
+}
+
+// errNotConnected is returned by push while the control link is down.
+var errNotConnected = errors.New("gateway: backend control link is down")
+
+// syncControls starts a control link per member and stops those of nodes
+// that left (or moved).
+func (g *Gateway) syncControls(set []membership.Node) {
+	g.nodesMu.Lock()
+	defer g.nodesMu.Unlock()
+	want := make(map[string]membership.Node, len(set))
+	for _, n := range set {
+		want[n.ID] = n
+	}
+	for id, c := range g.controls {
+		if n, ok := want[id]; !ok || n.Addr != c.node.Addr {
+			c.stop()
+			delete(g.controls, id)
+		}
+	}
+	for id, n := range want {
+		if g.controls[id] == nil {
+			c := &control{g: g, node: n, done: make(chan struct{}), waiters: make(map[uint32]chan uint32)}
+			c.ctx, c.cancel = context.WithCancel(context.Background())
+			g.controls[id] = c
+			go c.run()
+		}
+	}
+}
+
+func (g *Gateway) control(id string) *control {
+	g.nodesMu.Lock()
+	defer g.nodesMu.Unlock()
+	return g.controls[id]
+}
+
+func (c *control) stop() {
+	c.cancel()
+	c.mu.Lock()
+	if c.conn != nil {
+		_ = c.conn.Close()
+	}
+	c.mu.Unlock()
+	<-c.done
+}
+
+// run keeps the control link up, redialling with backoff until stopped.
+func (c *control) run() {
+	defer close(c.done)
+	backoff := 100 * time.Millisecond
+	for c.ctx.Err() == nil {
+		err := c.session()
+		c.healthy.Store(false)
+		c.g.metrics.linkUp(c.node.ID, false)
+		if c.ctx.Err() != nil {
+			return
+		}
+		c.g.log.Warn("backend control link down", "node", c.node.ID, "addr", c.node.Addr, "err", err, "retry_in", backoff)
+		select {
+		case <-c.ctx.Done():
+			return
+		case <-time.After(backoff):
+		}
+		backoff = min(backoff*2, 5*time.Second)
+		if err == nil {
+			backoff = 100 * time.Millisecond
+		}
+	}
+}
+
+// session dials, exchanges Hello, then reads until the link fails.
+func (c *control) session() error {
+	d := net.Dialer{Timeout: 5 * time.Second}
+	conn, err := d.DialContext(c.ctx, "tcp", c.node.Addr)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	keep := c.g.cfg.KeepAlive
+	_ = conn.SetDeadline(time.Now().Add(5 * time.Second))
+	hello := wire.AppendHello(nil, wire.Hello{Version: wire.Version, Role: wire.RoleGateway,
+		MaxBody: wire.DefaultMaxBody, NodeID: c.g.cfg.ID})
+	if _, err := conn.Write(hello); err != nil {
+		return err
+	}
+	r := wire.NewReader(conn, wire.DefaultMaxBody)
+	h, body, err := r.ReadFrame()
+	if err != nil {
+		return err
+	}
+	if h.Type != wire.TypeHello {
+		return fmt.Errorf("expected hello, got frame type %d", h.Type)
+	}
+	bh, err := wire.ParseHello(body)
+	if err != nil {
+		return err
+	}
+	if bh.NodeID != c.node.ID || bh.Role != wire.RoleBackend {
+		return fmt.Errorf("backend at %s says it is node %q (role %d), membership says %q", c.node.Addr, bh.NodeID, bh.Role, c.node.ID)
+	}
+	c.mu.Lock()
+	c.conn = conn
+	c.mu.Unlock()
+	defer func() {
+		c.mu.Lock()
+		c.conn = nil
+		for id, w := range c.waiters {
+			close(w)
+			delete(c.waiters, id)
+		}
+		c.mu.Unlock()
+	}()
+	c.healthy.Store(true)
+	c.g.metrics.linkUp(c.node.ID, true)
+
+	stopPing := make(chan struct{})
+	defer close(stopPing)
+	go func() {
+		t := time.NewTicker(keep)
+		defer t.Stop()
+		for {
+			select {
+			case <-stopPing:
+				return
+			case <-t.C:
+				_ = c.send(wire.AppendFrame(nil, wire.TypePing, 0, 0, make([]byte, 8)))
+			}
+		}
+	}()
+	for {
+		_ = conn.SetReadDeadline(time.Now().Add(3 * keep))
+		h, body, err := r.ReadFrame()
+		if err != nil {
+			return err
+		}
+		switch h.Type {
+		case wire.TypePushResult:
+			n, err := wire.ParsePushResult(body)
+			if err != nil {
+				return err
+			}
+			c.mu.Lock()
+			if w := c.waiters[h.Session]; w != nil {
+				w <- n
+				delete(c.waiters, h.Session)
+			}
+			c.mu.Unlock()
+		case wire.TypePing:
+			_ = c.send(wire.AppendFrame(nil, wire.TypePong, 0, 0, body))
+		case wire.TypeError:
+			code, text, _ := wire.ParseError(body)
+			return fmt.Errorf("backend error %d: %s", code, text)
+		}
+	}
+}
+
+func (c *control) send(frame []byte) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.conn == nil {
+		return errNotConnected
+	}
+	_ = c.conn.SetWriteDeadline(time.Now().Add(5 * time.Second))
+	_, err := c.conn.Write(frame)
+	return err
+}
+
+// push asks the backend to deliver data to every session of key and
+// returns how many it reached.
+func (c *control) push(ctx context.Context, key string, data []byte) (int, error) {
+	c.mu.Lock()
+	if c.conn == nil {
+		c.mu.Unlock()
+		return 0, errNotConnected
+	}
+	c.nextReq++
+	id := c.nextReq
+	w := make(chan uint32, 1)
+	c.waiters[id] = w
+	c.mu.Unlock()
+	if err := c.send(wire.AppendPush(nil, id, []byte(key), data)); err != nil {
+		return 0, err
+	}
+	select {
+	case n, ok := <-w:
+		if !ok {
+			return 0, errNotConnected
+		}
+		return int(n), nil
+	case <-ctx.Done():
+		c.mu.Lock()
+		delete(c.waiters, id)
+		c.mu.Unlock()
+		return 0, ctx.Err()
+	}
+}

@@ -1,0 +1,416 @@
+// Package gateway is wsgate's edge: a gnet engine that upgrades WebSocket
+// clients itself, routes each by key on the consistent-hash ring, and relays
+// frames over pooled links to the owning backend.
+//
+// Threading model: each gnet event loop owns its sessions and links (see
+// loop); the ring is read lock-free from an atomic pointer; membership,
+// pacing, the janitor, control links and the admin API run on their own
+// goroutines and reach a loop only through EventLoop.Execute.
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/panjf2000/gnet/v2"
+	"golang.org/x/sys/unix"
+
+	"github.com/wsgate/wsgate/internal/membership"
+	"github.com/wsgate/wsgate/internal/ring"
+	"github.com/wsgate/wsgate/internal/wsframe"
+)
+
+// Gateway is a running wsgate gateway.
+type Gateway struct {
+	gnet.BuiltinEventEngine
+
+	cfg     Config
+	log     *slog.Logger
+	ring    ring.Handle
+	metrics *metrics
+
+	eng      gnet.Engine
+	addr     string // actual client listener address
+	booted   chan struct{}
+	runDone  chan error
+	draining atomic.Bool
+	clock    atomic.Int64 // coarse unix nanos, updated by the janitor
+
+	loopsMu sync.Mutex
+	loops   map[gnet.EventLoop]*loop
+	loopArr atomic.Pointer[[]*loop]
+
+	clients    atomic.Int64 // open sessions, all loops
+	rebalanced atomic.Int64 // rebalance closes since start
+	rr         atomic.Uint64
+	nodesMu    sync.Mutex
+	perNode    map[string]*atomic.Int64
+	controls   map[string]*control
+	members    atomic.Pointer[[]membership.Node]
+
+	kick   chan struct{} // wakes the pacer
+	admin  *adminServer
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+}
+
+// New validates cfg and returns a gateway ready to Start.
+func New(cfg Config) (*Gateway, error) {
+	cfg.setDefaults()
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	g := &Gateway{
+		cfg:      cfg,
+		log:      cfg.Logger.With("component", "gateway"),
+		booted:   make(chan struct{}),
+		runDone:  make(chan error, 1),
+		loops:    make(map[gnet.EventLoop]*loop),
+		perNode:  make(map[string]*atomic.Int64),
+		controls: make(map[string]*control),
+		kick:     make(chan struct{}, 1),
+	}
+	g.loopArr.Store(&[]*loop{})
+	g.clock.Store(time.Now().UnixNano())
+	g.metrics = newMetrics(g)
+	return g, nil
+}
+
+// Start runs the engine, the admin API and the membership watch. It returns
+// once clients can connect and the first member set is applied.
+func (g *Gateway) Start(ctx context.Context) error {
+	ctx, g.cancel = context.WithCancel(context.Background())
+	go func() {
+		g.runDone <- gnet.Run(g, "tcp://"+g.cfg.Listen,
+			gnet.WithMulticore(true),
+			gnet.WithNumEventLoop(g.cfg.Loops),
+			gnet.WithReusePort(g.cfg.ReusePort),
+			gnet.WithTCPNoDelay(gnet.TCPNoDelay),
+			gnet.WithLogger(gnetLogger{g.log}),
+		)
+	}()
+	select {
+	case <-g.booted:
+	case err := <-g.runDone:
+		g.cancel()
+		return fmt.Errorf("gateway: --listen %s: %w", g.cfg.Listen, err)
+	}
+	if g.cfg.Admin != "-" {
+		a, err := startAdmin(g, g.cfg.Admin)
+		if err != nil {
+			g.stopEngine()
+			g.cancel()
+			return err
+		}
+		g.admin = a
+	}
+	sets, err := g.cfg.Members.Watch(ctx)
+	if err != nil {
+		g.Close()
+		return fmt.Errorf("gateway: membership: %w", err)
+	}
+	first := make(chan struct{})
+	g.wg.Add(3)
+	go g.watch(sets, first)
+	go g.pace(ctx)
+	go g.janitor(ctx)
+	select {
+	case <-first:
+	case <-time.After(10 * time.Second):
+		g.log.Warn("no member set after 10s; clients get 503 until one arrives")
+	}
+	g.log.Info("gateway started", "id", g.cfg.ID, "listen", g.addr, "admin", g.AdminAddr(), "loops", g.cfg.Loops)
+	return nil
+}
+
+// Addr is the client listener's address.
+func (g *Gateway) Addr() string { return g.addr }
+
+// AdminAddr is the admin API's address, or "" without one.
+func (g *Gateway) AdminAddr() string {
+	if g.admin == nil {
+		return ""
+	}
+	return g.admin.addr
+}
+
+// Stats is a snapshot of gateway counters.
+type Stats struct {
+	Clients         int64 // open client sessions
+	RebalanceCloses int64 // clients closed because their owner changed, since start
+	PendingMoves    int64 // clients still to close for the current rebalance
+}
+
+// Stats returns current counters. Safe from any goroutine.
+func (g *Gateway) Stats() Stats {
+	st := Stats{Clients: g.clients.Load(), RebalanceCloses: g.rebalanced.Load()}
+	for _, l := range g.loopList() {
+		st.PendingMoves += l.pending.Load()
+	}
+	return st
+}
+
+// Ring is the current ring (nil before the first member set).
+func (g *Gateway) Ring() *ring.Ring { return g.ring.Load() }
+
+// Clients is the number of open client sessions.
+func (g *Gateway) Clients() int { return int(g.clients.Load()) }
+
+// NodeClients is the number of this gateway's clients routed to node id.
+func (g *Gateway) NodeClients(id string) int { return int(g.nodeClients(id).Load()) }
+
+func (g *Gateway) nodeClients(id string) *atomic.Int64 {
+	g.nodesMu.Lock()
+	defer g.nodesMu.Unlock()
+	c := g.perNode[id]
+	if c == nil {
+		c = new(atomic.Int64)
+		g.perNode[id] = c
+	}
+	return c
+}
+
+func (g *Gateway) now() time.Time { return time.Unix(0, g.clock.Load()) }
+
+// Shutdown closes every client with 1001, waits for the close handshakes
+// (at most DrainTimeout or until ctx ends), then stops everything.
+func (g *Gateway) Shutdown(ctx context.Context) error {
+	if !g.draining.CompareAndSwap(false, true) {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, g.cfg.DrainTimeout)
+	defer cancel()
+	for _, l := range g.loopList() {
+		_ = l.exec(func() {
+			for _, s := range l.sessions {
+				l.closeSession(s, wsframe.CloseGoingAway, "gateway shutting down", false)
+			}
+		})
+	}
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for g.clients.Load() > 0 && ctx.Err() == nil {
+		select {
+		case <-ctx.Done():
+		case <-tick.C:
+		}
+	}
+	if n := g.clients.Load(); n > 0 {
+		g.log.Warn("drain timeout; closing remaining clients", "clients", n)
+	}
+	g.Close()
+	return nil
+}
+
+// Close stops the gateway at once.
+func (g *Gateway) Close() {
+	g.draining.Store(true)
+	if g.cancel != nil {
+		g.cancel()
+	}
+	if g.admin != nil {
+		g.admin.close()
+	}
+	g.stopEngine()
+	g.wg.Wait()
+	g.nodesMu.Lock()
+	for id, c := range g.controls {
+		c.stop()
+		delete(g.controls, id)
+	}
+	g.nodesMu.Unlock()
+}
+
+func (g *Gateway) stopEngine() {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := g.eng.Stop(ctx); err != nil && !errors.Is(err, context.DeadlineExceeded) {
+		g.log.Debug("engine stop", "err", err)
+	}
+}
+
+// loopList returns the loops seen so far. Safe from any goroutine.
+func (g *Gateway) loopList() []*loop { return *g.loopArr.Load() }
+
+// loopOf returns the gateway state of el, creating it on first use.
+func (g *Gateway) loopOf(el gnet.EventLoop) *loop {
+	g.loopsMu.Lock()
+	defer g.loopsMu.Unlock()
+	l := g.loops[el]
+	if l == nil {
+		l = newLoop(g, el)
+		g.loops[el] = l
+		arr := append(append([]*loop(nil), g.loopList()...), l)
+		g.loopArr.Store(&arr)
+	}
+	return l
+}
+
+// OnBoot records the engine and the listener's real address.
+func (g *Gateway) OnBoot(eng gnet.Engine) gnet.Action {
+	g.eng = eng
+	g.addr = g.cfg.Listen
+	if fd, err := eng.Dup(); err == nil {
+		if sa, err := unix.Getsockname(fd); err == nil {
+			if in, ok := sa.(*unix.SockaddrInet4); ok {
+				g.addr = net.JoinHostPort(net.IP(in.Addr[:]).String(), strconv.Itoa(in.Port))
+			} else if in6, ok := sa.(*unix.SockaddrInet6); ok {
+				g.addr = net.JoinHostPort(net.IP(in6.Addr[:]).String(), strconv.Itoa(in6.Port))
+			}
+		}
+		_ = unix.Close(fd)
+	}
+	close(g.booted)
+	return gnet.None
+}
+
+// OnOpen starts a client session in the handshake state, or completes a
+// link dialled by linkTo (its context is the *link).
+func (g *Gateway) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
+	l := g.loopOf(c.EventLoop())
+	if k, ok := c.Context().(*link); ok {
+		return l.linkOpened(k, c), gnet.None
+	}
+	if g.draining.Load() {
+		return nil, gnet.Close
+	}
+	s := &session{conn: c, loop: l, state: stHandshake,
+		deadline: time.Now().Add(g.cfg.HandshakeTimeout).UnixNano()}
+	l.timed[s] = struct{}{}
+	c.SetContext(s)
+	return nil, gnet.None
+}
+
+// OnTraffic dispatches input to the session or link that owns c.
+func (g *Gateway) OnTraffic(c gnet.Conn) gnet.Action {
+	switch x := c.Context().(type) {
+	case *session:
+		return x.loop.onTraffic(x, c)
+	case *link:
+		return x.loop.linkTraffic(x, c)
+	}
+	return gnet.Close
+}
+
+// OnClose forgets the session or link of c.
+func (g *Gateway) OnClose(c gnet.Conn, err error) gnet.Action {
+	switch x := c.Context().(type) {
+	case *session:
+		x.loop.onClose(x)
+	case *link:
+		x.loop.linkClosed(x, err)
+	}
+	return gnet.None
+}
+
+// watch applies each member set from the membership source.
+func (g *Gateway) watch(sets <-chan []membership.Node, first chan struct{}) {
+	defer g.wg.Done()
+	once := sync.OnceFunc(func() { close(first) })
+	for set := range sets {
+		if err := g.apply(set); err != nil {
+			g.log.Error("member set rejected; keeping the current ring", "err", err)
+			continue
+		}
+		once()
+	}
+}
+
+// apply builds the ring for set, swaps it in and starts the rebalance.
+func (g *Gateway) apply(set []membership.Node) error {
+	members := make([]ring.Member, len(set))
+	for i, n := range set {
+		members[i] = ring.Member{ID: n.ID, Addr: n.Addr, Weight: n.Weight}
+	}
+	var opts []ring.Option
+	if g.cfg.VirtualNodes > 0 {
+		opts = append(opts, ring.WithVirtualNodes(g.cfg.VirtualNodes))
+	}
+	r, err := ring.New(members, opts...)
+	if err != nil {
+		return err
+	}
+	prev := g.ring.Store(r)
+	g.members.Store(&set)
+	g.syncControls(set)
+	g.metrics.ringSwapped(r)
+	g.log.Info("ring updated", "members", len(set), "version", fmt.Sprintf("%016x", r.Version()))
+	if prev != nil && prev.Version() != r.Version() {
+		for _, l := range g.loopList() {
+			l.pending.Store(1) // unknown until the scan runs; keeps the pacer going
+			_ = l.exec(func() { l.scan(r) })
+		}
+		select {
+		case g.kick <- struct{}{}:
+		default:
+		}
+	}
+	return nil
+}
+
+// pace has the loops close moved sessions at RebalanceRate per second.
+func (g *Gateway) pace(ctx context.Context) {
+	defer g.wg.Done()
+	tick := time.NewTicker(paceTick)
+	tick.Stop()
+	active := false
+	for {
+		select {
+		case <-ctx.Done():
+			tick.Stop()
+			return
+		case <-g.kick:
+			if !active {
+				active = true
+				tick.Reset(paceTick)
+			}
+		case <-tick.C:
+			loops := g.loopList()
+			perTick := max(1, g.cfg.RebalanceRate*int(paceTick)/int(time.Second))
+			budget := max(1, (perTick+len(loops)-1)/len(loops))
+			left := int64(0)
+			for _, l := range loops {
+				left += l.pending.Load()
+				_ = l.exec(func() { l.closeVictims(budget) })
+			}
+			if left == 0 {
+				active = false
+				tick.Stop()
+			}
+		}
+	}
+}
+
+// janitor drives every loop's sweep and the coarse clock.
+func (g *Gateway) janitor(ctx context.Context) {
+	defer g.wg.Done()
+	tick := time.NewTicker(250 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-tick.C:
+			g.clock.Store(now.UnixNano())
+			for _, l := range g.loopList() {
+				_ = l.exec(func() { l.sweep(now) })
+			}
+		}
+	}
+}
+
+// gnetLogger sends gnet's own logs to slog.
+type gnetLogger struct{ l *slog.Logger }
+
+func (g gnetLogger) Debugf(f string, a ...any) { g.l.Debug(fmt.Sprintf(f, a...)) }
+func (g gnetLogger) Infof(f string, a ...any)  { g.l.Debug(fmt.Sprintf(f, a...)) }
+func (g gnetLogger) Warnf(f string, a ...any)  { g.l.Warn(fmt.Sprintf(f, a...)) }
+func (g gnetLogger) Errorf(f string, a ...any) { g.l.Error(fmt.Sprintf(f, a...)) }
+func (g gnetLogger) Fatalf(f string, a ...any) { g.l.Error(fmt.Sprintf(f, a...)) }

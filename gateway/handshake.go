@@ -1,0 +1,188 @@
+package gateway
+
+import (
+	"bytes"
+	"io"
+	"net/http"
+	"net/url"
+	"time"
+
+	"github.com/gobwas/ws"
+	"github.com/panjf2000/gnet/v2"
+
+	"github.com/wsgate/wsgate/internal/ring"
+	"github.com/wsgate/wsgate/internal/wire"
+)
+
+var (
+	crlfcrlf     = []byte("\r\n\r\n")
+	resp431      = []byte("HTTP/1.1 431 Request Header Fields Too Large\r\nConnection: close\r\nContent-Type: text/plain\r\nContent-Length: 31\r\n\r\nrequest header fields too large")
+	pathWS       = "/ws/"
+	pathConnect  = "/websocket/connect/"
+	queryUserID  = "userId"
+	rejectNoNode = ws.RejectConnectionError(ws.RejectionStatus(http.StatusServiceUnavailable),
+		ws.RejectionReason("no backend available"))
+	rejectDown = ws.RejectConnectionError(ws.RejectionStatus(http.StatusServiceUnavailable),
+		ws.RejectionReason("backend unavailable"), ws.RejectionHeader(ws.HandshakeHeaderString("Retry-After: 2\r\n")))
+	rejectBadKey = ws.RejectConnectionError(ws.RejectionStatus(http.StatusBadRequest),
+		ws.RejectionReason("malformed key in path or userId"))
+	rejectLongKey = ws.RejectConnectionError(ws.RejectionStatus(http.StatusBadRequest),
+		ws.RejectionReason("key too long"))
+	rejectDraining = ws.RejectConnectionError(ws.RejectionStatus(http.StatusServiceUnavailable),
+		ws.RejectionReason("gateway shutting down"))
+)
+
+// handshake is a loop's reusable upgrade machinery. gobwas/ws reads from a
+// blocking io.Reader, so the loop first buffers a complete request (up to
+// MaxHandshake bytes, ending in CRLFCRLF) and then hands gobwas exactly those
+// bytes: nothing that arrived after the request is consumed.
+//
+// Invariant: used only on its loop; the fields describe the request being
+// upgraded right now and are reset for each one.
+type handshake struct {
+	l  *loop
+	up ws.Upgrader
+	r  bytes.Reader
+	w  []byte
+
+	target  []byte // request URI, copied out of gobwas's buffer
+	key     []byte
+	keyless bool
+	member  *ring.Member
+}
+
+func (h *handshake) init(l *loop) {
+	h.l = l
+	h.up = ws.Upgrader{
+		ReadBufferSize:  l.g.cfg.MaxHandshake,
+		WriteBufferSize: 512,
+		OnRequest:       h.onRequest,
+		OnBeforeUpgrade: h.onBeforeUpgrade,
+	}
+}
+
+// Read and Write make h the io.ReadWriter gobwas upgrades over.
+func (h *handshake) Read(p []byte) (int, error)  { return h.r.Read(p) }
+func (h *handshake) Write(p []byte) (int, error) { h.w = append(h.w, p...); return len(p), nil }
+
+var _ io.ReadWriter = (*handshake)(nil)
+
+// onRequest takes the routing key from /ws/{key}, /websocket/connect/{key}
+// or ?userId= on any path. No key means keyless: spread over the nodes.
+func (h *handshake) onRequest(uri []byte) error {
+	h.target = append(h.target[:0], uri...)
+	path, query, _ := bytes.Cut(h.target, []byte("?"))
+	var raw []byte
+	for _, prefix := range []string{pathWS, pathConnect} {
+		if rest, ok := bytes.CutPrefix(path, []byte(prefix)); ok {
+			raw, _, _ = bytes.Cut(rest, []byte("/"))
+			break
+		}
+	}
+	var (
+		key string
+		err error
+	)
+	if len(raw) > 0 {
+		key, err = url.PathUnescape(string(raw))
+	} else if len(query) > 0 {
+		var q url.Values
+		if q, err = url.ParseQuery(string(query)); err == nil {
+			key = q.Get(queryUserID)
+		}
+	}
+	if err != nil {
+		return rejectBadKey
+	}
+	if len(key) > h.l.g.cfg.MaxKey {
+		return rejectLongKey
+	}
+	h.key = append(h.key[:0], key...)
+	h.keyless = len(h.key) == 0
+	return nil
+}
+
+// onBeforeUpgrade routes the request once every header is known valid; a
+// request that cannot be routed is refused with 503 before it is upgraded.
+func (h *handshake) onBeforeUpgrade() (ws.HandshakeHeader, error) {
+	g := h.l.g
+	if g.draining.Load() {
+		return nil, rejectDraining
+	}
+	r := g.ring.Load()
+	if r == nil || r.Len() == 0 {
+		return nil, rejectNoNode
+	}
+	if h.keyless {
+		h.member = r.MemberAt(int(g.rr.Add(1) % uint64(r.Len())))
+	} else {
+		h.member = r.Lookup(h.key)
+	}
+	if t, down := h.l.down[h.member.ID]; down && time.Now().Before(t) {
+		return nil, rejectDown
+	}
+	return nil, nil
+}
+
+// handshakeTraffic upgrades s once its request is complete. done reports
+// that s is now open and the rest of the input is WebSocket frames.
+func (l *loop) handshakeTraffic(s *session, c gnet.Conn) (act gnet.Action, done bool) {
+	buf, _ := c.Peek(0)
+	end := bytes.Index(buf, crlfcrlf)
+	max := l.g.cfg.MaxHandshake
+	if end < 0 && len(buf) <= max {
+		return gnet.None, false // need more
+	}
+	if end < 0 || end+4 > max {
+		l.g.metrics.handshakeFailed("too_large")
+		_, _ = c.Write(resp431)
+		s.state = stClosed
+		return gnet.Close, false
+	}
+	n := end + 4
+	h := &l.hs
+	h.r.Reset(buf[:n])
+	h.w = l.out[:0]
+	h.member = nil
+	_, err := h.up.Upgrade(h)
+	_, _ = c.Write(h.w)
+	if err != nil {
+		l.g.metrics.handshakeFailed(rejectReason(err))
+		s.state = stClosed
+		return gnet.Close, false
+	}
+	_, _ = c.Discard(n)
+	delete(l.timed, s)
+	l.g.metrics.handshakeOK()
+
+	s.state = stOpen
+	s.id = l.newSessionID()
+	s.key = string(h.key)
+	s.keyless = h.keyless
+	l.sessions[s.id] = s
+	l.g.clients.Add(1)
+	k := l.linkTo(h.member)
+	s.link = k
+	k.sessions++
+	l.g.nodeClients(k.node).Add(1)
+	l.addKey(s)
+	k.write(wire.AppendOpen(l.out[:0], s.id, s.keyless, h.key, []byte(c.RemoteAddr().String()), h.target))
+	return gnet.None, true
+}
+
+// rejectReason names a failed handshake for metrics.
+func rejectReason(err error) string {
+	switch err {
+	case rejectNoNode, rejectDown:
+		return "no_backend"
+	case rejectDraining:
+		return "draining"
+	case rejectBadKey, rejectLongKey:
+		return "bad_key"
+	case ws.ErrHandshakeBadMethod:
+		return "bad_method"
+	case ws.ErrHandshakeUpgradeRequired, ws.ErrHandshakeBadSecVersion:
+		return "bad_version"
+	}
+	return "bad_request"
+}

@@ -1,0 +1,290 @@
+package gateway
+
+import (
+	"context"
+	"encoding/binary"
+	"fmt"
+	"net"
+	"time"
+
+	"github.com/panjf2000/gnet/v2"
+
+	"github.com/wsgate/wsgate/internal/ring"
+	"github.com/wsgate/wsgate/internal/wire"
+	"github.com/wsgate/wsgate/internal/wsframe"
+)
+
+// link is one TCP connection from a loop to a backend, carrying the wire
+// protocol for every session of that loop routed to that backend. Links are
+// gnet conns registered on their loop (EventLoop.Register), so a session's
+// frames go client -> loop -> link and back without a lock or goroutine hop.
+//
+// Invariant: owned by its loop's goroutine, like the sessions it carries.
+type link struct {
+	loop *loop
+	node string
+	addr string
+	conn gnet.Conn // nil while dialling and after close
+
+	pending  []byte // frames written while dialling, flushed on open
+	sessions int    // sessions routed to this link
+	retired  bool   // the node left the ring or moved: no new sessions; closes when empty
+	closed   bool
+	hello    bool // the backend's Hello arrived
+
+	lastRecv time.Time
+	pinged   time.Time
+}
+
+// linkTo returns the loop's link to m, dialling a new one if needed.
+func (l *loop) linkTo(m *ring.Member) *link {
+	if k := l.links[m.ID]; k != nil {
+		return k
+	}
+	k := &link{loop: l, node: m.ID, addr: m.Addr, lastRecv: time.Now()}
+	l.links[m.ID] = k
+	k.pending = wire.AppendHello(k.pending, wire.Hello{
+		Version: wire.Version, Role: wire.RoleGateway, MaxBody: wire.DefaultMaxBody, NodeID: l.g.cfg.ID,
+	})
+	g := l.g
+	// Dialling (and resolving) blocks, so it runs off the loop; gnet then
+	// registers the socket on this loop and calls OnOpen there.
+	go func() {
+		err := func() error {
+			addr, err := net.ResolveTCPAddr("tcp", k.addr)
+			if err != nil {
+				return err
+			}
+			ch, err := l.el.Register(gnet.NewContext(context.Background(), k), addr)
+			if err != nil {
+				return err
+			}
+			return (<-ch).Err
+		}()
+		if err != nil {
+			g.log.Warn("link dial failed", "node", k.node, "addr", k.addr, "err", err)
+			_ = l.exec(func() { l.linkFailed(k, wsframe.CloseTryAgainLater, "backend unavailable") })
+		}
+	}()
+	return k
+}
+
+// write sends a whole wire frame, or queues it while the link is dialling.
+func (k *link) write(frame []byte) {
+	switch {
+	case k.conn != nil:
+		_, _ = k.conn.Write(frame)
+	case !k.closed:
+		k.pending = append(k.pending, frame...)
+	}
+}
+
+// writeFrame sends a frame with header fields and body without copying the
+// body when the link is open.
+func (k *link) writeFrame(t wire.Type, flags uint8, sid uint32, body []byte) {
+	l := k.loop
+	hdr := wire.AppendHeader(l.out[:0], t, flags, sid, len(body))
+	if k.conn == nil {
+		if !k.closed {
+			k.pending = append(append(k.pending, hdr...), body...)
+		}
+		return
+	}
+	l.iov = append(l.iov[:0], hdr, body)
+	_, _ = k.conn.Writev(l.iov)
+	l.iov[1] = nil
+}
+
+// opened runs on the loop when the dialled socket is registered.
+func (l *loop) linkOpened(k *link, c gnet.Conn) []byte {
+	if k.closed || k.retired && k.sessions == 0 {
+		k.closed = true
+		_ = c.Close()
+		return nil
+	}
+	k.conn = c
+	k.lastRecv = time.Now()
+	out := k.pending
+	k.pending = nil
+	l.g.log.Debug("link open", "node", k.node, "addr", k.addr)
+	return out
+}
+
+// linkFailed closes every session of k and forgets k; the node gets no new
+// dial from this loop for LinkRetry.
+func (l *loop) linkFailed(k *link, code uint16, reason string) {
+	if k.closed {
+		return
+	}
+	k.closed = true
+	k.pending = nil
+	if l.links[k.node] == k {
+		delete(l.links, k.node)
+	}
+	if !k.retired {
+		l.down[k.node] = time.Now().Add(l.g.cfg.LinkRetry)
+	}
+	for _, s := range l.sessions {
+		if s.link == k {
+			l.closeSession(s, code, reason, true)
+		}
+	}
+	if k.conn != nil {
+		_ = k.conn.Close()
+		k.conn = nil
+	}
+}
+
+// maybeRetire closes a retired link once its last session is gone.
+func (k *link) maybeRetire() {
+	if k.retired && k.sessions == 0 {
+		k.loop.linkFailed(k, wsframe.CloseServiceRestart, "rebalance")
+	}
+}
+
+// keepalive pings an idle link and closes a silent one.
+func (k *link) keepalive(now time.Time) {
+	if k.conn == nil {
+		return
+	}
+	every := k.loop.g.cfg.KeepAlive
+	idle := now.Sub(k.lastRecv)
+	switch {
+	case idle > 3*every:
+		k.loop.g.log.Warn("link silent, closing", "node", k.node, "idle", idle.Round(time.Millisecond))
+		k.loop.linkFailed(k, wsframe.CloseInternalError, "backend link lost")
+	case idle > every && now.Sub(k.pinged) > every:
+		k.pinged = now
+		var b [8]byte
+		binary.BigEndian.PutUint64(b[:], uint64(now.UnixNano()))
+		k.writeFrame(wire.TypePing, 0, 0, b[:])
+	}
+}
+
+// linkTraffic handles every complete wire frame from the backend.
+func (l *loop) linkTraffic(k *link, c gnet.Conn) gnet.Action {
+	k.lastRecv = l.g.now()
+	for {
+		n := c.InboundBuffered()
+		if n < wire.HeaderSize {
+			return gnet.None
+		}
+		p, _ := c.Peek(wire.HeaderSize)
+		h, err := wire.ParseHeader(p, wire.DefaultMaxBody)
+		if err != nil {
+			l.g.log.Error("bad frame from backend, closing link", "node", k.node, "err", err)
+			_, _ = c.Write(wire.AppendError(l.out[:0], wire.CodeProtocol, err.Error()))
+			l.linkFailed(k, wsframe.CloseInternalError, "backend link lost")
+			return gnet.None
+		}
+		total := wire.HeaderSize + h.BodyLen
+		if n < total {
+			return gnet.None
+		}
+		p, _ = c.Peek(total)
+		if err := l.linkFrame(k, h, p[wire.HeaderSize:]); err != nil {
+			l.g.log.Error("backend protocol error, closing link", "node", k.node, "err", err)
+			l.linkFailed(k, wsframe.CloseInternalError, "backend link lost")
+			return gnet.None
+		}
+		if k.closed {
+			return gnet.None
+		}
+		_, _ = c.Discard(total)
+	}
+}
+
+// linkFrame acts on one frame from the backend. An error closes the link.
+func (l *loop) linkFrame(k *link, h wire.Header, body []byte) error {
+	switch h.Type {
+	case wire.TypeMessage:
+		s := l.sessions[h.Session]
+		if s == nil || s.link != k || s.state != stOpen {
+			return nil // closed meanwhile
+		}
+		op := wsframe.OpText
+		switch {
+		case h.Flags&wire.FlagContinuation != 0:
+			op = wsframe.OpContinuation
+		case h.Flags&wire.FlagBinary != 0:
+			op = wsframe.OpBinary
+		}
+		l.stats.out(len(body), h.Flags&wire.FlagMore == 0)
+		l.writeClient(s, h.Flags&wire.FlagMore == 0, op, body)
+	case wire.TypeClose:
+		s := l.sessions[h.Session]
+		if s == nil || s.link != k {
+			return nil
+		}
+		code, reason, err := wire.ParseClose(body)
+		if err != nil {
+			return err
+		}
+		if !wsframe.ValidCloseCode(code) {
+			code = wsframe.CloseNormal
+		}
+		l.closeSession(s, code, string(reason), true)
+	case wire.TypeSendKey:
+		key, payload, err := wire.ParseSendKey(body)
+		if err != nil {
+			return err
+		}
+		frame := l.frameOnce(h.Flags, payload)
+		for s := l.byKey[string(key)]; s != nil; {
+			next := s.nextKey // writeClient may close s and unlink it
+			if s.link == k && s.state == stOpen {
+				l.writeRaw(s, frame)
+			}
+			s = next
+		}
+	case wire.TypeBroadcast:
+		frame := l.frameOnce(h.Flags, body)
+		for _, s := range l.sessions {
+			if s.link == k && s.state == stOpen {
+				l.writeRaw(s, frame)
+			}
+		}
+	case wire.TypePing:
+		k.writeFrame(wire.TypePong, 0, 0, body)
+	case wire.TypePong:
+	case wire.TypeHello:
+		hello, err := wire.ParseHello(body)
+		if err != nil {
+			return err
+		}
+		if hello.Role != wire.RoleBackend || hello.Version != wire.Version {
+			return fmt.Errorf("backend hello: role %d version %d, want role %d version %d",
+				hello.Role, hello.Version, wire.RoleBackend, wire.Version)
+		}
+		if hello.NodeID != k.node {
+			return fmt.Errorf("backend at %s says it is node %q, membership says %q", k.addr, hello.NodeID, k.node)
+		}
+		k.hello = true
+	case wire.TypeError:
+		code, text, _ := wire.ParseError(body)
+		return fmt.Errorf("backend sent error %d: %s", code, text)
+	default:
+		return fmt.Errorf("unexpected %v frame from backend", h.Type)
+	}
+	return nil
+}
+
+// frameOnce frames a payload for many clients: header and payload in one
+// loop buffer, written as is to each (a broadcast is framed once).
+func (l *loop) frameOnce(flags uint8, payload []byte) []byte {
+	op := wsframe.OpText
+	if flags&wire.FlagBinary != 0 {
+		op = wsframe.OpBinary
+	}
+	l.bcast = append(wsframe.AppendHeader(l.bcast[:0], true, op, len(payload)), payload...)
+	return l.bcast
+}
+
+// linkClosed runs when a link's socket is gone.
+func (l *loop) linkClosed(k *link, err error) {
+	k.conn = nil
+	if !k.closed {
+		l.g.log.Warn("link lost", "node", k.node, "addr", k.addr, "err", err)
+		l.linkFailed(k, wsframe.CloseInternalError, "backend link lost")
+	}
+}

@@ -1,0 +1,152 @@
+package gateway
+
+import (
+	"context"
+	"sync/atomic"
+	"time"
+
+	"github.com/panjf2000/gnet/v2"
+
+	"github.com/wsgate/wsgate/internal/wsframe"
+)
+
+// loop is the gateway's state for one gnet event loop.
+//
+// Invariant: every field is owned by the loop's goroutine. Other goroutines
+// reach a loop only through exec (gnet's EventLoop.Execute); nothing here is
+// locked, and nothing here may block.
+type loop struct {
+	g  *Gateway
+	el gnet.EventLoop
+
+	sessions map[uint32]*session // open and closing client sessions by id
+	nextID   uint32
+	byKey    map[string]*session // head of each key's session list (session.nextKey)
+	links    map[string]*link    // links to backends by node id
+	timed    map[*session]struct{}
+	down     map[string]time.Time // node id -> no new dial before this (after a failed dial)
+	victims  []*session           // sessions to close for a rebalance, paced
+	pending  atomic.Int64         // len(victims), for the pacer (read off the loop)
+
+	hs handshake // the loop's reusable upgrader state
+
+	stats loopStats
+
+	// Scratch buffers, valid only within one callback.
+	out   []byte
+	bcast []byte
+	iov   [][]byte
+}
+
+func newLoop(g *Gateway, el gnet.EventLoop) *loop {
+	l := &loop{
+		g:        g,
+		el:       el,
+		sessions: make(map[uint32]*session),
+		byKey:    make(map[string]*session),
+		links:    make(map[string]*link),
+		timed:    make(map[*session]struct{}),
+		down:     make(map[string]time.Time),
+		out:      make([]byte, 0, 4096),
+		iov:      make([][]byte, 0, 2),
+	}
+	l.hs.init(l)
+	return l
+}
+
+// exec runs fn on the loop. Safe from any goroutine; fn must not block.
+func (l *loop) exec(fn func()) error {
+	return l.el.Execute(context.Background(), gnet.RunnableFunc(func(context.Context) error {
+		fn()
+		return nil
+	}))
+}
+
+// newSessionID returns an id not in use on this loop. Ids are unique per loop
+// and so per link (a link belongs to one loop).
+func (l *loop) newSessionID() uint32 {
+	for {
+		l.nextID++
+		if _, taken := l.sessions[l.nextID]; l.nextID != 0 && !taken {
+			return l.nextID
+		}
+	}
+}
+
+// addKey links s into its key's list.
+func (l *loop) addKey(s *session) {
+	if head := l.byKey[s.key]; head != nil {
+		s.nextKey = head
+		head.prevKey = s
+	}
+	l.byKey[s.key] = s
+}
+
+// removeKey unlinks s from its key's list.
+func (l *loop) removeKey(s *session) {
+	if s.prevKey != nil {
+		s.prevKey.nextKey = s.nextKey
+	} else if l.byKey[s.key] == s {
+		if s.nextKey != nil {
+			l.byKey[s.key] = s.nextKey
+		} else {
+			delete(l.byKey, s.key)
+		}
+	}
+	if s.nextKey != nil {
+		s.nextKey.prevKey = s.prevKey
+	}
+	s.prevKey, s.nextKey = nil, nil
+}
+
+// sweep enforces deadlines (handshake, close handshake) and link keepalive.
+// Runs on the loop, driven by the gateway's janitor.
+func (l *loop) sweep(now time.Time) {
+	nowNano := now.UnixNano()
+	for s := range l.timed {
+		if s.deadline <= nowNano {
+			delete(l.timed, s)
+			if s.state == stHandshake {
+				l.g.metrics.handshakeFailed("timeout")
+			}
+			s.state = stClosed
+			_ = s.conn.Close()
+		}
+	}
+	for _, k := range l.links {
+		k.keepalive(now)
+	}
+	for id, t := range l.down {
+		if now.After(t) {
+			delete(l.down, id)
+		}
+	}
+}
+
+// writeRaw writes a framed message to a client (see writeClient).
+func (l *loop) writeRaw(s *session, frame []byte) {
+	_, _ = s.conn.Write(frame)
+	l.checkBacklog(s)
+}
+
+// checkBacklog closes a client that has fallen too far behind.
+func (l *loop) checkBacklog(s *session) {
+	if s.conn.OutboundBuffered() > l.g.cfg.MaxClientBacklog {
+		l.g.metrics.slowClient()
+		l.closeSession(s, wsframe.ClosePolicyViolation, "slow client", false)
+	}
+}
+
+// writeClient writes a server frame (header then payload) to a client and
+// closes the client if it has fallen too far behind.
+func (l *loop) writeClient(s *session, fin bool, op wsframe.OpCode, payload []byte) {
+	hdr := wsframe.AppendHeader(l.out[:0], fin, op, len(payload))
+	if len(payload) == 0 {
+		_, _ = s.conn.Write(hdr)
+	} else {
+		l.iov = append(l.iov[:0], hdr, payload)
+		_, _ = s.conn.Writev(l.iov)
+		l.iov[1] = nil
+	}
+	l.checkBacklog(s)
+}

@@ -1,0 +1,111 @@
+package gateway
+
+import (
+	"strconv"
+	"sync/atomic"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/wsgate/wsgate/internal/ring"
+)
+
+// loopStats are a loop's traffic counters. Written only by the loop (one
+// uncontended atomic add per message), read by the metrics collector.
+type loopStats struct {
+	msgsIn, bytesIn, msgsOut, bytesOut atomic.Uint64
+}
+
+// in counts a relayed client->backend piece; last ends a message.
+func (s *loopStats) in(n int, last bool) {
+	s.bytesIn.Add(uint64(n))
+	if last {
+		s.msgsIn.Add(1)
+	}
+}
+
+// out counts a backend->client piece.
+func (s *loopStats) out(n int, last bool) {
+	s.bytesOut.Add(uint64(n))
+	if last {
+		s.msgsOut.Add(1)
+	}
+}
+
+// metrics is the gateway's Prometheus registry (namespace wsgate_gateway).
+type metrics struct {
+	reg         *prometheus.Registry
+	handshakes  *prometheus.CounterVec
+	closes      *prometheus.CounterVec
+	rebalance   prometheus.Counter
+	slow        prometheus.Counter
+	ringMembers prometheus.Gauge
+	ringVersion prometheus.Gauge
+	ringSwaps   prometheus.Counter
+	links       *prometheus.GaugeVec
+	hsOK        prometheus.Counter
+}
+
+func newMetrics(g *Gateway) *metrics {
+	const ns = "wsgate_gateway"
+	reg := prometheus.NewRegistry()
+	f := func(name, help string, pick func(*loopStats) *atomic.Uint64) prometheus.Collector {
+		return prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: ns, Name: name, Help: help}, func() float64 {
+			var sum uint64
+			for _, l := range g.loopList() {
+				sum += pick(&l.stats).Load()
+			}
+			return float64(sum)
+		})
+	}
+	m := &metrics{
+		reg: reg,
+		handshakes: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "handshakes_total",
+			Help: "WebSocket upgrade attempts by result (ok or the failure reason)."}, []string{"result"}),
+		closes: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "protocol_closes_total",
+			Help: "Clients closed for a protocol violation, by close code."}, []string{"code"}),
+		rebalance: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: "rebalance_closes_total",
+			Help: "Clients closed with 1012 because their owner changed."}),
+		slow: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: "slow_client_closes_total",
+			Help: "Clients closed with 1008 for exceeding the outbound backlog."}),
+		ringMembers: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Name: "ring_members",
+			Help: "Backend nodes on the current ring."}),
+		ringVersion: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Name: "ring_version",
+			Help: "Low 52 bits of the current ring's content hash; equal on gateways with equal rings."}),
+		ringSwaps: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: "ring_swaps_total",
+			Help: "Rings swapped in."}),
+		links: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Name: "backend_up",
+			Help: "1 when the control link to a backend is up."}, []string{"node"}),
+	}
+	m.hsOK = m.handshakes.WithLabelValues("ok")
+	reg.MustRegister(m.handshakes, m.closes, m.rebalance, m.slow, m.ringMembers, m.ringVersion, m.ringSwaps, m.links,
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: ns, Name: "connections",
+			Help: "Open client WebSocket sessions."}, func() float64 { return float64(g.clients.Load()) }),
+		f("messages_in_total", "Client messages relayed to backends.", func(s *loopStats) *atomic.Uint64 { return &s.msgsIn }),
+		f("bytes_in_total", "Client payload bytes relayed to backends.", func(s *loopStats) *atomic.Uint64 { return &s.bytesIn }),
+		f("messages_out_total", "Backend messages relayed to clients (per session).", func(s *loopStats) *atomic.Uint64 { return &s.msgsOut }),
+		f("bytes_out_total", "Backend payload bytes relayed to clients.", func(s *loopStats) *atomic.Uint64 { return &s.bytesOut }),
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+	)
+	return m
+}
+
+func (m *metrics) handshakeOK()                { m.hsOK.Inc() }
+func (m *metrics) handshakeFailed(why string)  { m.handshakes.WithLabelValues(why).Inc() }
+func (m *metrics) protocolClose(code uint16)   { m.closes.WithLabelValues(strconv.Itoa(int(code))).Inc() }
+func (m *metrics) rebalanceClose()             { m.rebalance.Inc() }
+func (m *metrics) slowClient()                 { m.slow.Inc() }
+func (m *metrics) linkUp(node string, up bool) { m.links.WithLabelValues(node).Set(b2f(up)) }
+func (m *metrics) ringSwapped(r *ring.Ring) {
+	m.ringSwaps.Inc()
+	m.ringMembers.Set(float64(r.Len()))
+	m.ringVersion.Set(float64(r.Version() & (1<<52 - 1)))
+}
+
+func b2f(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
+}

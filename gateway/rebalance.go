@@ -1,0 +1,68 @@
+package gateway
+
+import (
+	"time"
+
+	"github.com/wsgate/wsgate/internal/ring"
+	"github.com/wsgate/wsgate/internal/wsframe"
+)
+
+// Rebalance: after a ring swap every loop scans its own sessions and lists
+// those whose owner changed (scan); the pacer then has each loop close a few
+// of them per tick (closeVictims), RebalanceRate per second in all, so the
+// reconnecting clients do not stampede their new owner. A victim is checked
+// again against the ring current at its turn: a client whose owner changed
+// back meanwhile stays.
+
+const paceTick = 10 * time.Millisecond
+
+// moved reports whether s must leave its backend under r.
+func (l *loop) moved(s *session, r *ring.Ring) bool {
+	if s.link == nil {
+		return false
+	}
+	if s.link.retired {
+		return true
+	}
+	if s.keyless {
+		return r.Member(s.link.node) == nil
+	}
+	m := r.LookupString(s.key)
+	return m == nil || m.ID != s.link.node
+}
+
+// scan lists the loop's sessions that r moves and retires links to nodes r
+// no longer has (or has at another address).
+func (l *loop) scan(r *ring.Ring) {
+	for id, k := range l.links {
+		if m := r.Member(id); m == nil || m.Addr != k.addr {
+			k.retired = true
+			delete(l.links, id)
+			k.maybeRetire()
+		}
+	}
+	l.victims = l.victims[:0]
+	for _, s := range l.sessions {
+		if s.state == stOpen && l.moved(s, r) {
+			l.victims = append(l.victims, s)
+		}
+	}
+	l.pending.Store(int64(len(l.victims)))
+}
+
+// closeVictims closes up to budget moved sessions and reports how many remain.
+func (l *loop) closeVictims(budget int) {
+	r := l.g.ring.Load()
+	for budget > 0 && len(l.victims) > 0 {
+		s := l.victims[len(l.victims)-1]
+		l.victims[len(l.victims)-1] = nil
+		l.victims = l.victims[:len(l.victims)-1]
+		if s.state == stOpen && l.moved(s, r) {
+			l.closeSession(s, wsframe.CloseServiceRestart, "rebalance", false)
+			l.g.metrics.rebalanceClose()
+			l.g.rebalanced.Add(1)
+			budget--
+		}
+	}
+	l.pending.Store(int64(len(l.victims)))
+}

@@ -1,0 +1,277 @@
+package gateway
+
+import (
+	"time"
+
+	"github.com/panjf2000/gnet/v2"
+
+	"github.com/wsgate/wsgate/internal/wire"
+	"github.com/wsgate/wsgate/internal/wsframe"
+)
+
+// Session states.
+const (
+	stHandshake uint8 = iota // waiting for a complete upgrade request
+	stOpen                   // upgraded; frames flow both ways
+	stClosing                // we sent a close frame and wait for the client's
+	stClosed                 // done; the conn is closing
+)
+
+// maxChunk caps one relayed piece of a large client frame, so a big message
+// streams to the backend in wire fragments instead of being buffered whole.
+const maxChunk = 64 << 10
+
+// session is one client connection. It is owned by its loop's goroutine.
+//
+// Kept small on purpose: an idle client costs this struct, gnet's conn and
+// two map entries, and no buffer (gnet's inbound buffer is empty while idle).
+type session struct {
+	conn gnet.Conn
+	loop *loop
+	link *link // the backend link; nil until routed and after detach
+	key  string
+	id   uint32
+
+	state   uint8
+	keyless bool
+
+	// Reader state of the client frame in progress.
+	op        wsframe.OpCode // data message in progress (text/binary), 0 if none
+	fin       bool           // the current frame ends the message
+	relayed   bool           // a fragment of the current message went to the backend
+	maskPos   uint8
+	mask      [4]byte
+	remaining int64 // payload bytes of the current frame still to read
+	msgLen    int64 // bytes of the current message so far
+	utf8      wsframe.UTF8
+
+	deadline         int64 // unix nanos; meaningful while in loop.timed
+	prevKey, nextKey *session
+}
+
+// onTraffic processes every complete piece of input from the client.
+func (l *loop) onTraffic(s *session, c gnet.Conn) gnet.Action {
+	if s.state == stHandshake {
+		if act, done := l.handshakeTraffic(s, c); !done {
+			return act
+		}
+	}
+	for s.state == stOpen || s.state == stClosing {
+		if s.remaining > 0 {
+			n := c.InboundBuffered()
+			if n == 0 {
+				return gnet.None
+			}
+			take := int(min(int64(n), s.remaining, maxChunk))
+			p, _ := c.Peek(take)
+			s.maskPos = uint8(wsframe.MaskBytes(p, s.mask, int(s.maskPos)))
+			s.remaining -= int64(take)
+			if act := l.relayChunk(s, p, s.remaining == 0 && s.fin); act != gnet.None {
+				return act
+			}
+			_, _ = c.Discard(take)
+			continue
+		}
+		n := c.InboundBuffered()
+		if n < 2 {
+			return gnet.None
+		}
+		p, _ := c.Peek(min(n, wsframe.MaxHeaderLen))
+		var h wsframe.Header // decoded in place: returning it by value costs more than the parse
+		hn, err := h.Parse(p)
+		if err != nil {
+			return l.fail(s, err)
+		}
+		if hn == 0 {
+			return gnet.None
+		}
+		// RFC 6455 5.1: "The server MUST close the connection upon receiving a
+		// frame that is not masked ... with a status code of 1002."
+		if !h.Masked {
+			return l.fail(s, wsframe.ErrUnmaskedFrame)
+		}
+		if h.Op.IsControl() {
+			need := hn + int(h.Length)
+			if n < need {
+				return gnet.None
+			}
+			p, _ = c.Peek(need)
+			payload := p[hn:]
+			wsframe.MaskBytes(payload, h.Mask, 0)
+			if act := l.control(s, h.Op, payload); act != gnet.None {
+				return act
+			}
+			_, _ = c.Discard(need)
+			continue
+		}
+		// RFC 6455 5.4: a fragmented message is one frame with FIN clear and
+		// a data opcode, then zero or more continuation frames, the last with
+		// FIN set; data frames of another message must not be interleaved.
+		switch h.Op {
+		case wsframe.OpContinuation:
+			if s.op == 0 {
+				return l.fail(s, wsframe.ErrUnexpectedContinuation)
+			}
+		default:
+			if s.op != 0 {
+				return l.fail(s, wsframe.ErrExpectedContinuation)
+			}
+			s.op, s.msgLen, s.relayed = h.Op, 0, false
+			s.utf8.Reset()
+		}
+		s.msgLen += h.Length
+		if s.msgLen > int64(l.g.cfg.MaxMessage) {
+			return l.fail(s, wsframe.ErrTooBig)
+		}
+		s.fin, s.mask, s.maskPos, s.remaining = h.Fin, h.Mask, 0, h.Length
+		_, _ = c.Discard(hn)
+		if h.Length == 0 && h.Fin {
+			if act := l.relayChunk(s, nil, true); act != gnet.None {
+				return act
+			}
+		}
+	}
+	if s.state == stClosed {
+		return gnet.Close
+	}
+	return gnet.None
+}
+
+// relayChunk validates one unmasked piece of a data message and relays it to
+// the backend as a wire Message fragment. last marks the end of the message.
+func (l *loop) relayChunk(s *session, p []byte, last bool) gnet.Action {
+	op := s.op
+	if last {
+		s.op = 0
+	}
+	if s.state != stOpen {
+		return gnet.None // closing: read and drop until the client's close frame
+	}
+	// RFC 6455 8.1: text must be UTF-8; a fragment may end inside a code
+	// point, so the check is streaming and completes at the final fragment.
+	if op == wsframe.OpText && (!s.utf8.Feed(p) || last && !s.utf8.Complete()) {
+		return l.fail(s, wsframe.ErrInvalidUTF8)
+	}
+	var flags uint8
+	if op == wsframe.OpBinary {
+		flags |= wire.FlagBinary
+	}
+	if s.relayed {
+		flags |= wire.FlagContinuation
+	}
+	if !last {
+		flags |= wire.FlagMore
+	}
+	s.relayed = true
+	l.stats.in(len(p), last)
+	if s.link != nil {
+		s.link.writeFrame(wire.TypeMessage, flags, s.id, p)
+	}
+	return gnet.None
+}
+
+// control handles a complete, unmasked control frame from the client.
+func (l *loop) control(s *session, op wsframe.OpCode, payload []byte) gnet.Action {
+	switch op {
+	case wsframe.OpPing:
+		// RFC 6455 5.5.2: "Upon receipt of a Ping frame, an endpoint MUST
+		// send a Pong frame in response ... with identical Application data."
+		if s.state == stOpen {
+			l.writeClient(s, true, wsframe.OpPong, payload)
+		}
+	case wsframe.OpPong:
+		// Unsolicited pongs are allowed and ignored (5.5.3).
+	case wsframe.OpClose:
+		code, reason, err := wsframe.ParseClosePayload(payload)
+		if err != nil {
+			return l.fail(s, err)
+		}
+		if s.state == stClosing {
+			// The client answered our close: the handshake is complete.
+			s.state = stClosed
+			return gnet.Close
+		}
+		// RFC 6455 5.5.1: "If an endpoint receives a Close frame and did not
+		// previously send a Close frame, the endpoint MUST send a Close frame
+		// in response ... typically echoing the status code it received."
+		echo := code
+		if code == wsframe.CloseNoStatus {
+			echo = 0
+		}
+		_, _ = s.conn.Write(wsframe.AppendClose(l.out[:0], echo, ""))
+		l.detach(s, code, reason)
+		s.state = stClosed
+		return gnet.Close
+	}
+	return gnet.None
+}
+
+// fail closes s for a protocol error: a close frame with the error's code,
+// the backend told, the connection closed once the frame is flushed.
+func (l *loop) fail(s *session, err error) gnet.Action {
+	code, reason := uint16(wsframe.CloseProtocolError), err.Error()
+	if e, ok := err.(*wsframe.Error); ok {
+		code, reason = e.Code, e.Reason
+	}
+	l.g.metrics.protocolClose(code)
+	if s.state == stOpen {
+		_, _ = s.conn.Write(wsframe.AppendClose(l.out[:0], code, reason))
+	}
+	l.detach(s, code, []byte(reason))
+	s.state = stClosed
+	return gnet.Close
+}
+
+// closeSession starts a server-side close of s with code and reason. With
+// wait, the connection stays until the client answers or CloseTimeout passes;
+// without, it closes as soon as the close frame is flushed.
+// The backend is told unless it asked for the close itself (fromBackend).
+func (l *loop) closeSession(s *session, code uint16, reason string, fromBackend bool) {
+	if s.state != stOpen {
+		return
+	}
+	_, _ = s.conn.Write(wsframe.AppendClose(l.out[:0], code, reason))
+	if fromBackend {
+		l.unlink(s)
+	} else {
+		l.detach(s, code, []byte(reason))
+	}
+	s.state = stClosing
+	s.deadline = time.Now().Add(l.g.cfg.CloseTimeout).UnixNano()
+	l.timed[s] = struct{}{}
+}
+
+// detach tells the backend that s closed (code, reason) and unlinks it.
+func (l *loop) detach(s *session, code uint16, reason []byte) {
+	if s.link != nil && s.state == stOpen {
+		s.link.write(wire.AppendClose(l.out[:0], s.id, code, reason))
+	}
+	l.unlink(s)
+}
+
+// unlink removes s from its link and from routing; s stays in l.sessions
+// (for the close handshake) until its conn closes.
+func (l *loop) unlink(s *session) {
+	if s.link == nil {
+		return
+	}
+	s.link.sessions--
+	l.g.nodeClients(s.link.node).Add(-1)
+	l.removeKey(s)
+	s.link.maybeRetire()
+	s.link = nil
+}
+
+// onClose forgets s; its connection is gone.
+func (l *loop) onClose(s *session) {
+	delete(l.timed, s)
+	if s.state == stHandshake {
+		return
+	}
+	// An abrupt close: RFC 6455 7.1.5 "the WebSocket Connection Close Code
+	// is considered to be 1006".
+	l.detach(s, wsframe.CloseAbnormal, nil)
+	s.state = stClosed
+	delete(l.sessions, s.id)
+	l.g.clients.Add(-1)
+}

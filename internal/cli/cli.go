@@ -1,0 +1,223 @@
+// Package cli parses wsgate's command line and runs its subcommands.
+package cli
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/wsgate/wsgate/backend"
+	"github.com/wsgate/wsgate/backend/demo"
+	"github.com/wsgate/wsgate/gateway"
+	"github.com/wsgate/wsgate/internal/cluster"
+	"github.com/wsgate/wsgate/internal/membership"
+)
+
+const usage = `wsgate — a WebSocket edge tier that routes clients by key to stateful backends.
+
+Usage:
+  wsgate dev      [flags]   a whole cluster in one process: gateway + N demo backends
+  wsgate gateway  [flags]   the edge: clients in, links out to --backend nodes
+  wsgate backend  [flags]   a demo backend node (echo, push) behind gateways
+  wsgate help               this text
+
+Run 'wsgate <command> -h' for a command's flags. Every flag can also be set
+through the environment as WSGATE_<FLAG> (e.g. WSGATE_LISTEN=0.0.0.0:8080).
+`
+
+// Run runs the subcommand in args until ctx ends (a signal) or it fails.
+func Run(ctx context.Context, args []string, stdout io.Writer) error {
+	if len(args) == 0 {
+		fmt.Fprint(stdout, usage)
+		return usageError{errors.New("no command given")}
+	}
+	switch args[0] {
+	case "dev":
+		return runDev(ctx, args[1:], stdout)
+	case "gateway":
+		return runGateway(ctx, args[1:])
+	case "backend":
+		return runBackend(ctx, args[1:])
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+		return nil
+	}
+	return usageError{fmt.Errorf("unknown command %q (want dev, gateway or backend)", args[0])}
+}
+
+// ExitCode maps an error from Run to a process exit code: 2 for a usage
+// mistake, 1 otherwise.
+func ExitCode(err error) int {
+	var u usageError
+	if errors.As(err, &u) {
+		return 2
+	}
+	return 1
+}
+
+// logFlags adds --log-level and --log-format and returns a logger builder.
+func logFlags(fs *flagSet) func() (*slog.Logger, error) {
+	level := fs.String("log-level", "info", "log level: debug, info, warn, error")
+	format := fs.String("log-format", "text", "log format: text or json")
+	return func() (*slog.Logger, error) {
+		var lv slog.Level
+		if err := lv.UnmarshalText([]byte(*level)); err != nil {
+			return nil, usageError{fmt.Errorf("--log-level %q: want debug, info, warn or error", *level)}
+		}
+		opts := &slog.HandlerOptions{Level: lv}
+		switch *format {
+		case "text":
+			return slog.New(slog.NewTextHandler(os.Stderr, opts)), nil
+		case "json":
+			return slog.New(slog.NewJSONHandler(os.Stderr, opts)), nil
+		}
+		return nil, usageError{fmt.Errorf("--log-format %q: want text or json", *format)}
+	}
+}
+
+// gatewayFlags registers the gateway's tuning flags on fs and returns a
+// function that fills a Config from them.
+func gatewayFlags(fs *flagSet, listen, admin string) func(*gateway.Config) {
+	var (
+		l       = fs.String("listen", listen, "client WebSocket listener host:port")
+		a       = fs.String("admin", admin, "admin HTTP host:port (- disables)")
+		id      = fs.String("id", "", "gateway id (default host-pid)")
+		loops   = fs.Int("loops", 0, "event loops (default: number of CPUs)")
+		reuse   = fs.Bool("reuseport", false, "SO_REUSEPORT, for several gateway processes on one port")
+		maxMsg  = fs.Int("max-message", gateway.DefaultMaxMessage, "largest client message in bytes (larger: close 1009)")
+		maxHS   = fs.Int("max-handshake", gateway.DefaultMaxHandshake, "largest upgrade request in bytes (larger: HTTP 431)")
+		hsTO    = fs.Duration("handshake-timeout", gateway.DefaultHandshakeTimeout, "time allowed for the upgrade request")
+		rate    = fs.Int("rebalance-rate", gateway.DefaultRebalanceRate, "clients closed per second when their owner changes")
+		vnodes  = fs.Int("virtual-nodes", 0, "ring virtual nodes per weight unit (default: the ring's)")
+		keep    = fs.Duration("keepalive", gateway.DefaultKeepAlive, "link ping interval; a link silent 3x this is dead")
+		drainTO = fs.Duration("drain-timeout", gateway.DefaultDrainTimeout, "on shutdown, how long clients get to finish the close handshake")
+	)
+	return func(c *gateway.Config) {
+		c.Listen, c.Admin, c.ID, c.Loops, c.ReusePort = *l, *a, *id, *loops, *reuse
+		c.MaxMessage, c.MaxHandshake, c.HandshakeTimeout = *maxMsg, *maxHS, *hsTO
+		c.RebalanceRate, c.VirtualNodes, c.KeepAlive, c.DrainTimeout = *rate, *vnodes, *keep, *drainTO
+	}
+}
+
+func runDev(ctx context.Context, args []string, stdout io.Writer) error {
+	fs := newFlagSet("wsgate dev")
+	fill := gatewayFlags(fs, gateway.DefaultListen, gateway.DefaultAdmin)
+	n := fs.Int("backends", 3, "demo backend nodes to start")
+	logger := logFlags(fs)
+	if err := fs.parse(args); err != nil {
+		return err
+	}
+	log, err := logger()
+	if err != nil {
+		return err
+	}
+	if *n < 1 || *n > 64 {
+		return usageError{fmt.Errorf("--backends %d: want 1..64", *n)}
+	}
+	var cfg gateway.Config
+	fill(&cfg)
+	cfg.Logger = log
+	c, err := cluster.Start(cluster.Config{Backends: *n, Gateway: cfg, Logger: log})
+	if err != nil {
+		return err
+	}
+	g := c.Gateway()
+	admin := g.AdminAddr()
+	fmt.Fprintf(stdout, `wsgate dev: gateway and %d backends running.
+
+  WebSocket:  ws://%[2]s/ws/{userId}   (also /websocket/connect/{userId}, or ?userId=)
+  Admin API:  http://%[3]s/api/nodes   /api/ring?key=K   /metrics   /healthz
+  Push:       curl -d '{"userId":"alice","message":"hi"}' http://%[3]s/api/send
+  Scale:      curl -X POST http://%[3]s/api/nodes ; curl -X DELETE http://%[3]s/api/nodes/{id}
+
+Ctrl-C stops the cluster (clients get close 1001).
+`, *n, g.Addr(), admin)
+	<-ctx.Done()
+	log.Info("shutting down")
+	sctx, cancel := context.WithTimeout(context.Background(), cfg.DrainTimeout+5*time.Second)
+	defer cancel()
+	return c.Shutdown(sctx)
+}
+
+func runGateway(ctx context.Context, args []string) error {
+	fs := newFlagSet("wsgate gateway")
+	fill := gatewayFlags(fs, "0.0.0.0:8080", "127.0.0.1:8081")
+	backends := fs.List("backend", "a backend node as id=host:port[,weight]")
+	logger := logFlags(fs)
+	if err := fs.parse(args); err != nil {
+		return err
+	}
+	log, err := logger()
+	if err != nil {
+		return err
+	}
+	if len(*backends) == 0 {
+		return usageError{errors.New("--backend id=host:port is required (give it once per backend node)")}
+	}
+	var nodes []membership.Node
+	for _, b := range *backends {
+		n, err := membership.ParseNode(b)
+		if err != nil {
+			return usageError{fmt.Errorf("--backend: %w", err)}
+		}
+		nodes = append(nodes, n)
+	}
+	src, err := membership.NewStatic(nodes)
+	if err != nil {
+		return usageError{fmt.Errorf("--backend: %w", err)}
+	}
+	var cfg gateway.Config
+	fill(&cfg)
+	cfg.Members, cfg.Logger = src, log
+	g, err := gateway.New(cfg)
+	if err != nil {
+		return usageError{err}
+	}
+	if err := g.Start(ctx); err != nil {
+		return err
+	}
+	<-ctx.Done()
+	log.Info("shutting down: closing clients with 1001")
+	return g.Shutdown(context.Background())
+}
+
+func runBackend(ctx context.Context, args []string) error {
+	fs := newFlagSet("wsgate backend")
+	host, _ := os.Hostname()
+	id := fs.String("id", fmt.Sprintf("%s-%d", host, os.Getpid()), "node id, unique in the cluster")
+	listen := fs.String("listen", "0.0.0.0:9000", "link listener host:port that gateways dial")
+	drain := fs.Duration("drain-timeout", 30*time.Second, "on shutdown, how long gateways get to move clients away")
+	logger := logFlags(fs)
+	if err := fs.parse(args); err != nil {
+		return err
+	}
+	log, err := logger()
+	if err != nil {
+		return err
+	}
+	node, err := demo.NewNode(backend.Config{ID: *id, Listen: *listen, Logger: log})
+	if err != nil {
+		return usageError{err}
+	}
+	if err := node.Start(); err != nil {
+		return fmt.Errorf("backend: --listen %s: %w", *listen, err)
+	}
+	log.Info("backend started", "id", node.ID(), "listen", node.Addr(),
+		"gateway_flag", "--backend "+node.ID()+"="+strings.Replace(node.Addr(), "0.0.0.0", "127.0.0.1", 1))
+	<-ctx.Done()
+	log.Info("shutting down: waiting for gateways to move clients", "sessions", node.SessionCount())
+	sctx, cancel := context.WithTimeout(context.Background(), *drain)
+	defer cancel()
+	if err := node.Shutdown(sctx); err != nil {
+		log.Warn("drain incomplete", "err", err)
+	}
+	return nil
+}
+
+var _ = flag.ErrHelp
