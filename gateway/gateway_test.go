@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -147,7 +148,7 @@ func TestRawFraming(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			r := rawDial(t, addr)
-			r.upgrade(t, "/ws/raw-"+tc.name)
+			r.upgrade(t, "/ws/raw-"+url.PathEscape(tc.name))
 			for _, f := range tc.send {
 				r.Write(f)
 			}
