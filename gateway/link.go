@@ -284,7 +284,9 @@ func (l *loop) frameOnce(flags uint8, payload []byte) []byte {
 func (l *loop) linkClosed(k *link, err error) {
 	k.conn = nil
 	if !k.closed {
-		l.g.log.Warn("link lost", "node", k.node, "addr", k.addr, "err", err)
+		if !l.g.draining.Load() {
+			l.g.log.Warn("link lost", "node", k.node, "addr", k.addr, "err", err)
+		}
 		l.linkFailed(k, wsframe.CloseInternalError, "backend link lost")
 	}
 }

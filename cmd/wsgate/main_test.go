@@ -1,0 +1,280 @@
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+)
+
+// These tests run the real binary as separate processes: backends and a
+// gateway with a static --backend list, as a user would start them.
+
+var binary string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "wsgate-bin")
+	if err != nil {
+		panic(err)
+	}
+	binary = filepath.Join(dir, "wsgate")
+	if out, err := exec.Command("go", "build", "-o", binary, ".").CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "build: %v\n%s", err, out)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// proc is a running wsgate process with its stderr captured.
+type proc struct {
+	cmd *exec.Cmd
+	log *logBuf
+}
+
+type logBuf struct {
+	lines chan string
+	all   strings.Builder
+}
+
+func start(t testing.TB, args ...string) *proc {
+	t.Helper()
+	cmd := exec.Command(binary, args...)
+	stderr, _ := cmd.StderrPipe()
+	cmd.Stdout = io.Discard
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	p := &proc{cmd: cmd, log: &logBuf{lines: make(chan string, 1024)}}
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			select {
+			case p.log.lines <- sc.Text():
+			default:
+			}
+		}
+		close(p.log.lines)
+	}()
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+	})
+	return p
+}
+
+// waitLog waits for a log line matching re and returns its submatches.
+func (p *proc) waitLog(t testing.TB, re string) []string {
+	t.Helper()
+	rx := regexp.MustCompile(re)
+	timeout := time.After(15 * time.Second)
+	for {
+		select {
+		case line, ok := <-p.log.lines:
+			if !ok {
+				t.Fatalf("process exited before logging %q", re)
+			}
+			if m := rx.FindStringSubmatch(line); m != nil {
+				return m
+			}
+		case <-timeout:
+			t.Fatalf("no log line matching %q", re)
+		}
+	}
+}
+
+// cluster starts n backend processes and a gateway process routing to them
+// and returns the gateway's client and admin addresses.
+func startProcesses(t testing.TB, n int) (gw *proc, addr, adminAddr string, ids []string) {
+	t.Helper()
+	args := []string{"gateway", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"}
+	for i := range n {
+		id := fmt.Sprintf("b%d", i+1)
+		b := start(t, "backend", "--id", id, "--listen", "127.0.0.1:0")
+		m := b.waitLog(t, `backend started.* listen=(\S+)`)
+		args = append(args, "--backend", id+"="+m[1])
+		ids = append(ids, id)
+	}
+	gw = start(t, args...)
+	m := gw.waitLog(t, `gateway started.* listen=(\S+) admin=(\S+)`)
+	return gw, m[1], m[2], ids
+}
+
+func TestSeparateProcesses(t *testing.T) {
+	gw, addr, adminAddr, ids := startProcesses(t, 2)
+	seen := map[string]bool{}
+	var clients []*websocket.Conn
+	for i := range 20 {
+		ws, _, err := websocket.DefaultDialer.Dial(fmt.Sprintf("ws://%s/ws/user-%d", addr, i), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ws.Close()
+		var w struct{ ServerIP string }
+		if err := ws.ReadJSON(&w); err != nil {
+			t.Fatal(err)
+		}
+		seen[w.ServerIP] = true
+		if err := ws.WriteMessage(websocket.TextMessage, []byte("ping")); err != nil {
+			t.Fatal(err)
+		}
+		if _, m, err := ws.ReadMessage(); err != nil || string(m) != "ping" {
+			t.Fatalf("echo %q %v", m, err)
+		}
+		clients = append(clients, ws)
+	}
+	for _, id := range ids {
+		if !seen[id] {
+			t.Errorf("no client landed on %s: %v", id, seen)
+		}
+	}
+	resp, err := http.Get("http://" + adminAddr + "/count")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var count int
+	_ = json.NewDecoder(resp.Body).Decode(&count)
+	resp.Body.Close()
+	if count != 20 {
+		t.Fatalf("/count = %d", count)
+	}
+	// SIGTERM: every client gets 1001 and the process exits 0.
+	_ = gw.cmd.Process.Signal(syscall.SIGTERM)
+	for _, ws := range clients {
+		_ = ws.SetReadDeadline(time.Now().Add(10 * time.Second))
+		_, _, err := ws.ReadMessage()
+		if ce, ok := err.(*websocket.CloseError); !ok || ce.Code != websocket.CloseGoingAway {
+			t.Fatalf("after SIGTERM: %v, want close 1001", err)
+		}
+	}
+	if err := gw.cmd.Wait(); err != nil {
+		t.Fatalf("gateway exit: %v", err)
+	}
+}
+
+func TestBadFlags(t *testing.T) {
+	cases := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"gateway"}, "--backend id=host:port is required"},
+		{[]string{"gateway", "--backend", "nohost"}, "want id=host:port"},
+		{[]string{"gateway", "--backend", "a=127.0.0.1:1", "--backend", "a=127.0.0.1:2"}, `"a" given twice`},
+		{[]string{"gateway", "--backend", "a=127.0.0.1:1", "--max-message", "1"}, "--max-message 1"},
+		{[]string{"dev", "--backends", "0"}, "--backends 0"},
+		{[]string{"dev", "--log-level", "loud"}, "--log-level"},
+		{[]string{"frobnicate"}, "unknown command"},
+	}
+	for _, tc := range cases {
+		out, err := exec.Command(binary, tc.args...).CombinedOutput()
+		ee, ok := err.(*exec.ExitError)
+		if !ok || ee.ExitCode() != 2 || !strings.Contains(string(out), tc.want) {
+			t.Errorf("wsgate %v: exit %v, output %q; want exit 2 mentioning %q", tc.args, err, out, tc.want)
+		}
+	}
+	cmd := exec.Command(binary, "gateway", "--backend", "a=127.0.0.1:1")
+	cmd.Env = append(os.Environ(), "WSGATE_LOOPS=many")
+	if out, _ := cmd.CombinedOutput(); !strings.Contains(string(out), "WSGATE_LOOPS") {
+		t.Errorf("bad env var not named: %q", out)
+	}
+}
+
+// BenchmarkIdleMemory measures the gateway process's memory per idle
+// client: it connects 10,000 WebSocket clients through a gateway process
+// (backends in their own processes) and reads the gateway's heap (after a
+// forced GC) and RSS from its admin API, before and after.
+//
+//	go test -run '^$' -bench IdleMemory -benchtime 1x ./cmd/wsgate/
+func BenchmarkIdleMemory(b *testing.B) {
+	const clients = 10000
+	for range b.N {
+		_, addr, adminAddr, _ := startProcesses(b, 2)
+		heap0, rss0 := gatewayMemory(b, adminAddr)
+		conns := make([]net.Conn, 0, clients)
+		for i := range clients {
+			// Spread source addresses over 127.0.0.x like a real load test.
+			c, err := dialWS(addr, fmt.Sprintf("/ws/user-%d", i), net.IPv4(127, 0, 0, byte(1+i%8)))
+			if err != nil {
+				b.Fatalf("client %d: %v", i, err)
+			}
+			conns = append(conns, c)
+		}
+		heap1, rss1 := gatewayMemory(b, adminAddr)
+		b.ReportMetric(float64(heap1-heap0)/clients, "heap-B/client")
+		b.ReportMetric(float64(rss1-rss0)/clients, "rss-B/client")
+		for _, c := range conns {
+			c.Close()
+		}
+	}
+}
+
+// dialWS opens a WebSocket with a minimal client (no per-conn goroutine or
+// buffers in this process) and reads the 101 response.
+func dialWS(addr, path string, src net.IP) (net.Conn, error) {
+	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: src}, Timeout: 5 * time.Second}
+	c, err := d.Dial("tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	fmt.Fprintf(c, "GET %s HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"+
+		"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n", path)
+	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	resp, err := http.ReadResponse(bufio.NewReaderSize(c, 256), nil)
+	if err != nil {
+		c.Close()
+		return nil, err
+	}
+	if resp.StatusCode != http.StatusSwitchingProtocols {
+		c.Close()
+		return nil, fmt.Errorf("status %d", resp.StatusCode)
+	}
+	return c, nil
+}
+
+// gatewayMemory forces a GC in the gateway (pprof heap ?gc=1) and reads
+// go_memstats_heap_inuse_bytes and process_resident_memory_bytes.
+func gatewayMemory(b *testing.B, adminAddr string) (heap, rss float64) {
+	b.Helper()
+	for range 2 {
+		r, err := http.Get("http://" + adminAddr + "/debug/pprof/heap?gc=1")
+		if err != nil {
+			b.Fatal(err)
+		}
+		io.Copy(io.Discard, r.Body)
+		r.Body.Close()
+	}
+	r, err := http.Get("http://" + adminAddr + "/metrics")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer r.Body.Close()
+	sc := bufio.NewScanner(r.Body)
+	for sc.Scan() {
+		f := strings.Fields(sc.Text())
+		if len(f) != 2 {
+			continue
+		}
+		v, _ := strconv.ParseFloat(f[1], 64)
+		switch f[0] {
+		case "go_memstats_heap_inuse_bytes":
+			heap = v
+		case "process_resident_memory_bytes":
+			rss = v
+		}
+	}
+	return heap, rss
+}
