@@ -26,6 +26,7 @@ const (
 	DefaultLinkRetry        = 2 * time.Second // after a failed dial, clients of that node get 1013 for this long
 	DefaultKeepAlive        = 15 * time.Second
 	DefaultMaxClientBacklog = 32 << 20 // bytes queued to one slow client before it is closed with 1008
+	DefaultMaxLinkBacklog   = 64 << 20 // bytes queued to one backend link before senders are closed with 1013
 	DefaultDrainTimeout     = 10 * time.Second
 )
 
@@ -47,6 +48,7 @@ type Config struct {
 	LinkRetry        time.Duration // default DefaultLinkRetry
 	KeepAlive        time.Duration // link ping interval when idle; a link silent for 3x this is dead
 	MaxClientBacklog int           // default DefaultMaxClientBacklog
+	MaxLinkBacklog   int           // default DefaultMaxLinkBacklog
 	DrainTimeout     time.Duration // Shutdown waits this long for clients to finish the close handshake
 	VirtualNodes     int           // ring virtual nodes per weight unit; 0 = the ring's default
 
@@ -96,6 +98,7 @@ func (c *Config) setDefaults() {
 	def(&c.MaxKey, DefaultMaxKey)
 	def(&c.RebalanceRate, DefaultRebalanceRate)
 	def(&c.MaxClientBacklog, DefaultMaxClientBacklog)
+	def(&c.MaxLinkBacklog, DefaultMaxLinkBacklog)
 	defDur(&c.HandshakeTimeout, DefaultHandshakeTimeout)
 	defDur(&c.CloseTimeout, DefaultCloseTimeout)
 	defDur(&c.LinkRetry, DefaultLinkRetry)
@@ -129,6 +132,7 @@ func (c *Config) validate() error {
 		{"--max-key", c.MaxKey, 1},
 		{"--rebalance-rate", c.RebalanceRate, 1},
 		{"--max-client-backlog", c.MaxClientBacklog, 4096},
+		{"--max-link-backlog", c.MaxLinkBacklog, 1 << 20},
 		{"--virtual-nodes", c.VirtualNodes, 0},
 	} {
 		if f.v < f.min {

@@ -79,6 +79,14 @@ func (k *link) write(frame []byte) {
 	}
 }
 
+// backlog is the number of bytes queued to the backend and not yet sent.
+func (k *link) backlog() int {
+	if k.conn != nil {
+		return k.conn.OutboundBuffered()
+	}
+	return len(k.pending)
+}
+
 // writeFrame sends a frame with header fields and body without copying the
 // body when the link is open.
 func (k *link) writeFrame(t wire.Type, flags uint8, sid uint32, body []byte) {

@@ -164,9 +164,12 @@ func (l *loop) relayChunk(s *session, p []byte, last bool) gnet.Action {
 	}
 	s.relayed = true
 	l.stats.in(len(p), last)
-	if s.link != nil {
-		s.link.writeFrame(wire.TypeMessage, flags, s.id, p)
+	if s.link.backlog() > l.g.cfg.MaxLinkBacklog {
+		// The backend does not keep up: shed this sender rather than
+		// buffer without bound.
+		return l.fail(s, errBackendOverloaded)
 	}
+	s.link.writeFrame(wire.TypeMessage, flags, s.id, p)
 	return gnet.None
 }
 

@@ -33,6 +33,14 @@ through the environment as WSGATE_<FLAG> (e.g. WSGATE_LISTEN=0.0.0.0:8080).
 
 // Run runs the subcommand in args until ctx ends (a signal) or it fails.
 func Run(ctx context.Context, args []string, stdout io.Writer) error {
+	err := run(ctx, args, stdout)
+	if errors.Is(err, flag.ErrHelp) {
+		return nil // -h printed the flags
+	}
+	return err
+}
+
+func run(ctx context.Context, args []string, stdout io.Writer) error {
 	if len(args) == 0 {
 		fmt.Fprint(stdout, usage)
 		return usageError{errors.New("no command given")}
@@ -96,12 +104,15 @@ func gatewayFlags(fs *flagSet, listen, admin string) func(*gateway.Config) {
 		rate    = fs.Int("rebalance-rate", gateway.DefaultRebalanceRate, "clients closed per second when their owner changes")
 		vnodes  = fs.Int("virtual-nodes", 0, "ring virtual nodes per weight unit (default: the ring's)")
 		keep    = fs.Duration("keepalive", gateway.DefaultKeepAlive, "link ping interval; a link silent 3x this is dead")
+		cBack   = fs.Int("max-client-backlog", gateway.DefaultMaxClientBacklog, "bytes queued to a slow client before it is closed with 1008")
+		lBack   = fs.Int("max-link-backlog", gateway.DefaultMaxLinkBacklog, "bytes queued to a backend link before senders are closed with 1013")
 		drainTO = fs.Duration("drain-timeout", gateway.DefaultDrainTimeout, "on shutdown, how long clients get to finish the close handshake")
 	)
 	return func(c *gateway.Config) {
 		c.Listen, c.Admin, c.ID, c.Loops, c.ReusePort = *l, *a, *id, *loops, *reuse
 		c.MaxMessage, c.MaxHandshake, c.HandshakeTimeout = *maxMsg, *maxHS, *hsTO
 		c.RebalanceRate, c.VirtualNodes, c.KeepAlive, c.DrainTimeout = *rate, *vnodes, *keep, *drainTO
+		c.MaxClientBacklog, c.MaxLinkBacklog = *cBack, *lBack
 	}
 }
 
@@ -219,5 +230,3 @@ func runBackend(ctx context.Context, args []string) error {
 	}
 	return nil
 }
-
-var _ = flag.ErrHelp

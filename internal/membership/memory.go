@@ -14,7 +14,6 @@ import (
 type Memory struct {
 	mu       sync.Mutex
 	tracker  *Tracker
-	version  uint64
 	watchers map[chan struct{}]struct{}
 }
 
@@ -31,7 +30,6 @@ func (m *Memory) Publish(_ context.Context, ev Event) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.tracker.Apply(ev) {
-		m.version++
 		for w := range m.watchers {
 			select {
 			case w <- struct{}{}:
