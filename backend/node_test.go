@@ -15,30 +15,14 @@ import (
 
 	"github.com/wsgate/wsgate/backend"
 	"github.com/wsgate/wsgate/backend/internal/gwtest"
+	"github.com/wsgate/wsgate/internal/testutil"
 	"github.com/wsgate/wsgate/internal/wire"
 )
-
-// checkFor polls cond every `every` until it returns nil, failing the test
-// with cond's last error after timeout.
-func checkFor(t testing.TB, timeout, every time.Duration, cond func() error) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		err := cond()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("condition not met after %v: %v", timeout, err)
-		}
-		time.Sleep(every)
-	}
-}
 
 // eventually is checkFor with the timeouts used throughout.
 func eventually(t testing.TB, cond func() error) {
 	t.Helper()
-	checkFor(t, 5*time.Second, 2*time.Millisecond, cond)
+	testutil.CheckFor(t, 5*time.Second, 2*time.Millisecond, cond)
 }
 
 type closeEvent struct {

@@ -13,6 +13,7 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/wsgate/wsgate/gateway"
+	"github.com/wsgate/wsgate/internal/testutil"
 )
 
 var mask = []byte{1, 2, 3, 4}
@@ -167,7 +168,7 @@ func TestCloseHandshakeReachesBackend(t *testing.T) {
 	c := startCluster(t, 1, nil)
 	ws, w := dial(t, c, "/ws/bye")
 	node := c.Node(w.ServerIP)
-	checkFor(t, 5*time.Second, 10*time.Millisecond, func() error {
+	testutil.CheckFor(t, 5*time.Second, 10*time.Millisecond, func() error {
 		if n := node.SessionCount(); n != 1 {
 			return fmt.Errorf("backend has %d sessions", n)
 		}
@@ -177,7 +178,7 @@ func TestCloseHandshakeReachesBackend(t *testing.T) {
 	if code, _ := closeCode(t, ws); code != websocket.CloseNormalClosure {
 		t.Fatalf("echoed close code %d", code)
 	}
-	checkFor(t, 5*time.Second, 10*time.Millisecond, func() error {
+	testutil.CheckFor(t, 5*time.Second, 10*time.Millisecond, func() error {
 		if n := node.SessionCount(); n != 0 {
 			return fmt.Errorf("backend still has %d sessions", n)
 		}
@@ -279,7 +280,7 @@ func TestNoBackend(t *testing.T) {
 			t.Fatal("delete failed")
 		}
 	}
-	checkFor(t, 5*time.Second, 10*time.Millisecond, func() error {
+	testutil.CheckFor(t, 5*time.Second, 10*time.Millisecond, func() error {
 		if r := c.Gateway().Ring(); r.Len() != 0 {
 			return fmt.Errorf("ring has %d members", r.Len())
 		}
@@ -356,7 +357,7 @@ func TestAdminAPI(t *testing.T) {
 		t.Fatalf("/count = %d", count)
 	}
 	var nodes []gateway.NodeStatus
-	checkFor(t, 5*time.Second, 20*time.Millisecond, func() error {
+	testutil.CheckFor(t, 5*time.Second, 20*time.Millisecond, func() error {
 		admin(t, c, "GET", "/api/nodes", "", &nodes)
 		total := 0
 		for _, n := range nodes {
@@ -385,7 +386,7 @@ func TestAdminAPI(t *testing.T) {
 	if st := admin(t, c, "POST", "/api/nodes", "", &added); st != 201 || added.ID == "" {
 		t.Fatalf("POST /api/nodes: %d %+v", st, added)
 	}
-	checkFor(t, 5*time.Second, 20*time.Millisecond, func() error {
+	testutil.CheckFor(t, 5*time.Second, 20*time.Millisecond, func() error {
 		if n := len(c.Gateway().Nodes()); n != 3 {
 			return fmt.Errorf("%d nodes", n)
 		}

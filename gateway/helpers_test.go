@@ -20,21 +20,6 @@ import (
 	"github.com/wsgate/wsgate/internal/wsframe"
 )
 
-// checkFor calls f every `every` until it returns nil or total passes, then
-// fails the test with f's last error.
-func checkFor(t testing.TB, total, every time.Duration, f func() error) {
-	t.Helper()
-	deadline := time.Now().Add(total)
-	var err error
-	for time.Now().Before(deadline) {
-		if err = f(); err == nil {
-			return
-		}
-		time.Sleep(every)
-	}
-	t.Fatalf("condition not met after %v: %v", total, err)
-}
-
 func testLogger() *slog.Logger {
 	if os.Getenv("WSGATE_TEST_LOG") != "" {
 		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))

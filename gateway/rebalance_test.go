@@ -12,6 +12,7 @@ import (
 	"github.com/wsgate/wsgate/gateway"
 	"github.com/wsgate/wsgate/internal/cluster"
 	"github.com/wsgate/wsgate/internal/ring"
+	"github.com/wsgate/wsgate/internal/testutil"
 )
 
 // client is a connected test client that records how it was closed.
@@ -78,7 +79,7 @@ func connectAll(t *testing.T, c *cluster.Cluster, keys []string) []*client {
 func collectClosed(t *testing.T, clients []*client, want int) map[*client]int {
 	t.Helper()
 	closed := map[*client]int{}
-	checkFor(t, 30*time.Second, 20*time.Millisecond, func() error {
+	testutil.CheckFor(t, 30*time.Second, 20*time.Millisecond, func() error {
 		for _, cl := range clients {
 			select {
 			case code := <-cl.done:
@@ -114,7 +115,7 @@ func TestRebalanceAddAndRemoveNode(t *testing.T) {
 	if st := admin(t, c, "POST", "/api/nodes", "", &added); st != http.StatusCreated {
 		t.Fatalf("POST /api/nodes: %d", st)
 	}
-	checkFor(t, 5*time.Second, 10*time.Millisecond, func() error {
+	testutil.CheckFor(t, 5*time.Second, 10*time.Millisecond, func() error {
 		if g.Ring().Member(added.ID) == nil {
 			return fmt.Errorf("ring lacks %s", added.ID)
 		}
@@ -182,7 +183,7 @@ func TestRebalanceAddAndRemoveNode(t *testing.T) {
 // client outside closed saw a close.
 func checkNoMoreCloses(t *testing.T, g *gateway.Gateway, base int64, clients []*client, closed map[*client]int) {
 	t.Helper()
-	checkFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+	testutil.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
 		st := g.Stats()
 		if st.PendingMoves != 0 || st.RebalanceCloses != base+int64(len(closed)) {
 			return fmt.Errorf("rebalance: %+v, want %d closes", st, base+int64(len(closed)))

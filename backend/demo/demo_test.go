@@ -12,25 +12,9 @@ import (
 
 	"github.com/wsgate/wsgate/backend"
 	"github.com/wsgate/wsgate/backend/internal/gwtest"
+	"github.com/wsgate/wsgate/internal/testutil"
 	"github.com/wsgate/wsgate/internal/wire"
 )
-
-// checkFor polls cond every `every` until it returns nil, failing the test
-// with cond's last error after timeout.
-func checkFor(t testing.TB, timeout, every time.Duration, cond func() error) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		err := cond()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("condition not met after %v: %v", timeout, err)
-		}
-		time.Sleep(every)
-	}
-}
 
 const fixedMillis = 1700000000123
 
@@ -127,7 +111,7 @@ func TestPush(t *testing.T) {
 	}{{g1, 1}, {g1, 2}, {g2, 5}} {
 		w.g.ReadMessage(w.id) // welcome
 	}
-	checkFor(t, 5*time.Second, time.Millisecond, func() error {
+	testutil.CheckFor(t, 5*time.Second, time.Millisecond, func() error {
 		if c := n.SessionCount(); c != 3 {
 			return fmt.Errorf("SessionCount %d", c)
 		}

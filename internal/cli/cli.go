@@ -69,24 +69,26 @@ func ExitCode(err error) int {
 	return 1
 }
 
-// logFlags adds --log-level and --log-format and returns a logger builder.
-func logFlags(fs *flagSet) func() (*slog.Logger, error) {
+// parseArgs adds --log-level and --log-format to fs (whose other flags are
+// registered), parses args and returns the logger they ask for.
+func parseArgs(fs *flagSet, args []string) (*slog.Logger, error) {
 	level := fs.String("log-level", "info", "log level: debug, info, warn, error")
 	format := fs.String("log-format", "text", "log format: text or json")
-	return func() (*slog.Logger, error) {
-		var lv slog.Level
-		if err := lv.UnmarshalText([]byte(*level)); err != nil {
-			return nil, usageError{fmt.Errorf("--log-level %q: want debug, info, warn or error", *level)}
-		}
-		opts := &slog.HandlerOptions{Level: lv}
-		switch *format {
-		case "text":
-			return slog.New(slog.NewTextHandler(os.Stderr, opts)), nil
-		case "json":
-			return slog.New(slog.NewJSONHandler(os.Stderr, opts)), nil
-		}
-		return nil, usageError{fmt.Errorf("--log-format %q: want text or json", *format)}
+	if err := fs.parse(args); err != nil {
+		return nil, err
 	}
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(*level)); err != nil {
+		return nil, usageError{fmt.Errorf("--log-level %q: want debug, info, warn or error", *level)}
+	}
+	opts := &slog.HandlerOptions{Level: lv}
+	switch *format {
+	case "text":
+		return slog.New(slog.NewTextHandler(os.Stderr, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(os.Stderr, opts)), nil
+	}
+	return nil, usageError{fmt.Errorf("--log-format %q: want text or json", *format)}
 }
 
 // gatewayFlags registers the gateway's tuning flags on fs and returns a
@@ -120,11 +122,7 @@ func runDev(ctx context.Context, args []string, stdout io.Writer) error {
 	fs := newFlagSet("wsgate dev")
 	fill := gatewayFlags(fs, gateway.DefaultListen, gateway.DefaultAdmin)
 	n := fs.Int("backends", 3, "demo backend nodes to start")
-	logger := logFlags(fs)
-	if err := fs.parse(args); err != nil {
-		return err
-	}
-	log, err := logger()
+	log, err := parseArgs(fs, args)
 	if err != nil {
 		return err
 	}
@@ -160,11 +158,7 @@ func runGateway(ctx context.Context, args []string) error {
 	fs := newFlagSet("wsgate gateway")
 	fill := gatewayFlags(fs, "0.0.0.0:8080", "127.0.0.1:8081")
 	backends := fs.List("backend", "a backend node as id=host:port[,weight]")
-	logger := logFlags(fs)
-	if err := fs.parse(args); err != nil {
-		return err
-	}
-	log, err := logger()
+	log, err := parseArgs(fs, args)
 	if err != nil {
 		return err
 	}
@@ -204,11 +198,7 @@ func runBackend(ctx context.Context, args []string) error {
 	id := fs.String("id", fmt.Sprintf("%s-%d", host, os.Getpid()), "node id, unique in the cluster")
 	listen := fs.String("listen", "0.0.0.0:9000", "link listener host:port that gateways dial")
 	drain := fs.Duration("drain-timeout", 30*time.Second, "on shutdown, how long gateways get to move clients away")
-	logger := logFlags(fs)
-	if err := fs.parse(args); err != nil {
-		return err
-	}
-	log, err := logger()
+	log, err := parseArgs(fs, args)
 	if err != nil {
 		return err
 	}

@@ -27,48 +27,37 @@ func envName(flagName string) string {
 	return "WSGATE_" + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
 }
 
-func (f *flagSet) env(name string) (string, bool) {
-	return os.LookupEnv(envName(name))
+// envOr returns the parsed value of the flag's environment variable, or def
+// when it is unset; a bad value is kept for parse to report.
+func envOr[T any](f *flagSet, name string, def T, parse func(string) (T, error), want string) T {
+	v, ok := os.LookupEnv(envName(name))
+	if !ok {
+		return def
+	}
+	x, err := parse(v)
+	if err != nil {
+		f.envErrs = append(f.envErrs, fmt.Errorf("%s=%q: want %s", envName(name), v, want))
+		return def
+	}
+	return x
 }
 
+func help(name, usage string) string { return usage + " (env " + envName(name) + ")" }
+
 func (f *flagSet) String(name, def, usage string) *string {
-	if v, ok := f.env(name); ok {
-		def = v
-	}
-	return f.FlagSet.String(name, def, usage+" (env "+envName(name)+")")
+	return f.FlagSet.String(name, envOr(f, name, def, func(s string) (string, error) { return s, nil }, ""), help(name, usage))
 }
 
 func (f *flagSet) Int(name string, def int, usage string) *int {
-	if v, ok := f.env(name); ok {
-		n, err := strconv.Atoi(v)
-		if err != nil {
-			f.envErrs = append(f.envErrs, fmt.Errorf("%s=%q: not a number", envName(name), v))
-		}
-		def = n
-	}
-	return f.FlagSet.Int(name, def, usage+" (env "+envName(name)+")")
+	return f.FlagSet.Int(name, envOr(f, name, def, strconv.Atoi, "a number"), help(name, usage))
 }
 
 func (f *flagSet) Bool(name string, def bool, usage string) *bool {
-	if v, ok := f.env(name); ok {
-		b, err := strconv.ParseBool(v)
-		if err != nil {
-			f.envErrs = append(f.envErrs, fmt.Errorf("%s=%q: not true or false", envName(name), v))
-		}
-		def = b
-	}
-	return f.FlagSet.Bool(name, def, usage+" (env "+envName(name)+")")
+	return f.FlagSet.Bool(name, envOr(f, name, def, strconv.ParseBool, "true or false"), help(name, usage))
 }
 
 func (f *flagSet) Duration(name string, def time.Duration, usage string) *time.Duration {
-	if v, ok := f.env(name); ok {
-		d, err := time.ParseDuration(v)
-		if err != nil {
-			f.envErrs = append(f.envErrs, fmt.Errorf("%s=%q: not a duration like 5s", envName(name), v))
-		}
-		def = d
-	}
-	return f.FlagSet.Duration(name, def, usage+" (env "+envName(name)+")")
+	return f.FlagSet.Duration(name, envOr(f, name, def, time.ParseDuration, "a duration like 5s"), help(name, usage))
 }
 
 // list is a repeatable flag; WSGATE_<NAME> holds a space-separated list.
@@ -79,7 +68,7 @@ func (l *list) Set(v string) error { *l = append(*l, v); return nil }
 
 func (f *flagSet) List(name, usage string) *list {
 	l := new(list)
-	if v, ok := f.env(name); ok && v != "" {
+	if v, ok := os.LookupEnv(envName(name)); ok && v != "" {
 		*l = strings.Fields(v)
 	}
 	f.FlagSet.Var(l, name, usage+" (repeatable; env "+envName(name)+", space-separated)")
