@@ -45,8 +45,9 @@ func (g *Gateway) syncControls(set []membership.Node) {
 	}
 	for id, c := range g.controls {
 		if n, ok := want[id]; !ok || n.Addr != c.node.Addr {
-			c.stop()
+			go c.stop() // stop waits for run, which may be in setDown (nodesMu)
 			delete(g.controls, id)
+			delete(g.down, id)
 		}
 	}
 	for id, n := range want {
@@ -76,15 +77,22 @@ func (c *control) stop() {
 }
 
 // run keeps the control link up, redialling with backoff until stopped.
+// A link that dies and whose immediate redial fails marks the node down
+// locally; the next successful handshake marks it up again.
 func (c *control) run() {
 	defer close(c.done)
-	backoff := 100 * time.Millisecond
+	backoff := time.Duration(0) // the first redial after a loss is immediate
 	for c.ctx.Err() == nil {
-		err := c.session()
+		wasUp, err := c.session()
 		c.healthy.Store(false)
 		c.g.metrics.linkUp(c.node.ID, false)
 		if c.ctx.Err() != nil {
 			return
+		}
+		if wasUp {
+			backoff = 0
+		} else {
+			c.g.setDown(c.node.ID, true)
 		}
 		c.g.log.Warn("backend control link down", "node", c.node.ID, "addr", c.node.Addr, "err", err, "retry_in", backoff)
 		select {
@@ -92,19 +100,17 @@ func (c *control) run() {
 			return
 		case <-time.After(backoff):
 		}
-		backoff = min(backoff*2, 5*time.Second)
-		if err == nil {
-			backoff = 100 * time.Millisecond
-		}
+		backoff = min(max(2*backoff, 100*time.Millisecond), 5*time.Second)
 	}
 }
 
-// session dials, exchanges Hello, then reads until the link fails.
-func (c *control) session() error {
+// session dials, exchanges Hello, then reads until the link fails. up
+// reports whether the handshake completed.
+func (c *control) session() (up bool, err error) {
 	d := net.Dialer{Timeout: 5 * time.Second}
 	conn, err := d.DialContext(c.ctx, "tcp", c.node.Addr)
 	if err != nil {
-		return err
+		return false, err
 	}
 	defer conn.Close()
 	keep := c.g.cfg.KeepAlive
@@ -112,22 +118,22 @@ func (c *control) session() error {
 	hello := wire.AppendHello(nil, wire.Hello{Version: wire.Version, Role: wire.RoleGateway,
 		MaxBody: wire.DefaultMaxBody, NodeID: c.g.cfg.ID})
 	if _, err := conn.Write(hello); err != nil {
-		return err
+		return false, err
 	}
 	r := wire.NewReader(conn, wire.DefaultMaxBody)
 	h, body, err := r.ReadFrame()
 	if err != nil {
-		return err
+		return false, err
 	}
 	if h.Type != wire.TypeHello {
-		return fmt.Errorf("expected hello, got frame type %d", h.Type)
+		return false, fmt.Errorf("expected hello, got frame type %d", h.Type)
 	}
 	bh, err := wire.ParseHello(body)
 	if err != nil {
-		return err
+		return false, err
 	}
 	if bh.NodeID != c.node.ID || bh.Role != wire.RoleBackend {
-		return fmt.Errorf("backend at %s says it is node %q (role %d), membership says %q", c.node.Addr, bh.NodeID, bh.Role, c.node.ID)
+		return false, fmt.Errorf("backend at %s says it is node %q (role %d), membership says %q", c.node.Addr, bh.NodeID, bh.Role, c.node.ID)
 	}
 	c.mu.Lock()
 	c.conn = conn
@@ -162,13 +168,13 @@ func (c *control) session() error {
 		_ = conn.SetReadDeadline(time.Now().Add(3 * keep))
 		h, body, err := r.ReadFrame()
 		if err != nil {
-			return err
+			return true, err
 		}
 		switch h.Type {
 		case wire.TypePushResult:
 			n, err := wire.ParsePushResult(body)
 			if err != nil {
-				return err
+				return true, err
 			}
 			c.mu.Lock()
 			if w := c.waiters[h.Session]; w != nil {
@@ -180,7 +186,7 @@ func (c *control) session() error {
 			_ = c.send(wire.AppendFrame(nil, wire.TypePong, 0, 0, body))
 		case wire.TypeError:
 			code, text, _ := wire.ParseError(body)
-			return fmt.Errorf("backend error %d: %s", code, text)
+			return true, fmt.Errorf("backend error %d: %s", code, text)
 		}
 	}
 }

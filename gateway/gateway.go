@@ -53,7 +53,9 @@ type Gateway struct {
 	nodesMu    sync.Mutex
 	perNode    map[string]*atomic.Int64
 	controls   map[string]*control
+	down       map[string]bool // nodes whose control link is down (nodesMu)
 	members    atomic.Pointer[[]membership.Node]
+	ringMu     sync.Mutex // serializes rebuild
 
 	kick   chan struct{} // wakes the pacer
 	admin  *adminServer
@@ -75,6 +77,7 @@ func New(cfg Config) (*Gateway, error) {
 		loops:    make(map[gnet.EventLoop]*loop),
 		perNode:  make(map[string]*atomic.Int64),
 		controls: make(map[string]*control),
+		down:     make(map[string]bool),
 		kick:     make(chan struct{}, 1),
 	}
 	g.loopArr.Store(&[]*loop{})
@@ -323,12 +326,51 @@ func (g *Gateway) watch(sets <-chan []membership.Node, first chan struct{}) {
 	}
 }
 
-// apply builds the ring for set, swaps it in and starts the rebalance.
+// apply takes a new member set from the membership source.
 func (g *Gateway) apply(set []membership.Node) error {
-	members := make([]ring.Member, len(set))
-	for i, n := range set {
-		members[i] = ring.Member{ID: n.ID, Addr: n.Addr, Weight: n.Weight}
+	for _, n := range set {
+		if err := n.Validate(); err != nil {
+			return err
+		}
 	}
+	g.members.Store(&set)
+	g.syncControls(set)
+	return g.rebuild()
+}
+
+// setDown marks a node down (or up again) locally: its control link died
+// and could not be re-dialled. A down node stays a member but leaves this
+// gateway's ring until its link is back.
+func (g *Gateway) setDown(id string, down bool) {
+	g.nodesMu.Lock()
+	changed := g.down[id] != down
+	if down {
+		g.down[id] = true
+	} else {
+		delete(g.down, id)
+	}
+	g.nodesMu.Unlock()
+	if changed {
+		g.log.Warn("backend marked locally "+map[bool]string{true: "down", false: "up"}[down], "node", id)
+		if err := g.rebuild(); err != nil {
+			g.log.Error("ring rebuild failed", "err", err)
+		}
+	}
+}
+
+// rebuild builds the ring from the members not marked down, swaps it in and
+// starts the rebalance. Serialized by ringMu.
+func (g *Gateway) rebuild() error {
+	g.ringMu.Lock()
+	defer g.ringMu.Unlock()
+	var members []ring.Member
+	g.nodesMu.Lock()
+	for _, n := range g.memberSet() {
+		if !g.down[n.ID] {
+			members = append(members, ring.Member{ID: n.ID, Addr: n.Addr, Weight: n.Weight})
+		}
+	}
+	g.nodesMu.Unlock()
 	var opts []ring.Option
 	if g.cfg.VirtualNodes > 0 {
 		opts = append(opts, ring.WithVirtualNodes(g.cfg.VirtualNodes))
@@ -338,11 +380,12 @@ func (g *Gateway) apply(set []membership.Node) error {
 		return err
 	}
 	prev := g.ring.Store(r)
-	g.members.Store(&set)
-	g.syncControls(set)
+	if prev != nil && prev.Version() == r.Version() {
+		return nil
+	}
 	g.metrics.ringSwapped(r)
-	g.log.Info("ring updated", "members", len(set), "version", fmt.Sprintf("%016x", r.Version()))
-	if prev != nil && prev.Version() != r.Version() {
+	g.log.Info("ring updated", "members", r.Len(), "version", fmt.Sprintf("%016x", r.Version()))
+	if prev != nil {
 		for _, l := range g.loopList() {
 			l.pending.Store(1) // unknown until the scan runs; keeps the pacer going
 			_ = l.exec(func() { l.scan(r) })
@@ -351,6 +394,14 @@ func (g *Gateway) apply(set []membership.Node) error {
 		case g.kick <- struct{}{}:
 		default:
 		}
+	}
+	return nil
+}
+
+// memberSet is the last member set from the membership source.
+func (g *Gateway) memberSet() []membership.Node {
+	if p := g.members.Load(); p != nil {
+		return *p
 	}
 	return nil
 }

@@ -387,7 +387,7 @@ func TestAdminAPI(t *testing.T) {
 		t.Fatalf("POST /api/nodes: %d %+v", st, added)
 	}
 	testutil.CheckFor(t, 5*time.Second, 20*time.Millisecond, func() error {
-		if n := len(c.Gateway().Nodes()); n != 3 {
+		if n := len(c.Gateway().Nodes()); n != 3 || c.Gateway().Ring().Len() != 3 {
 			return fmt.Errorf("%d nodes", n)
 		}
 		return nil

@@ -1,0 +1,258 @@
+package membership
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+)
+
+// EventVersion is the version of the JSON event payload (docs/protocol.md).
+const EventVersion = 1
+
+// Registry is the authoritative list of live nodes with a TTL (Redis).
+type Registry interface {
+	Nodes(ctx context.Context) ([]Node, error)
+	RegisterNode(ctx context.Context, n Node, ttl time.Duration) error
+	DeregisterNode(ctx context.Context, id string) error
+}
+
+// Broker carries events between processes (RabbitMQ): Publish to a fanout
+// exchange, optionally waiting for the broker's confirm; Subscribe receives
+// everything published after it, calling ready after each (re)subscription.
+type Broker interface {
+	Publish(ctx context.Context, exchange string, body []byte, confirm bool) error
+	Subscribe(ctx context.Context, exchange string, handle func([]byte), ready func())
+}
+
+// payload is an event on the wire.
+type payload struct {
+	V    int       `json:"v"`
+	Type EventType `json:"type"`
+	Node Node      `json:"node"`
+	At   int64     `json:"at"` // unix ms at the sender
+}
+
+// EncodeEvent returns ev as its versioned JSON payload.
+func EncodeEvent(ev Event) []byte {
+	b, _ := json.Marshal(payload{V: EventVersion, Type: ev.Type, Node: ev.Node, At: time.Now().UnixMilli()})
+	return b
+}
+
+// DecodeEvent parses a payload; unknown versions and invalid nodes are errors.
+func DecodeEvent(b []byte) (Event, error) {
+	var p payload
+	if err := json.Unmarshal(b, &p); err != nil {
+		return Event{}, fmt.Errorf("membership: bad event: %w", err)
+	}
+	if p.V != EventVersion {
+		return Event{}, fmt.Errorf("membership: event version %d, want %d", p.V, EventVersion)
+	}
+	switch p.Type {
+	case Join, Heartbeat, Leave:
+	default:
+		return Event{}, fmt.Errorf("membership: unknown event type %q", p.Type)
+	}
+	if err := p.Node.Validate(); err != nil {
+		return Event{}, err
+	}
+	return Event{Type: p.Type, Node: p.Node}, nil
+}
+
+// Cluster is the production Source: the Redis registry gives the first set
+// and is reconciled against every Reconcile (and after every broker
+// reconnect), so a missed event heals itself and a crashed node drops out
+// once its TTL passes; broker events apply changes in between at once.
+type Cluster struct {
+	Registry  Registry
+	Broker    Broker
+	Exchange  string
+	Reconcile time.Duration // default 2s
+	Log       *slog.Logger
+}
+
+// Watch implements Source. The first registry read must succeed.
+func (c *Cluster) Watch(ctx context.Context) (<-chan []Node, error) {
+	if c.Reconcile <= 0 {
+		c.Reconcile = 2 * time.Second
+	}
+	if c.Log == nil {
+		c.Log = slog.Default()
+	}
+	initial, err := c.Registry.Nodes(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("membership: read registry: %w", err)
+	}
+	events := make(chan Event, 256)
+	resync := make(chan struct{}, 1)
+	poke := func() {
+		select {
+		case resync <- struct{}{}:
+		default:
+		}
+	}
+	go c.Broker.Subscribe(ctx, c.Exchange, func(b []byte) {
+		ev, err := DecodeEvent(b)
+		if err != nil {
+			c.Log.Warn("ignoring membership event", "err", err)
+			return
+		}
+		select {
+		case events <- ev:
+		case <-ctx.Done():
+		}
+	}, poke)
+
+	out := make(chan []Node, 1)
+	out <- initial
+	go func() {
+		defer close(out)
+		tracker := NewTracker(initial...)
+		tick := time.NewTicker(c.Reconcile)
+		defer tick.Stop()
+		for {
+			changed := false
+			select {
+			case <-ctx.Done():
+				return
+			case ev := <-events:
+				changed = tracker.Apply(ev)
+			case <-tick.C:
+				changed = c.reconcile(ctx, &tracker)
+			case <-resync:
+				changed = c.reconcile(ctx, &tracker)
+			}
+			if changed {
+				sendLatest(ctx, out, tracker.Set())
+			}
+		}
+	}()
+	return out, nil
+}
+
+// reconcile replaces the tracker's set with the registry's; on a registry
+// outage it keeps the current set.
+func (c *Cluster) reconcile(ctx context.Context, t **Tracker) bool {
+	rctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	nodes, err := c.Registry.Nodes(rctx)
+	if err != nil {
+		if !errors.Is(err, context.Canceled) {
+			c.Log.Warn("registry unreachable; keeping the last member set", "err", err)
+		}
+		return false
+	}
+	fresh := NewTracker(nodes...)
+	if equalSets((*t).Set(), fresh.Set()) {
+		return false
+	}
+	*t = fresh
+	return true
+}
+
+func equalSets(a, b []Node) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// sendLatest hands set to a consumer that may be busy: an unread older set
+// is replaced, since a set supersedes the ones before it.
+func sendLatest(ctx context.Context, out chan []Node, set []Node) {
+	for {
+		select {
+		case out <- set:
+			return
+		case <-ctx.Done():
+			return
+		default:
+		}
+		select {
+		case <-out: // drop the stale set
+		default:
+		}
+	}
+}
+
+// Announcer makes a backend a member: registered with a TTL, join and
+// leave published with confirms, heartbeats (registry refresh + event)
+// every Interval.
+type Announcer struct {
+	Registry Registry
+	Broker   Broker
+	Exchange string
+	Node     Node
+	Interval time.Duration // default 2s
+	TTL      time.Duration // default 3x Interval
+	Log      *slog.Logger
+
+	stop chan struct{}
+	done chan struct{}
+}
+
+// Join registers the node, publishes join (confirmed) and starts the
+// heartbeat. Both must succeed at start.
+func (a *Announcer) Join(ctx context.Context) error {
+	if a.Interval <= 0 {
+		a.Interval = 2 * time.Second
+	}
+	if a.TTL <= 0 {
+		a.TTL = 3 * a.Interval
+	}
+	if a.Log == nil {
+		a.Log = slog.Default()
+	}
+	if err := a.Registry.RegisterNode(ctx, a.Node, a.TTL); err != nil {
+		return fmt.Errorf("membership: register %s: %w", a.Node.ID, err)
+	}
+	if err := a.Broker.Publish(ctx, a.Exchange, EncodeEvent(Event{Type: Join, Node: a.Node}), true); err != nil {
+		return fmt.Errorf("membership: publish join of %s: %w", a.Node.ID, err)
+	}
+	a.stop, a.done = make(chan struct{}), make(chan struct{})
+	go a.beat()
+	return nil
+}
+
+func (a *Announcer) beat() {
+	defer close(a.done)
+	t := time.NewTicker(a.Interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-a.stop:
+			return
+		case <-t.C:
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), a.Interval)
+		if err := a.Registry.RegisterNode(ctx, a.Node, a.TTL); err != nil {
+			a.Log.Warn("heartbeat: registry refresh failed", "err", err)
+		}
+		if err := a.Broker.Publish(ctx, a.Exchange, EncodeEvent(Event{Type: Heartbeat, Node: a.Node}), false); err != nil {
+			a.Log.Debug("heartbeat: publish failed", "err", err)
+		}
+		cancel()
+	}
+}
+
+// Leave stops the heartbeat, deregisters and publishes leave (confirmed).
+// Gateways then move the node's clients away.
+func (a *Announcer) Leave(ctx context.Context) error {
+	if a.stop != nil {
+		close(a.stop)
+		<-a.done
+		a.stop = nil
+	}
+	err := a.Registry.DeregisterNode(ctx, a.Node.ID)
+	if perr := a.Broker.Publish(ctx, a.Exchange, EncodeEvent(Event{Type: Leave, Node: a.Node}), true); perr != nil {
+		err = errors.Join(err, perr)
+	}
+	return err
+}

@@ -1,0 +1,277 @@
+// Package presence keeps wsgate's shared state in Redis: the node registry
+// (which backends are alive, with a TTL their heartbeats refresh) and user
+// presence (which sessions of which user are on which gateway and backend).
+//
+// Keys, all under a configurable prefix P:
+//
+//	P:nodes            ZSET  node id -> expiry (unix ms)
+//	P:node-info        HASH  node id -> JSON membership.Node
+//	P:gateways         ZSET  gateway id -> expiry (unix ms)
+//	P:user:{user}      HASH  "{gateway}/{session}" -> node id
+//	P:gw:{gateway}     SET   "{user}\x00{gateway}/{session}", for cleanup when the gateway dies
+//	P:counts:{gateway} HASH  node id -> clients of that gateway on that node (expires with the gateway)
+package presence
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/wsgate/wsgate/internal/membership"
+)
+
+// Redis is the Redis-backed registry and presence store. Safe for
+// concurrent use; every method is one round trip (a pipeline or script).
+type Redis struct {
+	rdb    *redis.Client
+	prefix string
+	url    string
+}
+
+// Dial connects to url (redis://[:pass@]host:port/db) and pings it, so a
+// bad address fails at start with a clear error.
+func Dial(ctx context.Context, url, prefix string) (*Redis, error) {
+	opt, err := redis.ParseURL(url)
+	if err != nil {
+		return nil, fmt.Errorf("--redis %q: %w", url, err)
+	}
+	opt.DialTimeout, opt.ReadTimeout, opt.WriteTimeout = 3*time.Second, 3*time.Second, 3*time.Second
+	rdb := redis.NewClient(opt)
+	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if err := rdb.Ping(pctx).Err(); err != nil {
+		_ = rdb.Close()
+		return nil, fmt.Errorf("redis at %s unreachable: %w", opt.Addr, err)
+	}
+	if prefix == "" {
+		prefix = "wsgate"
+	}
+	return &Redis{rdb: rdb, prefix: prefix, url: opt.Addr}, nil
+}
+
+// Close closes the connection pool.
+func (r *Redis) Close() error { return r.rdb.Close() }
+
+// Ping reports whether Redis answers.
+func (r *Redis) Ping(ctx context.Context) error { return r.rdb.Ping(ctx).Err() }
+
+func (r *Redis) key(parts ...string) string { return r.prefix + ":" + strings.Join(parts, ":") }
+
+func expiry(ttl time.Duration) float64 { return float64(time.Now().Add(ttl).UnixMilli()) }
+
+// RegisterNode adds or refreshes n with a TTL; a node that stops
+// refreshing drops out of Nodes once the TTL passes.
+func (r *Redis) RegisterNode(ctx context.Context, n membership.Node, ttl time.Duration) error {
+	info, _ := json.Marshal(n)
+	_, err := r.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		p.ZAdd(ctx, r.key("nodes"), redis.Z{Score: expiry(ttl), Member: n.ID})
+		p.HSet(ctx, r.key("node-info"), n.ID, info)
+		return nil
+	})
+	return err
+}
+
+// DeregisterNode removes a node at once (graceful leave).
+func (r *Redis) DeregisterNode(ctx context.Context, id string) error {
+	_, err := r.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		p.ZRem(ctx, r.key("nodes"), id)
+		p.HDel(ctx, r.key("node-info"), id)
+		return nil
+	})
+	return err
+}
+
+// Nodes returns the live nodes sorted by ID, and forgets expired ones.
+func (r *Redis) Nodes(ctx context.Context) ([]membership.Node, error) {
+	now := strconv.FormatInt(time.Now().UnixMilli(), 10)
+	var live, dead *redis.StringSliceCmd
+	_, err := r.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		dead = p.ZRangeByScore(ctx, r.key("nodes"), &redis.ZRangeBy{Min: "-inf", Max: "(" + now})
+		live = p.ZRangeByScore(ctx, r.key("nodes"), &redis.ZRangeBy{Min: now, Max: "+inf"})
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	if ids := dead.Val(); len(ids) > 0 {
+		// Expired: drop them (a racing refresh re-adds both entries).
+		_, _ = r.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+			p.ZRemRangeByScore(ctx, r.key("nodes"), "-inf", "("+now)
+			p.HDel(ctx, r.key("node-info"), ids...)
+			return nil
+		})
+	}
+	ids := live.Val()
+	if len(ids) == 0 {
+		return []membership.Node{}, nil
+	}
+	infos, err := r.rdb.HMGet(ctx, r.key("node-info"), ids...).Result()
+	if err != nil {
+		return nil, err
+	}
+	out := make([]membership.Node, 0, len(ids))
+	for i, raw := range infos {
+		s, ok := raw.(string)
+		if !ok {
+			continue // deregistered meanwhile
+		}
+		var n membership.Node
+		if json.Unmarshal([]byte(s), &n) != nil || n.ID != ids[i] || n.Validate() != nil {
+			continue
+		}
+		out = append(out, n)
+	}
+	sortNodes(out)
+	return out, nil
+}
+
+// Change is one presence update: a session of User on Gateway (session id
+// Session) routed to Node was opened (Add) or closed.
+type Change struct {
+	Add     bool
+	User    string
+	Session string
+	Node    string
+}
+
+// Apply writes presence changes of gateway gw in one pipeline.
+func (r *Redis) Apply(ctx context.Context, gw string, changes []Change) error {
+	if len(changes) == 0 {
+		return nil
+	}
+	gwSet := r.key("gw", gw)
+	_, err := r.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for _, c := range changes {
+			field := gw + "/" + c.Session
+			if c.Add {
+				p.HSet(ctx, r.key("user", c.User), field, c.Node)
+				p.SAdd(ctx, gwSet, c.User+"\x00"+field)
+			} else {
+				p.HDel(ctx, r.key("user", c.User), field)
+				p.SRem(ctx, gwSet, c.User+"\x00"+field)
+			}
+		}
+		return nil
+	})
+	return err
+}
+
+// Location is where one session of a user is.
+type Location struct {
+	Gateway string `json:"gateway"`
+	Session string `json:"session"`
+	Node    string `json:"node"`
+}
+
+// Where returns every session of user, on live gateways only.
+func (r *Redis) Where(ctx context.Context, user string) ([]Location, error) {
+	all, err := r.rdb.HGetAll(ctx, r.key("user", user)).Result()
+	if err != nil {
+		return nil, err
+	}
+	live, err := r.liveGateways(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := []Location{}
+	for field, node := range all {
+		gw, sess, _ := strings.Cut(field, "/")
+		if live[gw] {
+			out = append(out, Location{Gateway: gw, Session: sess, Node: node})
+		}
+	}
+	return out, nil
+}
+
+// GatewayAlive refreshes gateway gw's TTL and its per-node client counts.
+func (r *Redis) GatewayAlive(ctx context.Context, gw string, ttl time.Duration, counts map[string]int) error {
+	_, err := r.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		p.ZAdd(ctx, r.key("gateways"), redis.Z{Score: expiry(ttl), Member: gw})
+		k := r.key("counts", gw)
+		p.Del(ctx, k)
+		if len(counts) > 0 {
+			vals := make([]any, 0, 2*len(counts))
+			for n, c := range counts {
+				vals = append(vals, n, c)
+			}
+			p.HSet(ctx, k, vals...)
+			p.PExpire(ctx, k, ttl)
+		}
+		return nil
+	})
+	return err
+}
+
+// ResetGateway deletes every presence entry of gateway gw (before a full
+// resync, or after it died).
+func (r *Redis) ResetGateway(ctx context.Context, gw string) error {
+	gwSet := r.key("gw", gw)
+	members, err := r.rdb.SMembers(ctx, gwSet).Result()
+	if err != nil {
+		return err
+	}
+	_, err = r.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for _, m := range members {
+			user, field, _ := strings.Cut(m, "\x00")
+			p.HDel(ctx, r.key("user", user), field)
+		}
+		p.Del(ctx, gwSet, r.key("counts", gw))
+		return nil
+	})
+	return err
+}
+
+// ReapGateways removes the presence of gateways whose TTL has passed and
+// returns their ids. Any gateway may call it; it is idempotent.
+func (r *Redis) ReapGateways(ctx context.Context) ([]string, error) {
+	now := strconv.FormatInt(time.Now().UnixMilli(), 10)
+	dead, err := r.rdb.ZRangeByScore(ctx, r.key("gateways"), &redis.ZRangeBy{Min: "-inf", Max: "(" + now}).Result()
+	if err != nil {
+		return nil, err
+	}
+	for _, gw := range dead {
+		if err := r.ResetGateway(ctx, gw); err != nil {
+			return nil, err
+		}
+		r.rdb.ZRem(ctx, r.key("gateways"), gw)
+	}
+	return dead, nil
+}
+
+// Online returns the clients per node over all live gateways.
+func (r *Redis) Online(ctx context.Context) (map[string]int, error) {
+	live, err := r.liveGateways(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]int{}
+	for gw := range live {
+		counts, err := r.rdb.HGetAll(ctx, r.key("counts", gw)).Result()
+		if err != nil {
+			return nil, err
+		}
+		for n, c := range counts {
+			v, _ := strconv.Atoi(c)
+			out[n] += v
+		}
+	}
+	return out, nil
+}
+
+func (r *Redis) liveGateways(ctx context.Context) (map[string]bool, error) {
+	now := strconv.FormatInt(time.Now().UnixMilli(), 10)
+	ids, err := r.rdb.ZRangeByScore(ctx, r.key("gateways"), &redis.ZRangeBy{Min: now, Max: "+inf"}).Result()
+	if err != nil {
+		return nil, err
+	}
+	live := make(map[string]bool, len(ids))
+	for _, id := range ids {
+		live[id] = true
+	}
+	return live, nil
+}
