@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net"
 	"net/http"
 	"net/http/pprof"
@@ -22,8 +23,10 @@ type adminServer struct {
 type NodeStatus struct {
 	ID      string `json:"id"`
 	Addr    string `json:"addr"`
-	Clients int    `json:"clients"`
-	Healthy bool   `json:"healthy"`
+	Clients int    `json:"clients"` // this gateway's clients on the node
+	Online  int    `json:"online"`  // clients on the node over all gateways (presence)
+	Healthy bool   `json:"healthy"` // the control link is up
+	OnRing  bool   `json:"onRing"`  // false while marked down locally
 }
 
 func startAdmin(g *Gateway, addr string) (*adminServer, error) {
@@ -55,7 +58,35 @@ func (g *Gateway) AdminHandler() http.Handler {
 			writeError(w, http.StatusServiceUnavailable, "not ready: no backend on the ring, or draining")
 			return
 		}
-		writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+		deps := map[string]bool{}
+		for name, up := range g.cfg.Health {
+			deps[name] = up()
+		}
+		// A broker or Redis outage degrades (the last ring keeps routing),
+		// so readiness reports it without failing.
+		writeJSON(w, http.StatusOK, map[string]any{"status": "ready", "dependencies": deps})
+	})
+	mux.HandleFunc("POST /api/broadcast", func(w http.ResponseWriter, r *http.Request) {
+		var body struct {
+			Message string `json:"message"`
+		}
+		if !readJSON(w, r, &body) {
+			return
+		}
+		if err := g.Broadcast(r.Context(), []byte(body.Message)); err != nil {
+			writeError(w, http.StatusServiceUnavailable, "broadcast not published: "+err.Error())
+			return
+		}
+		writeJSON(w, http.StatusAccepted, map[string]string{"status": "published"})
+	})
+	mux.HandleFunc("GET /api/users/{id}", func(w http.ResponseWriter, r *http.Request) {
+		user := r.PathValue("id")
+		locs, err := g.cfg.Presence.Where(r.Context(), user)
+		if err != nil {
+			writeError(w, http.StatusServiceUnavailable, "presence unavailable: "+err.Error())
+			return
+		}
+		writeJSON(w, http.StatusOK, map[string]any{"userId": user, "online": len(locs) > 0, "sessions": locs})
 	})
 	mux.HandleFunc("GET /debug/pprof/", pprof.Index)
 	mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
@@ -113,8 +144,8 @@ func (g *Gateway) AdminHandler() http.Handler {
 		}
 		writeJSON(w, http.StatusOK, map[string]string{"key": key, "owner": owner})
 	})
-	mux.HandleFunc("GET /api/nodes", func(w http.ResponseWriter, _ *http.Request) {
-		writeJSON(w, http.StatusOK, g.Nodes())
+	mux.HandleFunc("GET /api/nodes", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, g.Nodes(r.Context()))
 	})
 	mux.HandleFunc("POST /api/nodes", func(w http.ResponseWriter, _ *http.Request) {
 		if g.cfg.Nodes == nil {
@@ -146,40 +177,57 @@ func (g *Gateway) AdminHandler() http.Handler {
 	return mux
 }
 
-// Nodes lists the ring's members with this gateway's client count and the
-// health of each control link.
-func (g *Gateway) Nodes() []NodeStatus {
+// Nodes lists the members with this gateway's and the cluster's client
+// counts and the health of each control link.
+func (g *Gateway) Nodes(ctx context.Context) []NodeStatus {
+	online, _ := g.cfg.Presence.Online(ctx) // nil on an outage: counts read 0
+	r := g.ring.Load()
 	out := []NodeStatus{}
-	if set := g.members.Load(); set != nil {
-		for _, n := range *set {
-			st := NodeStatus{ID: n.ID, Addr: n.Addr, Clients: g.NodeClients(n.ID)}
-			if c := g.control(n.ID); c != nil {
-				st.Healthy = c.healthy.Load()
-			}
-			out = append(out, st)
+	for _, n := range g.memberSet() {
+		st := NodeStatus{ID: n.ID, Addr: n.Addr, Clients: g.NodeClients(n.ID), Online: online[n.ID], OnRing: r.Member(n.ID) != nil}
+		if c := g.control(n.ID); c != nil {
+			st.Healthy = c.healthy.Load()
 		}
+		out = append(out, st)
 	}
 	return out
 }
 
-// Push delivers data to every session of key through the key's owner and
+// Push delivers data to every session of key: through the key's ring
+// owner and every other node presence knows a session of key on, and
 // returns how many sessions it reached.
 func (g *Gateway) Push(ctx context.Context, key string, data []byte) (int, error) {
-	r := g.ring.Load()
-	if r == nil {
-		return 0, errors.New("gateway: no backend on the ring")
-	}
-	m := r.LookupString(key)
-	if m == nil {
-		return 0, errors.New("gateway: no backend on the ring")
-	}
-	c := g.control(m.ID)
-	if c == nil {
-		return 0, errNotConnected
-	}
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	return c.push(ctx, key, data)
+	nodes := map[string]bool{}
+	if m := g.ring.Load().LookupString(key); m != nil {
+		nodes[m.ID] = true
+	}
+	if locs, err := g.cfg.Presence.Where(ctx, key); err == nil {
+		for _, l := range locs {
+			nodes[l.Node] = true
+		}
+	}
+	if len(nodes) == 0 {
+		return 0, errors.New("gateway: no backend on the ring")
+	}
+	total := 0
+	var errs []error
+	for id := range nodes {
+		c := g.control(id)
+		if c == nil {
+			continue // presence names a node that left
+		}
+		n, err := c.push(ctx, key, data)
+		total += n
+		if err != nil {
+			errs = append(errs, fmt.Errorf("node %s: %w", id, err))
+		}
+	}
+	if total == 0 && len(errs) > 0 {
+		return 0, errors.Join(errs...)
+	}
+	return total, nil
 }
 
 func readJSON(w http.ResponseWriter, r *http.Request, v any) bool {

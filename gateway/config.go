@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -11,6 +12,7 @@ import (
 	"time"
 
 	"github.com/wsgate/wsgate/internal/membership"
+	"github.com/wsgate/wsgate/internal/presence"
 )
 
 // Defaults, applied by Config.setDefaults to every zero field.
@@ -28,6 +30,8 @@ const (
 	DefaultMaxClientBacklog = 32 << 20 // bytes queued to one slow client before it is closed with 1008
 	DefaultMaxLinkBacklog   = 64 << 20 // bytes queued to one backend link before senders are closed with 1013
 	DefaultDrainTimeout     = 10 * time.Second
+	DefaultPresenceFlush    = 100 * time.Millisecond // presence batch interval
+	DefaultPresenceTTL      = 10 * time.Second       // a gateway silent this long loses its presence
 )
 
 // Config configures a Gateway. The zero value of every field means its default.
@@ -52,8 +56,20 @@ type Config struct {
 	DrainTimeout     time.Duration // Shutdown waits this long for clients to finish the close handshake
 	VirtualNodes     int           // ring virtual nodes per weight unit; 0 = the ring's default
 
+	PresenceFlush time.Duration // default DefaultPresenceFlush
+	PresenceTTL   time.Duration // default DefaultPresenceTTL
+
 	// Members yields the backend set. Required.
 	Members membership.Source
+	// Presence stores where users are; default an in-memory store (this
+	// gateway only).
+	Presence Presence
+	// Fanout carries POST /api/broadcast to every gateway; default: this
+	// gateway only.
+	Fanout Fanout
+	// Health names dependencies (redis, rabbitmq) and reports whether each
+	// is reachable, for /readyz and metrics.
+	Health map[string]func() bool
 	// Nodes, when set, lets the admin API add and remove backends (dev mode).
 	Nodes NodeManager
 	// Logger; default slog.Default().
@@ -104,9 +120,20 @@ func (c *Config) setDefaults() {
 	defDur(&c.LinkRetry, DefaultLinkRetry)
 	defDur(&c.KeepAlive, DefaultKeepAlive)
 	defDur(&c.DrainTimeout, DefaultDrainTimeout)
+	defDur(&c.PresenceFlush, DefaultPresenceFlush)
+	defDur(&c.PresenceTTL, DefaultPresenceTTL)
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
+	if c.Presence == nil {
+		c.Presence = presence.NewMemory()
+	}
+}
+
+// Fanout carries broadcasts to every gateway (see internal/fanout).
+type Fanout interface {
+	Publish(ctx context.Context, msg []byte) error
+	Subscribe(ctx context.Context, handle func([]byte))
 }
 
 // validate reports the first bad field by its flag name.
@@ -148,6 +175,8 @@ func (c *Config) validate() error {
 		{"--link-retry", c.LinkRetry},
 		{"--keepalive", c.KeepAlive},
 		{"--drain-timeout", c.DrainTimeout},
+		{"--presence-flush", c.PresenceFlush},
+		{"--presence-ttl", c.PresenceTTL},
 	} {
 		if f.v < time.Millisecond {
 			return fmt.Errorf("gateway: %s %v: must be at least 1ms", f.name, f.v)

@@ -81,7 +81,7 @@ func testLoop(tb testing.TB, tune func(*Config)) *loop {
 		tb.Fatal(err)
 	}
 	g.ring.Store(r)
-	l := newLoop(g, nil)
+	l := newLoop(g, nil, 0)
 	for _, n := range nodes {
 		l.links[n.ID] = &link{loop: l, node: n.ID, addr: n.Addr, conn: &fakeConn{}, hello: true}
 	}

@@ -57,6 +57,9 @@ type Gateway struct {
 	members    atomic.Pointer[[]membership.Node]
 	ringMu     sync.Mutex // serializes rebuild
 
+	presence *presenceWriter
+	bcasts   atomic.Int64 // broadcast deliveries (client writes)
+
 	kick   chan struct{} // wakes the pacer
 	admin  *adminServer
 	cancel context.CancelFunc
@@ -83,6 +86,7 @@ func New(cfg Config) (*Gateway, error) {
 	g.loopArr.Store(&[]*loop{})
 	g.clock.Store(time.Now().UnixNano())
 	g.metrics = newMetrics(g)
+	g.presence = &presenceWriter{g: g, store: cfg.Presence}
 	return g, nil
 }
 
@@ -120,10 +124,15 @@ func (g *Gateway) Start(ctx context.Context) error {
 		return fmt.Errorf("gateway: membership: %w", err)
 	}
 	first := make(chan struct{})
-	g.wg.Add(3)
+	g.wg.Add(4)
 	go g.watch(sets, first)
 	go g.pace(ctx)
 	go g.janitor(ctx)
+	go func() { defer g.wg.Done(); g.presence.run(ctx) }()
+	if g.cfg.Fanout != nil {
+		g.wg.Add(1)
+		go func() { defer g.wg.Done(); g.cfg.Fanout.Subscribe(ctx, g.deliverBroadcast) }()
+	}
 	select {
 	case <-first:
 	case <-time.After(10 * time.Second):
@@ -223,6 +232,9 @@ func (g *Gateway) Close() {
 	}
 	g.stopEngine()
 	g.wg.Wait()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	_ = g.cfg.Presence.ResetGateway(ctx, g.cfg.ID)
+	cancel()
 	g.nodesMu.Lock()
 	for id, c := range g.controls {
 		c.stop()
@@ -248,7 +260,7 @@ func (g *Gateway) loopOf(el gnet.EventLoop) *loop {
 	defer g.loopsMu.Unlock()
 	l := g.loops[el]
 	if l == nil {
-		l = newLoop(g, el)
+		l = newLoop(g, el, len(g.loops))
 		g.loops[el] = l
 		arr := append(append([]*loop(nil), g.loopList()...), l)
 		g.loopArr.Store(&arr)
@@ -379,11 +391,12 @@ func (g *Gateway) rebuild() error {
 	if err != nil {
 		return err
 	}
-	prev := g.ring.Store(r)
+	prev := g.ring.Load() // ringMu: no other writer
 	if prev != nil && prev.Version() == r.Version() {
 		return nil
 	}
 	g.metrics.ringSwapped(r)
+	g.ring.Store(r)
 	g.log.Info("ring updated", "members", r.Len(), "version", fmt.Sprintf("%016x", r.Version()))
 	if prev != nil {
 		for _, l := range g.loopList() {

@@ -275,7 +275,7 @@ func TestHTTPErrors(t *testing.T) {
 
 func TestNoBackend(t *testing.T) {
 	c := startCluster(t, 1, nil)
-	for _, n := range c.Gateway().Nodes() {
+	for _, n := range c.Gateway().Nodes(t.Context()) {
 		if admin(t, c, "DELETE", "/api/nodes/"+n.ID, "", nil) != http.StatusAccepted {
 			t.Fatal("delete failed")
 		}
@@ -387,7 +387,7 @@ func TestAdminAPI(t *testing.T) {
 		t.Fatalf("POST /api/nodes: %d %+v", st, added)
 	}
 	testutil.CheckFor(t, 5*time.Second, 20*time.Millisecond, func() error {
-		if n := len(c.Gateway().Nodes()); n != 3 || c.Gateway().Ring().Len() != 3 {
+		if n := len(c.Gateway().Nodes(t.Context())); n != 3 || c.Gateway().Ring().Len() != 3 {
 			return fmt.Errorf("%d nodes", n)
 		}
 		return nil
@@ -416,4 +416,58 @@ func TestShutdownClosesClientsWith1001(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
+}
+
+func TestBroadcastAndPresence(t *testing.T) {
+	c := startCluster(t, 3, func(cfg *gateway.Config) { cfg.PresenceFlush, cfg.PresenceTTL = 10*time.Millisecond, time.Second })
+	var clients []*websocket.Conn
+	for i := range 12 {
+		ws, _ := dial(t, c, fmt.Sprintf("/ws/bc-%d", i))
+		clients = append(clients, ws)
+	}
+	keyless, _ := dial(t, c, "/ws/")
+	clients = append(clients, keyless)
+	if st := admin(t, c, "POST", "/api/broadcast", `{"message":"to everyone"}`, nil); st != http.StatusAccepted {
+		t.Fatalf("POST /api/broadcast: %d", st)
+	}
+	for i, ws := range clients {
+		_ = ws.SetReadDeadline(time.Now().Add(5 * time.Second))
+		typ, m, err := ws.ReadMessage()
+		if err != nil || typ != websocket.TextMessage || string(m) != "to everyone" {
+			t.Fatalf("client %d: %d %q %v", i, typ, m, err)
+		}
+	}
+	// Presence: where is bc-3?
+	var where struct {
+		UserID   string
+		Online   bool
+		Sessions []struct{ Gateway, Session, Node string }
+	}
+	testutil.CheckFor(t, 5*time.Second, 10*time.Millisecond, func() error {
+		admin(t, c, "GET", "/api/users/bc-3", "", &where)
+		if !where.Online || len(where.Sessions) != 1 || where.Sessions[0].Node != owner(t, c, "bc-3") {
+			return fmt.Errorf("presence of bc-3: %+v", where)
+		}
+		return nil
+	})
+	clients[3].Close()
+	testutil.CheckFor(t, 5*time.Second, 10*time.Millisecond, func() error {
+		admin(t, c, "GET", "/api/users/bc-3", "", &where)
+		if where.Online {
+			return fmt.Errorf("bc-3 still online: %+v", where)
+		}
+		return nil
+	})
+	var nodes []gateway.NodeStatus
+	testutil.CheckFor(t, 5*time.Second, 20*time.Millisecond, func() error {
+		admin(t, c, "GET", "/api/nodes", "", &nodes)
+		online := 0
+		for _, n := range nodes {
+			online += n.Online
+		}
+		if online != 12 { // 11 keyed + 1 keyless
+			return fmt.Errorf("online total %d: %+v", online, nodes)
+		}
+		return nil
+	})
 }

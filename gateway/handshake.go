@@ -166,6 +166,7 @@ func (l *loop) handshakeTraffic(s *session, c gnet.Conn) (act gnet.Action, done 
 	k.sessions++
 	l.g.nodeClients(k.node).Add(1)
 	l.addKey(s)
+	l.g.presence.note(l, s, k.node, true)
 	k.write(wire.AppendOpen(l.out[:0], s.id, s.keyless, h.key, []byte(c.RemoteAddr().String()), h.target))
 	return gnet.None, true
 }

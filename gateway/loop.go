@@ -16,8 +16,9 @@ import (
 // reach a loop only through exec (gnet's EventLoop.Execute); nothing here is
 // locked, and nothing here may block.
 type loop struct {
-	g  *Gateway
-	el gnet.EventLoop
+	g   *Gateway
+	el  gnet.EventLoop
+	idx int // order of creation; names sessions in presence
 
 	sessions map[uint32]*session // open and closing client sessions by id
 	nextID   uint32
@@ -38,10 +39,11 @@ type loop struct {
 	iov   [][]byte
 }
 
-func newLoop(g *Gateway, el gnet.EventLoop) *loop {
+func newLoop(g *Gateway, el gnet.EventLoop, idx int) *loop {
 	l := &loop{
 		g:        g,
 		el:       el,
+		idx:      idx,
 		sessions: make(map[uint32]*session),
 		byKey:    make(map[string]*session),
 		links:    make(map[string]*link),

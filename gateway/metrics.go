@@ -78,6 +78,11 @@ func newMetrics(g *Gateway) *metrics {
 			Help: "1 when the control link to a backend is up."}, []string{"node"}),
 	}
 	m.hsOK = m.handshakes.WithLabelValues("ok")
+	for name, up := range g.cfg.Health {
+		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: ns, Name: "dependency_up",
+			Help: "1 when the dependency (redis, rabbitmq) is reachable.", ConstLabels: prometheus.Labels{"dependency": name}},
+			func() float64 { return b2f(up()) }))
+	}
 	reg.MustRegister(m.handshakes, m.closes, m.rebalance, m.slow, m.ringMembers, m.ringVersion, m.ringSwaps, m.links,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: ns, Name: "connections",
 			Help: "Open client WebSocket sessions."}, func() float64 { return float64(g.clients.Load()) }),
@@ -85,6 +90,8 @@ func newMetrics(g *Gateway) *metrics {
 		f("bytes_in_total", "Client payload bytes relayed to backends.", func(s *loopStats) *atomic.Uint64 { return &s.bytesIn }),
 		f("messages_out_total", "Backend messages relayed to clients (per session).", func(s *loopStats) *atomic.Uint64 { return &s.msgsOut }),
 		f("bytes_out_total", "Backend payload bytes relayed to clients.", func(s *loopStats) *atomic.Uint64 { return &s.bytesOut }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: ns, Name: "broadcast_deliveries_total",
+			Help: "Broadcast messages written to clients."}, func() float64 { return float64(g.bcasts.Load()) }),
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)

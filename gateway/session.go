@@ -260,6 +260,7 @@ func (l *loop) unlink(s *session) {
 	}
 	s.link.sessions--
 	l.g.nodeClients(s.link.node).Add(-1)
+	l.g.presence.note(l, s, s.link.node, false)
 	l.removeKey(s)
 	s.link.maybeRetire()
 	s.link = nil

@@ -14,7 +14,9 @@ import (
 	"github.com/wsgate/wsgate/backend"
 	"github.com/wsgate/wsgate/backend/demo"
 	"github.com/wsgate/wsgate/gateway"
+	"github.com/wsgate/wsgate/internal/fanout"
 	"github.com/wsgate/wsgate/internal/membership"
+	"github.com/wsgate/wsgate/internal/presence"
 )
 
 // Config configures a dev cluster.
@@ -61,6 +63,7 @@ func Start(cfg Config) (*Cluster, error) {
 	}
 	gc := cfg.Gateway
 	gc.Members, gc.Nodes = c.bus, c
+	gc.Presence, gc.Fanout = presence.NewMemory(), fanout.NewMemory()
 	if gc.Logger == nil {
 		gc.Logger = cfg.Logger
 	}
