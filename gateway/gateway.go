@@ -437,6 +437,11 @@ func (g *Gateway) pace(ctx context.Context) {
 			}
 		case <-tick.C:
 			loops := g.loopList()
+			if len(loops) == 0 { // no client has ever connected: nothing to move
+				active = false
+				tick.Stop()
+				continue
+			}
 			perTick := max(1, g.cfg.RebalanceRate*int(paceTick)/int(time.Second))
 			budget := max(1, (perTick+len(loops)-1)/len(loops))
 			left := int64(0)

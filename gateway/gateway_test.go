@@ -273,6 +273,25 @@ func TestHTTPErrors(t *testing.T) {
 	})
 }
 
+func TestMembershipChangeBeforeAnyClient(t *testing.T) {
+	c := startCluster(t, 2, nil)
+	var added struct{ ID string }
+	if st := admin(t, c, "POST", "/api/nodes", "", &added); st != http.StatusCreated {
+		t.Fatalf("POST /api/nodes: %d", st)
+	}
+	testutil.CheckFor(t, 5*time.Second, 10*time.Millisecond, func() error {
+		if c.Gateway().Ring().Member(added.ID) == nil {
+			return fmt.Errorf("ring lacks %s", added.ID)
+		}
+		return nil
+	})
+	// The pacer ran with no event loop known yet; the gateway still serves.
+	_, w := dial(t, c, "/ws/after")
+	if w.ServerIP != owner(t, c, "after") {
+		t.Fatalf("landed on %s", w.ServerIP)
+	}
+}
+
 func TestNoBackend(t *testing.T) {
 	c := startCluster(t, 1, nil)
 	for _, n := range c.Gateway().Nodes(t.Context()) {

@@ -9,13 +9,13 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"strings"
 	"time"
 
 	"github.com/wsgate/wsgate/backend"
 	"github.com/wsgate/wsgate/backend/demo"
 	"github.com/wsgate/wsgate/gateway"
 	"github.com/wsgate/wsgate/internal/cluster"
+	"github.com/wsgate/wsgate/internal/fanout"
 	"github.com/wsgate/wsgate/internal/membership"
 )
 
@@ -157,29 +157,53 @@ Ctrl-C stops the cluster (clients get close 1001).
 func runGateway(ctx context.Context, args []string) error {
 	fs := newFlagSet("wsgate gateway")
 	fill := gatewayFlags(fs, "0.0.0.0:8080", "127.0.0.1:8081")
-	backends := fs.List("backend", "a backend node as id=host:port[,weight]")
+	backends := fs.List("backend", "a backend node as id=host:port[,weight] (static membership; or use --amqp and --redis)")
+	cf := addClusterFlags(fs)
+	reconcile := fs.Duration("reconcile", 2*time.Second, "how often the member set is checked against the Redis registry")
 	log, err := parseArgs(fs, args)
 	if err != nil {
 		return err
 	}
-	if len(*backends) == 0 {
-		return usageError{errors.New("--backend id=host:port is required (give it once per backend node)")}
-	}
-	var nodes []membership.Node
-	for _, b := range *backends {
-		n, err := membership.ParseNode(b)
-		if err != nil {
-			return usageError{fmt.Errorf("--backend: %w", err)}
-		}
-		nodes = append(nodes, n)
-	}
-	src, err := membership.NewStatic(nodes)
+	clustered, err := cf.enabled()
 	if err != nil {
-		return usageError{fmt.Errorf("--backend: %w", err)}
+		return err
 	}
 	var cfg gateway.Config
 	fill(&cfg)
-	cfg.Members, cfg.Logger = src, log
+	cfg.Logger = log
+	if cfg.ID == "" {
+		cfg.ID = instanceID(cfg.Listen)
+	}
+	switch {
+	case clustered && len(*backends) > 0:
+		return usageError{errors.New("--backend and --amqp/--redis exclude each other: pick static or cluster membership")}
+	case clustered:
+		d, err := cf.dial(ctx, "wsgate-gateway-"+cfg.ID, log)
+		if err != nil {
+			return err
+		}
+		defer d.close()
+		cfg.Members = &membership.Cluster{Registry: d.rdb, Broker: d.mq, Exchange: *cf.exchange, Reconcile: *reconcile, Log: log}
+		cfg.Presence = d.rdb
+		cfg.Fanout = &fanout.Rabbit{Broker: d.mq, Exchange: *cf.exchange + ".broadcast", Origin: cfg.ID}
+		cfg.Health = d.health()
+	case len(*backends) > 0:
+		var nodes []membership.Node
+		for _, b := range *backends {
+			n, err := membership.ParseNode(b)
+			if err != nil {
+				return usageError{fmt.Errorf("--backend: %w", err)}
+			}
+			nodes = append(nodes, n)
+		}
+		src, err := membership.NewStatic(nodes)
+		if err != nil {
+			return usageError{fmt.Errorf("--backend: %w", err)}
+		}
+		cfg.Members = src
+	default:
+		return usageError{errors.New("--backend id=host:port is required (once per backend node), or --amqp and --redis for cluster membership")}
+	}
 	g, err := gateway.New(cfg)
 	if err != nil {
 		return usageError{err}
@@ -194,27 +218,76 @@ func runGateway(ctx context.Context, args []string) error {
 
 func runBackend(ctx context.Context, args []string) error {
 	fs := newFlagSet("wsgate backend")
-	host, _ := os.Hostname()
-	id := fs.String("id", fmt.Sprintf("%s-%d", host, os.Getpid()), "node id, unique in the cluster")
+	id := fs.String("id", "", "node id, unique in the cluster (default host-port)")
 	listen := fs.String("listen", "0.0.0.0:9000", "link listener host:port that gateways dial")
+	advertise := fs.String("advertise", "", "host:port gateways dial for this node (default: --listen, or the host name if it listens on all addresses)")
+	admin := fs.String("admin", "127.0.0.1:0", "metrics and health HTTP host:port (- disables)")
+	weight := fs.Int("weight", 1, "share of keys relative to other nodes (1..100)")
 	drain := fs.Duration("drain-timeout", 30*time.Second, "on shutdown, how long gateways get to move clients away")
+	beat := fs.Duration("heartbeat", 2*time.Second, "heartbeat interval (registry refresh and event)")
+	ttl := fs.Duration("node-ttl", 6*time.Second, "registry TTL: a node silent this long (crashed) drops out")
+	cf := addClusterFlags(fs)
 	log, err := parseArgs(fs, args)
 	if err != nil {
 		return err
+	}
+	clustered, err := cf.enabled()
+	if err != nil {
+		return err
+	}
+	if *id == "" {
+		*id = instanceID(*listen)
+	}
+	if *beat <= 0 || *ttl <= *beat {
+		return usageError{fmt.Errorf("--node-ttl %v must be longer than --heartbeat %v", *ttl, *beat)}
 	}
 	node, err := demo.NewNode(backend.Config{ID: *id, Listen: *listen, Logger: log})
 	if err != nil {
 		return usageError{err}
 	}
+	var d *deps
+	if clustered {
+		if d, err = cf.dial(ctx, "wsgate-backend-"+*id, log); err != nil {
+			return err
+		}
+		defer d.close()
+	}
 	if err := node.Start(); err != nil {
 		return fmt.Errorf("backend: --listen %s: %w", *listen, err)
 	}
-	log.Info("backend started", "id", node.ID(), "listen", node.Addr(),
-		"gateway_flag", "--backend "+node.ID()+"="+strings.Replace(node.Addr(), "0.0.0.0", "127.0.0.1", 1))
+	defer node.Close()
+	stopAdmin, err := serveBackendAdmin(*admin, node, d, log)
+	if err != nil {
+		return err
+	}
+	defer stopAdmin()
+	self := membership.Node{ID: *id, Addr: *advertise, Weight: *weight}
+	if self.Addr == "" {
+		self.Addr = advertised(node.Addr())
+	}
+	if err := self.Validate(); err != nil {
+		return usageError{err}
+	}
+	var ann *membership.Announcer
+	if clustered {
+		ann = &membership.Announcer{Registry: d.rdb, Broker: d.mq, Exchange: *cf.exchange, Node: self,
+			Interval: *beat, TTL: *ttl, Log: log}
+		if err := ann.Join(ctx); err != nil {
+			return err
+		}
+	}
+	log.Info("backend started", "id", node.ID(), "listen", node.Addr(), "advertise", self.Addr,
+		"gateway_flag", "--backend "+node.ID()+"="+self.Addr)
 	<-ctx.Done()
-	log.Info("shutting down: waiting for gateways to move clients", "sessions", node.SessionCount())
 	sctx, cancel := context.WithTimeout(context.Background(), *drain)
 	defer cancel()
+	if ann != nil {
+		// Leave first: gateways move the clients away, then the node is empty.
+		if err := ann.Leave(sctx); err != nil {
+			log.Warn("leave not fully announced; gateways drop the node when its TTL passes", "err", err)
+		}
+	}
+	log.Info("shutting down: waiting for gateways to move clients", "sessions", node.SessionCount())
 	if err := node.Shutdown(sctx); err != nil {
 		log.Warn("drain incomplete", "err", err)
 	}

@@ -18,6 +18,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -28,9 +29,10 @@ import (
 // Redis is the Redis-backed registry and presence store. Safe for
 // concurrent use; every method is one round trip (a pipeline or script).
 type Redis struct {
-	rdb    *redis.Client
-	prefix string
-	url    string
+	rdb     *redis.Client
+	prefix  string
+	healthy atomic.Bool
+	stop    chan struct{}
 }
 
 // Dial connects to url (redis://[:pass@]host:port/db) and pings it, so a
@@ -51,11 +53,36 @@ func Dial(ctx context.Context, url, prefix string) (*Redis, error) {
 	if prefix == "" {
 		prefix = "wsgate"
 	}
-	return &Redis{rdb: rdb, prefix: prefix, url: opt.Addr}, nil
+	r := &Redis{rdb: rdb, prefix: prefix, stop: make(chan struct{})}
+	r.healthy.Store(true)
+	go r.watch()
+	return r, nil
 }
 
-// Close closes the connection pool.
-func (r *Redis) Close() error { return r.rdb.Close() }
+// watch pings every second so Healthy is current without a round trip.
+func (r *Redis) watch() {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-r.stop:
+			return
+		case <-t.C:
+			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			r.healthy.Store(r.rdb.Ping(ctx).Err() == nil)
+			cancel()
+		}
+	}
+}
+
+// Healthy reports whether the last ping (at most a second ago) succeeded.
+func (r *Redis) Healthy() bool { return r.healthy.Load() }
+
+// Close stops the pinger and closes the connection pool.
+func (r *Redis) Close() error {
+	close(r.stop)
+	return r.rdb.Close()
+}
 
 // Ping reports whether Redis answers.
 func (r *Redis) Ping(ctx context.Context) error { return r.rdb.Ping(ctx).Err() }

@@ -1,0 +1,96 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/wsgate/wsgate/internal/presence"
+	"github.com/wsgate/wsgate/internal/rabbit"
+)
+
+// clusterFlags are the flags that join a process to a real cluster
+// (RabbitMQ membership, Redis registry and presence).
+type clusterFlags struct {
+	amqp, redis, exchange, prefix *string
+}
+
+func addClusterFlags(fs *flagSet) clusterFlags {
+	return clusterFlags{
+		amqp:     fs.String("amqp", "", "RabbitMQ URL for membership events and broadcasts, e.g. amqp://guest:guest@127.0.0.1:5672/"),
+		redis:    fs.String("redis", "", "Redis URL for the node registry and presence, e.g. redis://127.0.0.1:6379/0"),
+		exchange: fs.String("exchange", "wsgate", "RabbitMQ exchange name (membership; broadcasts use <name>.broadcast)"),
+		prefix:   fs.String("redis-prefix", "wsgate", "prefix of every Redis key"),
+	}
+}
+
+// enabled reports whether cluster mode was asked for, and checks that both
+// services were given.
+func (c clusterFlags) enabled() (bool, error) {
+	switch {
+	case *c.amqp == "" && *c.redis == "":
+		return false, nil
+	case *c.amqp == "" || *c.redis == "":
+		return false, usageError{errors.New("--amqp and --redis go together (cluster mode needs both)")}
+	}
+	return true, nil
+}
+
+// deps are the connections of cluster mode.
+type deps struct {
+	mq  *rabbit.Client
+	rdb *presence.Redis
+}
+
+// dial connects to Redis and RabbitMQ; an unreachable one is named in the error.
+func (c clusterFlags) dial(ctx context.Context, name string, log *slog.Logger) (*deps, error) {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	rdb, err := presence.Dial(ctx, *c.redis, *c.prefix)
+	if err != nil {
+		return nil, err
+	}
+	mq, err := rabbit.Dial(ctx, rabbit.Config{URL: *c.amqp, Name: name, Log: log})
+	if err != nil {
+		_ = rdb.Close()
+		return nil, err
+	}
+	return &deps{mq: mq, rdb: rdb}, nil
+}
+
+func (d *deps) health() map[string]func() bool {
+	return map[string]func() bool{"redis": d.rdb.Healthy, "rabbitmq": d.mq.Healthy}
+}
+
+func (d *deps) close() {
+	_ = d.mq.Close()
+	_ = d.rdb.Close()
+}
+
+// instanceID is the default id of a process: the host name and the port it
+// listens on, unique per instance on a host and stable across restarts.
+func instanceID(listen string) string {
+	host, _ := os.Hostname()
+	_, port, _ := net.SplitHostPort(listen)
+	if port == "" || port == "0" {
+		return fmt.Sprintf("%s-%d", host, os.Getpid())
+	}
+	return host + "-" + port
+}
+
+// advertised is the address gateways dial for a backend listening on
+// addr: addr itself, or the host name with addr's port when addr is a
+// wildcard address.
+func advertised(addr string) string {
+	host, port, _ := net.SplitHostPort(addr)
+	if ip := net.ParseIP(host); host == "" || ip != nil && ip.IsUnspecified() {
+		h, _ := os.Hostname()
+		return net.JoinHostPort(strings.ToLower(h), port)
+	}
+	return addr
+}
