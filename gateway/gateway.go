@@ -169,6 +169,13 @@ func (g *Gateway) Stats() Stats {
 	return st
 }
 
+// NodeAlive reports whether this gateway's control link to node id is up:
+// a direct liveness check the membership source may use.
+func (g *Gateway) NodeAlive(id string) bool {
+	c := g.control(id)
+	return c != nil && c.healthy.Load()
+}
+
 // Ring is the current ring (nil before the first member set).
 func (g *Gateway) Ring() *ring.Ring { return g.ring.Load() }
 

@@ -169,6 +169,7 @@ func runGateway(ctx context.Context, args []string) error {
 		return err
 	}
 	var cfg gateway.Config
+	var members *membership.Cluster
 	fill(&cfg)
 	cfg.Logger = log
 	if cfg.ID == "" {
@@ -183,7 +184,8 @@ func runGateway(ctx context.Context, args []string) error {
 			return err
 		}
 		defer d.close()
-		cfg.Members = &membership.Cluster{Registry: d.rdb, Broker: d.mq, Exchange: *cf.exchange, Reconcile: *reconcile, Log: log}
+		members = &membership.Cluster{Registry: d.rdb, Broker: d.mq, Exchange: *cf.exchange, Reconcile: *reconcile, Log: log}
+		cfg.Members = members
 		cfg.Presence = d.rdb
 		cfg.Fanout = &fanout.Rabbit{Broker: d.mq, Exchange: *cf.exchange + ".broadcast", Origin: cfg.ID}
 		cfg.Health = d.health()
@@ -207,6 +209,9 @@ func runGateway(ctx context.Context, args []string) error {
 	g, err := gateway.New(cfg)
 	if err != nil {
 		return usageError{err}
+	}
+	if members != nil {
+		members.Alive = g.NodeAlive // a node the registry lost but this gateway reaches stays
 	}
 	if err := g.Start(ctx); err != nil {
 		return err

@@ -65,11 +65,18 @@ func DecodeEvent(b []byte) (Event, error) {
 // and is reconciled against every Reconcile (and after every broker
 // reconnect), so a missed event heals itself and a crashed node drops out
 // once its TTL passes; broker events apply changes in between at once.
+//
+// A registry read can be wrong in one direction: after a Redis restart or
+// an outage longer than the TTL, live nodes are missing until their next
+// heartbeat. So a reconcile only drops a node the registry lacks when Alive
+// (the gateway's own link to it) says it is gone too, or when it announced
+// its leave.
 type Cluster struct {
 	Registry  Registry
 	Broker    Broker
 	Exchange  string
-	Reconcile time.Duration // default 2s
+	Reconcile time.Duration        // default 2s
+	Alive     func(id string) bool // optional: a direct liveness check of a node
 	Log       *slog.Logger
 }
 
@@ -110,6 +117,7 @@ func (c *Cluster) Watch(ctx context.Context) (<-chan []Node, error) {
 	go func() {
 		defer close(out)
 		tracker := NewTracker(initial...)
+		left := map[string]bool{} // announced a leave; not kept alive by Alive
 		tick := time.NewTicker(c.Reconcile)
 		defer tick.Stop()
 		for {
@@ -119,10 +127,15 @@ func (c *Cluster) Watch(ctx context.Context) (<-chan []Node, error) {
 				return
 			case ev := <-events:
 				changed = tracker.Apply(ev)
+				if ev.Type == Leave {
+					left[ev.Node.ID] = true
+				} else {
+					delete(left, ev.Node.ID)
+				}
 			case <-tick.C:
-				changed = c.reconcile(ctx, &tracker)
+				changed = c.reconcile(ctx, &tracker, left)
 			case <-resync:
-				changed = c.reconcile(ctx, &tracker)
+				changed = c.reconcile(ctx, &tracker, left)
 			}
 			if changed {
 				sendLatest(ctx, out, tracker.Set())
@@ -132,9 +145,10 @@ func (c *Cluster) Watch(ctx context.Context) (<-chan []Node, error) {
 	return out, nil
 }
 
-// reconcile replaces the tracker's set with the registry's; on a registry
-// outage it keeps the current set.
-func (c *Cluster) reconcile(ctx context.Context, t **Tracker) bool {
+// reconcile replaces the tracker's set with the registry's, keeping nodes
+// the registry lacks but Alive vouches for; on a registry outage it keeps
+// the current set.
+func (c *Cluster) reconcile(ctx context.Context, t **Tracker, left map[string]bool) bool {
 	rctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 	defer cancel()
 	nodes, err := c.Registry.Nodes(rctx)
@@ -145,6 +159,16 @@ func (c *Cluster) reconcile(ctx context.Context, t **Tracker) bool {
 		return false
 	}
 	fresh := NewTracker(nodes...)
+	for _, n := range nodes {
+		delete(left, n.ID)
+	}
+	if c.Alive != nil {
+		for _, n := range (*t).Set() {
+			if _, listed := fresh.nodes[n.ID]; !listed && !left[n.ID] && c.Alive(n.ID) {
+				fresh.nodes[n.ID] = n
+			}
+		}
+	}
 	if equalSets((*t).Set(), fresh.Set()) {
 		return false
 	}
