@@ -11,8 +11,10 @@ build:
 run: build
 	./$(BIN) dev
 
-# The README's test command; .ci/run calls exactly this.
+# The README's test command; .ci/run calls exactly this. It starts (and if
+# needed installs) Redis and RabbitMQ, which the cluster tests use for real.
 test: lint
+	scripts/services.sh
 	$(GO) test -race -count=1 -timeout 20m $(PKGS)
 
 bench:

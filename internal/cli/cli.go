@@ -25,6 +25,7 @@ Usage:
   wsgate dev      [flags]   a whole cluster in one process: gateway + N demo backends
   wsgate gateway  [flags]   the edge: clients in, links out to --backend nodes
   wsgate backend  [flags]   a demo backend node (echo, push) behind gateways
+  wsgate bench    [flags]   load generator and side-by-side comparison (see docs/BENCHMARKS.md)
   wsgate help               this text
 
 Run 'wsgate <command> -h' for a command's flags. Every flag can also be set
@@ -52,6 +53,8 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 		return runGateway(ctx, args[1:])
 	case "backend":
 		return runBackend(ctx, args[1:])
+	case "bench":
+		return runBench(ctx, args[1:], stdout)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return nil
@@ -231,6 +234,7 @@ func runBackend(ctx context.Context, args []string) error {
 	drain := fs.Duration("drain-timeout", 30*time.Second, "on shutdown, how long gateways get to move clients away")
 	beat := fs.Duration("heartbeat", 2*time.Second, "heartbeat interval (registry refresh and event)")
 	ttl := fs.Duration("node-ttl", 6*time.Second, "registry TTL: a node silent this long (crashed) drops out")
+	plain := fs.String("ws-listen", "", "also serve the demo app as plain WebSocket on host:port (for nginx/HAProxy comparisons)")
 	cf := addClusterFlags(fs)
 	log, err := parseArgs(fs, args)
 	if err != nil {
@@ -266,6 +270,13 @@ func runBackend(ctx context.Context, args []string) error {
 		return err
 	}
 	defer stopAdmin()
+	if *plain != "" {
+		stopPlain, err := servePlainWS(*plain, node, log)
+		if err != nil {
+			return fmt.Errorf("backend: --ws-listen %s: %w", *plain, err)
+		}
+		defer stopPlain()
+	}
 	self := membership.Node{ID: *id, Addr: *advertise, Weight: *weight}
 	if self.Addr == "" {
 		self.Addr = advertised(node.Addr())
