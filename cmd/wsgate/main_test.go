@@ -13,6 +13,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -48,6 +49,7 @@ type proc struct {
 
 type logBuf struct {
 	lines chan string
+	mu    sync.Mutex
 	all   strings.Builder
 }
 
@@ -63,6 +65,9 @@ func start(t testing.TB, args ...string) *proc {
 	go func() {
 		sc := bufio.NewScanner(stderr)
 		for sc.Scan() {
+			p.log.mu.Lock()
+			p.log.all.WriteString(sc.Text() + "\n")
+			p.log.mu.Unlock()
 			select {
 			case p.log.lines <- sc.Text():
 			default:
@@ -73,6 +78,11 @@ func start(t testing.TB, args ...string) *proc {
 	t.Cleanup(func() {
 		_ = cmd.Process.Kill()
 		_ = cmd.Wait()
+		if t.Failed() {
+			p.log.mu.Lock()
+			t.Logf("log of wsgate %s:\n%s", strings.Join(args, " "), p.log.all.String())
+			p.log.mu.Unlock()
+		}
 	})
 	return p
 }

@@ -1,0 +1,538 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/wsgate/wsgate/internal/testutil"
+)
+
+// These tests run a real cluster: backend and gateway processes joined by
+// the machine's RabbitMQ (127.0.0.1:5672) and Redis (127.0.0.1:6379), each
+// test with its own exchange and key prefix. `make test` starts both
+// services (scripts/services.sh); a test fails, never skips, without them.
+
+const (
+	amqpURL  = "amqp://guest:guest@127.0.0.1:5672/"
+	redisURL = "redis://127.0.0.1:6379/0"
+	// Short timings so failures are detected quickly: the gateway's
+	// reconcile period and the backends' heartbeat and registry TTL.
+	reconcileEvery = "300ms"
+	heartbeatEvery = "200ms"
+	nodeTTL        = "1s"
+)
+
+var envSeq atomic.Int64
+
+// clusterEnv names one test's slice of the shared services and the
+// addresses its processes use to reach them (a test may put proxies in
+// between).
+type clusterEnv struct {
+	name        string // exchange and Redis key prefix
+	amqp, redis string
+}
+
+func newClusterEnv(t *testing.T) *clusterEnv {
+	t.Helper()
+	e := &clusterEnv{
+		name:  fmt.Sprintf("wsgate-test-%d-%d-%d", os.Getpid(), time.Now().UnixNano()%1e6, envSeq.Add(1)),
+		amqp:  amqpURL,
+		redis: redisURL,
+	}
+	rdb := e.rdb(t)
+	if err := rdb.Ping(context.Background()).Err(); err != nil {
+		t.Fatalf("Redis at %s: %v (run scripts/services.sh)", redisURL, err)
+	}
+	t.Cleanup(func() { e.flush(t) })
+	return e
+}
+
+func (e *clusterEnv) rdb(t *testing.T) *redis.Client {
+	opt, _ := redis.ParseURL(redisURL)
+	c := redis.NewClient(opt)
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// flush deletes every Redis key of the test (what a Redis restart loses).
+func (e *clusterEnv) flush(t *testing.T) {
+	ctx := context.Background()
+	rdb := e.rdb(t)
+	keys, _ := rdb.Keys(ctx, e.name+":*").Result()
+	if len(keys) > 0 {
+		rdb.Del(ctx, keys...)
+	}
+}
+
+func (e *clusterEnv) common() []string {
+	return []string{"--amqp", e.amqp, "--redis", e.redis, "--exchange", e.name, "--redis-prefix", e.name}
+}
+
+// backend starts a backend process and waits until it has joined.
+func (e *clusterEnv) backend(t *testing.T, id string) *proc {
+	t.Helper()
+	args := append([]string{"backend", "--id", id, "--listen", "127.0.0.1:0", "--admin", "-",
+		"--heartbeat", heartbeatEvery, "--node-ttl", nodeTTL, "--drain-timeout", "10s"}, e.common()...)
+	p := start(t, args...)
+	p.waitLog(t, `backend started`)
+	return p
+}
+
+// gw is a gateway process and its addresses.
+type gw struct {
+	*proc
+	addr, admin string
+}
+
+func (e *clusterEnv) gateway(t *testing.T) *gw {
+	t.Helper()
+	args := append([]string{"gateway", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0",
+		"--reconcile", reconcileEvery}, e.common()...)
+	p := start(t, args...)
+	m := p.waitLog(t, `gateway started.* listen=(\S+) admin=(\S+)`)
+	return &gw{proc: p, addr: m[1], admin: m[2]}
+}
+
+// get decodes the JSON answer of GET path on the gateway's admin API.
+func (g *gw) get(t *testing.T, path string, out any) {
+	t.Helper()
+	r, err := http.Get("http://" + g.admin + path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Body.Close()
+	if r.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(r.Body)
+		t.Fatalf("GET %s: %s %s", path, r.Status, b)
+	}
+	if err := json.NewDecoder(r.Body).Decode(out); err != nil {
+		t.Fatalf("GET %s: %v", path, err)
+	}
+}
+
+func (g *gw) post(t *testing.T, path, body string, out any) {
+	t.Helper()
+	r, err := http.Post("http://"+g.admin+path, "application/json", strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Body.Close()
+	if r.StatusCode/100 != 2 {
+		b, _ := io.ReadAll(r.Body)
+		t.Fatalf("POST %s: %s %s", path, r.Status, b)
+	}
+	if out != nil {
+		if err := json.NewDecoder(r.Body).Decode(out); err != nil {
+			t.Fatalf("POST %s: %v", path, err)
+		}
+	}
+}
+
+func (g *gw) owner(t *testing.T, key string) string {
+	var r struct{ Owner string }
+	g.get(t, "/api/ring?key="+key, &r)
+	return r.Owner
+}
+
+// members is the gateway's ring, as sorted "id,id,..".
+func (g *gw) members(t *testing.T) string {
+	var nodes []struct {
+		ID     string
+		OnRing bool
+	}
+	g.get(t, "/api/nodes", &nodes)
+	var ids []string
+	for _, n := range nodes {
+		if n.OnRing {
+			ids = append(ids, n.ID)
+		}
+	}
+	return strings.Join(ids, ",")
+}
+
+func (g *gw) waitMembers(t *testing.T, want string) {
+	t.Helper()
+	testutil.CheckFor(t, 15*time.Second, 50*time.Millisecond, func() error {
+		if got := g.members(t); got != want {
+			return fmt.Errorf("gateway %s ring %q, want %q", g.addr, got, want)
+		}
+		return nil
+	})
+}
+
+// wsClient is a connected WebSocket client; a goroutine reads it and
+// records its messages and how it was closed.
+type wsClient struct {
+	g         *gw
+	key, node string // the key and the node of the welcome message
+	ws        *websocket.Conn
+	msgs      chan string
+	closed    chan struct{}
+	code      int   // close code, valid once closed is closed (-1: no close frame)
+	err       error // the read error when code is -1
+}
+
+func connect(t *testing.T, g *gw, key string) *wsClient {
+	t.Helper()
+	ws, _, err := websocket.DefaultDialer.Dial("ws://"+g.addr+"/ws/"+key, nil)
+	if err != nil {
+		t.Fatalf("dial %s key %s: %v", g.addr, key, err)
+	}
+	var w struct {
+		Type     int
+		ServerIP string
+	}
+	_ = ws.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if err := ws.ReadJSON(&w); err != nil || w.Type != 2 {
+		t.Fatalf("welcome of %s: %+v %v", key, w, err)
+	}
+	_ = ws.SetReadDeadline(time.Time{})
+	c := &wsClient{g: g, key: key, node: w.ServerIP, ws: ws, msgs: make(chan string, 64), closed: make(chan struct{})}
+	go func() {
+		defer close(c.closed)
+		for {
+			_, m, err := ws.ReadMessage()
+			if err != nil {
+				if ce, ok := err.(*websocket.CloseError); ok {
+					c.code = ce.Code
+				} else {
+					c.code, c.err = -1, err
+				}
+				return
+			}
+			c.msgs <- string(m)
+		}
+	}()
+	t.Cleanup(func() { ws.Close() })
+	return c
+}
+
+func connectAll(t *testing.T, g *gw, keys []string) []*wsClient {
+	t.Helper()
+	cs := make([]*wsClient, len(keys))
+	for i, k := range keys {
+		cs[i] = connect(t, g, k)
+	}
+	return cs
+}
+
+// next returns the client's next message, or fails after 10s.
+func (c *wsClient) next(t *testing.T) string {
+	t.Helper()
+	select {
+	case m := <-c.msgs:
+		return m
+	case <-c.closed:
+		t.Fatalf("client %s (on %s) closed with %d, want a message", c.key, c.node, c.code)
+	case <-time.After(10 * time.Second):
+		t.Fatalf("client %s: no message in 10s", c.key)
+	}
+	return ""
+}
+
+// echo checks the client is connected and served: a message comes back.
+func (c *wsClient) echo(t *testing.T, text string) {
+	t.Helper()
+	if err := c.ws.WriteMessage(websocket.TextMessage, []byte(text)); err != nil {
+		t.Fatalf("client %s write: %v", c.key, err)
+	}
+	if m := c.next(t); m != text {
+		t.Fatalf("client %s echo %q, want %q", c.key, m, text)
+	}
+}
+
+func (c *wsClient) isClosed() bool {
+	select {
+	case <-c.closed:
+		return true
+	default:
+		return false
+	}
+}
+
+// expectMoves waits until exactly the clients in move are closed with
+// code, then proves every other client is still served (an echo round
+// trip after the closes happened), and returns the closed ones.
+func expectMoves(t *testing.T, clients []*wsClient, move func(*wsClient) bool, code int, within time.Duration) []*wsClient {
+	t.Helper()
+	var want []*wsClient
+	for _, c := range clients {
+		if move(c) {
+			want = append(want, c)
+		}
+	}
+	testutil.CheckFor(t, within, 20*time.Millisecond, func() error {
+		for _, c := range want {
+			if !c.isClosed() {
+				return fmt.Errorf("client %s (on %s) still open", c.key, c.node)
+			}
+		}
+		return nil
+	})
+	for _, c := range want {
+		if c.code != code {
+			t.Errorf("client %s (on %s) closed with %d, want %d", c.key, c.node, c.code, code)
+		}
+	}
+	for _, c := range clients {
+		if !move(c) {
+			if c.isClosed() {
+				t.Fatalf("client %s (on %s) closed with %d (%v); its owner did not change", c.key, c.node, c.code, c.err)
+			}
+			c.echo(t, "still-here")
+		}
+	}
+	return want
+}
+
+func keys(prefix string, n int) []string {
+	ks := make([]string, n)
+	for i := range ks {
+		ks[i] = fmt.Sprintf("%s-%d", prefix, i)
+	}
+	return ks
+}
+
+// TestClusterProcesses runs two gateway and three backend processes on
+// the real RabbitMQ and Redis and checks routing, scaling out, graceful
+// and hard node loss, push across gateways and broadcast.
+func TestClusterProcesses(t *testing.T) {
+	e := newClusterEnv(t)
+	backends := map[string]*proc{}
+	for _, id := range []string{"b1", "b2", "b3"} {
+		backends[id] = e.backend(t, id)
+	}
+	// Both gateways start after the backends announced their joins, so
+	// their first ring comes from the Redis registry alone.
+	g1, g2 := e.gateway(t), e.gateway(t)
+	g1.waitMembers(t, "b1,b2,b3")
+	g2.waitMembers(t, "b1,b2,b3")
+
+	ks := keys("user", 120)
+	c1, c2 := connectAll(t, g1, ks), connectAll(t, g2, ks)
+	all := append(append([]*wsClient{}, c1...), c2...)
+	spread := map[string]int{}
+	for i, k := range ks {
+		if c1[i].node != c2[i].node {
+			t.Fatalf("key %s: gateway 1 routed to %s, gateway 2 to %s", k, c1[i].node, c2[i].node)
+		}
+		if o := g1.owner(t, k); o != c1[i].node {
+			t.Fatalf("key %s on %s, ring says %s", k, c1[i].node, o)
+		}
+		spread[c1[i].node]++
+	}
+	if len(spread) != 3 {
+		t.Fatalf("keys spread over %v, want all 3 nodes", spread)
+	}
+
+	t.Log("step: push across gateways")
+	{
+		only := connect(t, g1, "lonely-user")
+		var res struct{ Delivered int }
+		g2.post(t, "/api/send", `{"userId":"lonely-user","message":"via gateway 2"}`, &res)
+		if res.Delivered != 1 {
+			t.Fatalf("delivered %d, want 1", res.Delivered)
+		}
+		var ev struct {
+			Type    int
+			Content string
+		}
+		if err := json.Unmarshal([]byte(only.next(t)), &ev); err != nil || ev.Type != 1 || ev.Content != "via gateway 2" {
+			t.Fatalf("push arrived as %+v %v", ev, err)
+		}
+		var ok bool
+		g2.get(t, "/send?userId=lonely-user&message=again", &ok)
+		if !ok {
+			t.Fatal("GET /send answered false")
+		}
+		only.next(t)
+		g2.get(t, "/send?userId=nobody-at-all&message=x", &ok)
+		if ok {
+			t.Fatal("GET /send for an absent user answered true")
+		}
+		// Presence is written in batches off the event loops: poll.
+		testutil.CheckFor(t, 5*time.Second, 20*time.Millisecond, func() error {
+			var where struct {
+				Online   bool
+				Sessions []struct{ Gateway, Node string }
+			}
+			g2.get(t, "/api/users/lonely-user", &where)
+			if !where.Online || len(where.Sessions) != 1 || where.Sessions[0].Node != only.node {
+				return fmt.Errorf("/api/users/lonely-user = %+v, want one session on %s", where, only.node)
+			}
+			return nil
+		})
+		only.ws.Close()
+		<-only.closed
+	}
+
+	t.Log("step: broadcast once to every client")
+	{
+		g1.post(t, "/api/broadcast", `{"message":"first"}`, nil)
+		g2.post(t, "/api/broadcast", `{"message":"second"}`, nil)
+		for _, c := range all {
+			// Exactly once: after "first" the next message is "second",
+			// not a copy; the two may come in either order.
+			a, b := c.next(t), c.next(t)
+			if !(a == "first" && b == "second" || a == "second" && b == "first") {
+				t.Fatalf("client %s got %q then %q", c.key, a, b)
+			}
+			c.echo(t, "after-broadcast")
+		}
+	}
+
+	t.Log("step: a fourth backend moves only the clients whose owner changed")
+	{
+		backends["b4"] = e.backend(t, "b4")
+		g1.waitMembers(t, "b1,b2,b3,b4")
+		g2.waitMembers(t, "b1,b2,b3,b4")
+		newOwner := map[string]string{}
+		for _, k := range ks {
+			newOwner[k] = g1.owner(t, k)
+			if o2 := g2.owner(t, k); o2 != newOwner[k] {
+				t.Fatalf("key %s: gateway 1 ring says %s, gateway 2 %s", k, newOwner[k], o2)
+			}
+		}
+		moved := expectMoves(t, all, func(c *wsClient) bool { return newOwner[c.key] != c.node }, 1012, 20*time.Second)
+		if len(moved) == 0 {
+			t.Fatal("no key moved to b4 (expected about a quarter)")
+		}
+		all = reconnect(t, all, "b4")
+	}
+
+	t.Log("step: graceful stop moves exactly the node's clients")
+	{
+		b := backends["b2"]
+		_ = b.cmd.Process.Signal(syscall.SIGTERM)
+		expectMoves(t, all, func(c *wsClient) bool { return c.node == "b2" }, 1012, 20*time.Second)
+		if err := b.cmd.Wait(); err != nil {
+			t.Fatalf("backend exit: %v", err)
+		}
+		g1.waitMembers(t, "b1,b3,b4")
+		g2.waitMembers(t, "b1,b3,b4")
+		all = reconnect(t, all, "")
+	}
+
+	t.Log("step: SIGKILL moves the node's clients within the bound")
+	{
+		b := backends["b3"]
+		_ = b.cmd.Process.Kill()
+		// The link dies with the process: its clients are closed at once
+		// and the node leaves the ring locally; the registry TTL (1s) and
+		// reconcile (300ms) bound how long a lost link could go unseen.
+		expectMoves(t, all, func(c *wsClient) bool { return c.node == "b3" }, 1011, 5*time.Second)
+		g1.waitMembers(t, "b1,b4")
+		g2.waitMembers(t, "b1,b4")
+		all = reconnect(t, all, "")
+	}
+}
+
+// reconnect replaces every closed client by a new one of the same key on
+// the same gateway and checks it lands on the key's owner (and on
+// wantNode when given).
+func reconnect(t *testing.T, all []*wsClient, wantNode string) []*wsClient {
+	t.Helper()
+	out := make([]*wsClient, 0, len(all))
+	for _, c := range all {
+		if !c.isClosed() {
+			out = append(out, c)
+			continue
+		}
+		n := connect(t, c.g, c.key)
+		if wantNode != "" && n.node != wantNode {
+			t.Fatalf("client %s reconnected to %s, want %s", c.key, n.node, wantNode)
+		}
+		if o := c.g.owner(t, c.key); n.node != o {
+			t.Fatalf("client %s reconnected to %s, ring owner %s", c.key, n.node, o)
+		}
+		out = append(out, n)
+	}
+	return out
+}
+
+// waitDependencies polls the gateway's /readyz until RabbitMQ and Redis are
+// reported as up (true) or down (false).
+func (g *gw) waitDependencies(t *testing.T, up bool) {
+	t.Helper()
+	testutil.CheckFor(t, 20*time.Second, 50*time.Millisecond, func() error {
+		var r struct{ Dependencies map[string]bool }
+		g.get(t, "/readyz", &r)
+		if r.Dependencies["redis"] != up || r.Dependencies["rabbitmq"] != up {
+			return fmt.Errorf("dependencies %v, want all %v", r.Dependencies, up)
+		}
+		return nil
+	})
+}
+
+// TestClusterSurvivesOutages cuts RabbitMQ and Redis off (through proxies,
+// so the shared services stay up for other tests) and wipes the test's
+// Redis keys, as a Redis restart would: routing goes on with the last
+// ring, no client of a healthy node is dropped, and a backend that joins
+// after recovery is applied.
+func TestClusterSurvivesOutages(t *testing.T) {
+	e := newClusterEnv(t)
+	mq := testutil.NewProxy(t, "127.0.0.1:5672")
+	rd := testutil.NewProxy(t, "127.0.0.1:6379")
+	e.amqp, e.redis = "amqp://guest:guest@"+mq.Addr()+"/", "redis://"+rd.Addr()+"/0"
+	e.backend(t, "b1")
+	e.backend(t, "b2")
+	g := e.gateway(t)
+	g.waitMembers(t, "b1,b2")
+	clients := connectAll(t, g, keys("user", 60))
+	g.waitDependencies(t, true)
+
+	mq.SetDown(true)
+	rd.SetDown(true)
+	e.flush(t) // a restarted Redis has lost the registry and presence
+	g.waitDependencies(t, false)
+	for _, c := range clients {
+		c.echo(t, "during outage")
+	}
+	// New clients are routed with the last known ring.
+	during := connect(t, g, "new-during-outage")
+	during.echo(t, "routed")
+	if o := g.owner(t, during.key); o != during.node {
+		t.Fatalf("client routed to %s during the outage, ring says %s", during.node, o)
+	}
+
+	mq.SetDown(false)
+	rd.SetDown(false)
+	g.waitDependencies(t, true)
+	// Heartbeats re-register the backends in the wiped registry.
+	rdb := e.rdb(t)
+	testutil.CheckFor(t, 20*time.Second, 50*time.Millisecond, func() error {
+		n, err := rdb.ZCard(context.Background(), e.name+":nodes").Result()
+		if err != nil || n != 2 {
+			return fmt.Errorf("registry holds %d nodes (%v), want 2", n, err)
+		}
+		return nil
+	})
+	clients = append(clients, during)
+	for _, c := range clients {
+		if c.isClosed() {
+			t.Fatalf("client %s of healthy node %s closed with %d (%v)", c.key, c.node, c.code, c.err)
+		}
+		c.echo(t, "after outage")
+	}
+
+	// A membership change made after recovery is applied.
+	e.backend(t, "b3")
+	g.waitMembers(t, "b1,b2,b3")
+	newOwner := map[string]string{}
+	for _, c := range clients {
+		newOwner[c.key] = g.owner(t, c.key)
+	}
+	expectMoves(t, clients, func(c *wsClient) bool { return newOwner[c.key] != c.node }, 1012, 20*time.Second)
+}
