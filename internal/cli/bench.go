@@ -2,11 +2,144 @@ package cli
 
 import (
 	"context"
-	"errors"
+	"fmt"
 	"io"
+	"os"
+	"strconv"
+	"strings"
+
+	"github.com/wsgate/wsgate/bench"
 )
+
+// benchFlags registers the scenario flags shared by `wsgate bench` and
+// `wsgate bench compare` and returns a function that fills a Config.
+func benchFlags(fs *flagSet) func(*bench.Config) {
+	var (
+		conns    = fs.Int("conns", bench.DefaultConns, "WebSocket connections")
+		keys     = fs.Int("keys", 0, "key space: connection i uses key <key-prefix><i mod keys> (default --conns)")
+		prefix   = fs.String("key-prefix", "user-", "key prefix")
+		sources  = fs.Int("sources", 16, "source addresses 127.0.0.1..N to spread connections over")
+		loops    = fs.Int("loops", 0, "client event loops (default: number of CPUs)")
+		inflight = fs.Int("inflight", bench.DefaultInflight, "handshakes in flight at once")
+		size     = fs.Int("size", bench.DefaultSize, "echo: message size in bytes (>= 16)")
+		window   = fs.Int("window", bench.DefaultWindow, "echo: messages in flight per connection")
+		rate     = fs.Int("rate", 0, "echo: messages per second per connection (0: as fast as the window allows)")
+		dur      = fs.Duration("duration", bench.DefaultDuration, "echo: measured time; idle: CPU sampling time")
+		warm     = fs.Duration("warmup", bench.DefaultWarmup, "echo: unmeasured time before measuring")
+		pushes   = fs.Int("pushes", bench.DefaultPushes, "push: messages sent through the admin API")
+		rounds   = fs.Int("broadcasts", bench.DefaultRounds, "broadcast: broadcasts sent")
+		timeout  = fs.Duration("timeout", bench.DefaultTimeout, "bound on every wait (connect, delivery, reconnect)")
+		quiet    = fs.Bool("quiet", false, "no progress line")
+	)
+	return func(c *bench.Config) {
+		c.Conns, c.Keys, c.KeyPrefix, c.Sources, c.Loops, c.Inflight = *conns, *keys, *prefix, *sources, *loops, *inflight
+		c.Size, c.Window, c.Rate, c.Duration, c.Warmup = *size, *window, float64(*rate), *dur, *warm
+		c.Pushes, c.Rounds, c.Timeout = *pushes, *rounds, *timeout
+		if !*quiet {
+			c.Progress = func(line string) { fmt.Fprintf(os.Stderr, "\r\033[K%s", line) }
+		}
+	}
+}
 
 // runBench runs `wsgate bench` (the load generator in bench/).
 func runBench(ctx context.Context, args []string, stdout io.Writer) error {
-	return usageError{errors.New("bench: not built yet")}
+	if len(args) > 0 && args[0] == "compare" {
+		return runCompare(ctx, args[1:], stdout)
+	}
+	fs := newFlagSet("wsgate bench")
+	fill := benchFlags(fs)
+	scen := fs.String("scenario", bench.Echo, "comma-separated scenarios: "+strings.Join(bench.Scenarios, ", "))
+	addr := fs.String("addr", "127.0.0.1:8080", "target WebSocket host:port")
+	admin := fs.String("admin", "", "wsgate admin host:port (push, broadcast, rebalance; CPU, RSS and heap from /metrics)")
+	pids := fs.String("pids", "", "comma-separated target pids for CPU and memory (children included), instead of --admin's /metrics")
+	name := fs.String("name", "", "target name in reports (default --addr)")
+	out := fs.String("out", "", "directory for results.json, results.md and results.svg")
+	if _, err := parseArgs(fs, args); err != nil {
+		return err
+	}
+	probe := bench.Probe{Admin: *admin}
+	if *pids != "" {
+		var list []int
+		for _, p := range strings.Split(*pids, ",") {
+			n, err := strconv.Atoi(strings.TrimSpace(p))
+			if err != nil {
+				return usageError{fmt.Errorf("--pids %q: want comma-separated numbers", *pids)}
+			}
+			list = append(list, n)
+		}
+		probe.Pids = func() []int {
+			var all []int
+			for _, p := range list {
+				all = append(all, bench.WithChildren(p)...)
+			}
+			return all
+		}
+	}
+	var results []*bench.Result
+	for _, s := range strings.Split(*scen, ",") {
+		cfg := bench.Config{Scenario: strings.TrimSpace(s), Target: *name, Addr: *addr, Admin: *admin, Probe: probe}
+		fill(&cfg)
+		r, err := bench.Run(ctx, cfg)
+		if cfg.Progress != nil {
+			fmt.Fprint(os.Stderr, "\r\033[K")
+		}
+		if r == nil {
+			return usageError{err}
+		}
+		results = append(results, r)
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "%s: %v\n", s, err)
+		}
+	}
+	bench.WriteMarkdown(stdout, bench.Summarize(results), "")
+	if *out != "" {
+		return bench.WriteFiles(*out, results, "")
+	}
+	return nil
+}
+
+// runCompare runs `wsgate bench compare`: wsgate, nginx and HAProxy in
+// front of the same backends, in alternating rounds.
+func runCompare(ctx context.Context, args []string, stdout io.Writer) error {
+	fs := newFlagSet("wsgate bench compare")
+	fill := benchFlags(fs)
+	scen := fs.String("scenarios", "connect,echo,idle", "comma-separated scenarios run against every target")
+	extra := fs.String("wsgate-scenarios", "broadcast,push", "scenarios run against wsgate only (the peers have no admin API)")
+	targets := fs.String("targets", "wsgate,nginx,haproxy", "comma-separated targets")
+	rounds := fs.Int("rounds", 3, "rounds; targets alternate within each round")
+	backends := fs.Int("backends", 3, "demo backend processes")
+	gwLoops := fs.Int("gateway-loops", 0, "wsgate --loops (default: number of CPUs)")
+	out := fs.String("out", "bench-results", "directory for results.json, results.md, results.svg and the peers' configs")
+	log, err := parseArgs(fs, args)
+	if err != nil {
+		return err
+	}
+	var base bench.Config
+	fill(&base)
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	cc := bench.CompareConfig{
+		Binary: self, Dir: *out, Rounds: *rounds, Backends: *backends, GatewayLoops: *gwLoops,
+		Targets: split(*targets), Scenarios: split(*scen), WsgateOnly: split(*extra), Base: base, Log: log,
+	}
+	results, err := bench.Compare(ctx, cc)
+	if len(results) > 0 {
+		bench.WriteMarkdown(stdout, bench.Summarize(results), "wsgate")
+		if werr := bench.WriteFiles(*out, results, "wsgate"); werr != nil && err == nil {
+			err = werr
+		}
+	}
+	return err
+}
+
+func split(s string) []string {
+	var out []string
+	for _, x := range strings.Split(s, ",") {
+		if x = strings.TrimSpace(x); x != "" {
+			out = append(out, x)
+		}
+	}
+	return out
 }

@@ -1,0 +1,316 @@
+package bench
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Push and broadcast markers: pushed messages carry "p-<seq>" (inside the
+// demo app's JSON), broadcasts "b-<round>" (verbatim).
+var (
+	pushMarker  = []byte(`"content":"p-`)
+	bcastPrefix = []byte("b-")
+)
+
+// adminWorkers is how many admin API requests the push scenario keeps in
+// flight.
+const adminWorkers = 16
+
+func (r *runner) onPush(c *Conn, p []byte) {
+	i := bytes.Index(p, pushMarker)
+	if i < 0 {
+		return
+	}
+	p = p[i+len(pushMarker):]
+	j := bytes.IndexByte(p, '"')
+	if j < 0 {
+		return
+	}
+	seq, err := strconv.Atoi(string(p[:j]))
+	if err != nil || seq < 0 || seq >= len(r.pushT0) {
+		return
+	}
+	now := r.e.Now()
+	recordNanos(r.lat[c.Loop()], now-r.pushT0[seq].Load())
+	r.received.Add(1)
+	storeMax(&r.lastRecv, now)
+}
+
+func storeMax(a *atomic.Int64, v int64) {
+	for {
+		old := a.Load()
+		if v <= old || a.CompareAndSwap(old, v) {
+			return
+		}
+	}
+}
+
+func (r *runner) push() error {
+	if err := r.connectAll(); err != nil {
+		return err
+	}
+	n := r.cfg.Pushes
+	r.pushT0 = make([]atomic.Int64, n)
+	r.mode.Store(modePush)
+	var delivered atomic.Int64
+	var apiErr atomic.Pointer[error]
+	jobs := make(chan int)
+	var wg sync.WaitGroup
+	start := r.e.Now()
+	for range adminWorkers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range jobs {
+				body, _ := json.Marshal(map[string]string{"userId": r.key(i % r.cfg.Conns), "message": "p-" + strconv.Itoa(i)})
+				r.pushT0[i].Store(r.e.Now())
+				b, err := httpDo(r.ctx, "POST", "http://"+r.cfg.Admin+"/api/send", string(body))
+				if err != nil {
+					apiErr.Store(&err)
+					continue
+				}
+				var out struct{ Delivered int64 }
+				_ = json.Unmarshal(b, &out)
+				delivered.Add(out.Delivered)
+			}
+		}()
+	}
+	for i := range n {
+		jobs <- i
+	}
+	close(jobs)
+	wg.Wait()
+	returned := r.e.Now()
+	if p := apiErr.Load(); p != nil {
+		return *p
+	}
+	want := delivered.Load()
+	err := r.waitFor("push delivery", func() bool { return r.received.Load() >= want })
+	r.res.Delivered = r.received.Load()
+	r.res.Missing = want - r.res.Delivered
+	r.res.PushRate = float64(n) / (float64(returned-start) / 1e9)
+	r.res.Delivery = summarize(r.lat...)
+	r.res.LastAfterReply = []float64{ms(r.lastRecv.Load() - returned)}
+	return err
+}
+
+func ms(ns int64) float64 { return float64(ns) / 1e6 }
+
+func (r *runner) onBroadcast(c *Conn, p []byte) {
+	if !bytes.HasPrefix(p, bcastPrefix) {
+		return
+	}
+	round, err := strconv.Atoi(string(p[len(bcastPrefix):]))
+	if err != nil || int64(round) != r.bcastRound.Load() {
+		return
+	}
+	now := r.e.Now()
+	recordNanos(r.lat[c.Loop()], now-r.bcastT0.Load())
+	r.received.Add(1)
+	storeMax(&r.lastRecv, now)
+}
+
+func (r *runner) broadcast() error {
+	if err := r.connectAll(); err != nil {
+		return err
+	}
+	r.mode.Store(modeBroadcast)
+	want := r.nWelcome.Load() - r.nDrop.Load()
+	for round := 1; round <= r.cfg.Rounds; round++ {
+		r.received.Store(0)
+		r.lastRecv.Store(0)
+		r.bcastRound.Store(int64(round))
+		body, _ := json.Marshal(map[string]string{"message": "b-" + strconv.Itoa(round)})
+		t0 := r.e.Now()
+		r.bcastT0.Store(t0)
+		if _, err := httpDo(r.ctx, "POST", "http://"+r.cfg.Admin+"/api/broadcast", string(body)); err != nil {
+			return err
+		}
+		t1 := r.e.Now()
+		err := r.waitFor("broadcast delivery", func() bool { return r.received.Load() >= want })
+		last := r.lastRecv.Load()
+		r.res.Delivered += r.received.Load()
+		r.res.Missing += want - r.received.Load()
+		r.res.LastAfterCall = append(r.res.LastAfterCall, ms(last-t0))
+		r.res.LastAfterReply = append(r.res.LastAfterReply, ms(last-t1))
+		if err != nil {
+			return err
+		}
+		settle(r.ctx, 200*time.Millisecond)
+	}
+	r.res.Delivery = summarize(r.lat...)
+	return nil
+}
+
+// nodeInfo is one entry of GET /api/nodes.
+type nodeInfo struct {
+	ID      string `json:"id"`
+	Healthy bool   `json:"healthy"`
+}
+
+func (r *runner) nodes() ([]nodeInfo, error) {
+	b, err := httpGet(r.ctx, "http://"+r.cfg.Admin+"/api/nodes")
+	if err != nil {
+		return nil, err
+	}
+	var ns []nodeInfo
+	return ns, json.Unmarshal(b, &ns)
+}
+
+// ringOwners asks the gateway's ring for every connection's owner.
+func (r *runner) ringOwners() ([]string, error) {
+	owners := make([]string, r.cfg.Conns)
+	jobs := make(chan int)
+	var wg sync.WaitGroup
+	var firstErr atomic.Pointer[error]
+	for range adminWorkers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range jobs {
+				b, err := httpGet(r.ctx, "http://"+r.cfg.Admin+"/api/ring?key="+r.key(i))
+				if err != nil {
+					firstErr.Store(&err)
+					continue
+				}
+				var out struct{ Owner string }
+				_ = json.Unmarshal(b, &out)
+				owners[i] = out.Owner
+			}
+		}()
+	}
+	for i := range r.cfg.Conns {
+		jobs <- i
+	}
+	close(jobs)
+	wg.Wait()
+	if p := firstErr.Load(); p != nil {
+		return nil, *p
+	}
+	return owners, nil
+}
+
+// rebalance adds a node, then removes it, and checks who moved.
+func (r *runner) rebalance() error {
+	closed := make([]atomic.Int32, r.cfg.Conns) // per connection: 1012 closes in this step
+	r.onClose = func(c *Conn, code int, reason string) {
+		if code == 1012 {
+			closed[c.ID].Add(1)
+		} else {
+			r.nDrop.Add(1)
+			r.fails.add(fmt.Sprintf("after open: close %d %s", code, reason))
+		}
+		r.e.Dial(c.ID, c.Key) // reconnect at once, like a real client
+	}
+	if err := r.connectAll(); err != nil {
+		return err
+	}
+	before, err := r.nodes()
+	if err != nil {
+		return err
+	}
+	b, err := httpDo(r.ctx, "POST", "http://"+r.cfg.Admin+"/api/nodes", "")
+	if err != nil {
+		return fmt.Errorf("bench: add node (needs `wsgate dev`): %w", err)
+	}
+	var added struct{ ID string }
+	if err := json.Unmarshal(b, &added); err != nil || added.ID == "" {
+		return fmt.Errorf("bench: add node: answer %q", b)
+	}
+	step, err := r.rebalanceStep("add "+added.ID, len(before), closed, func(ns []nodeInfo) bool {
+		for _, n := range ns {
+			if n.ID == added.ID && n.Healthy {
+				return true
+			}
+		}
+		return false
+	})
+	if err != nil {
+		return err
+	}
+	r.res.Steps = append(r.res.Steps, step)
+	for i := range closed {
+		closed[i].Store(0)
+	}
+	if _, err := httpDo(r.ctx, "DELETE", "http://"+r.cfg.Admin+"/api/nodes/"+added.ID, ""); err != nil {
+		return err
+	}
+	step, err = r.rebalanceStep("remove "+added.ID, len(before)+1, closed, func(ns []nodeInfo) bool {
+		for _, n := range ns {
+			if n.ID == added.ID {
+				return false
+			}
+		}
+		return true
+	})
+	r.res.Steps = append(r.res.Steps, step)
+	return err
+}
+
+// rebalanceStep waits for the membership change (changed), reads the new
+// owners from the ring, waits until every client whose owner changed is
+// connected to its new owner, and counts closes.
+func (r *runner) rebalanceStep(change string, nodesBefore int, closed []atomic.Int32, changed func([]nodeInfo) bool) (RebalanceStep, error) {
+	st := RebalanceStep{Change: change, NodesBefore: nodesBefore}
+	old := make([]string, r.cfg.Conns)
+	for i := range old {
+		if p := r.owner[i].Load(); p != nil {
+			old[i] = *p
+		}
+	}
+	t0 := time.Now()
+	if err := r.waitFor(change, func() bool {
+		ns, err := r.nodes()
+		return err == nil && changed(ns)
+	}); err != nil {
+		return st, err
+	}
+	owners, err := r.ringOwners()
+	if err != nil {
+		return st, err
+	}
+	var movers []int
+	for i, o := range owners {
+		if o != old[i] {
+			movers = append(movers, i)
+		}
+	}
+	stop := make(chan struct{})
+	go r.progress("rebalance", stop)
+	err = r.waitFor(change+": reconnects", func() bool {
+		for _, i := range movers {
+			p := r.owner[i].Load()
+			if r.opened[i].Load() == 0 || p == nil || *p != owners[i] {
+				return false
+			}
+		}
+		return true
+	})
+	close(stop)
+	st.ReconnectSecs = time.Since(t0).Seconds()
+	st.Moved = len(movers)
+	st.Fraction = float64(len(movers)) / float64(r.cfg.Conns)
+	if change[:3] == "add" {
+		st.Ideal = 1 / float64(nodesBefore+1)
+	} else {
+		st.Ideal = 1 / float64(nodesBefore)
+	}
+	moving := make(map[int]bool, len(movers))
+	for _, i := range movers {
+		moving[i] = true
+		if closed[i].Load() == 0 {
+			st.Missed++
+		}
+	}
+	for i := range closed {
+		if closed[i].Load() > 0 && !moving[i] {
+			st.NeedlessClose++
+		}
+	}
+	return st, err
+}

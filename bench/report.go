@@ -1,0 +1,338 @@
+package bench
+
+import (
+	"encoding/json"
+	"fmt"
+	"html"
+	"io"
+	"math"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+)
+
+// Figure is one number a result reports, with how to compare it.
+type Figure struct {
+	Name   string  // e.g. "msgs/s"
+	Value  float64 // NaN when not measured
+	Higher bool    // true if more is better
+}
+
+// Figures lists r's headline numbers, in table order.
+func Figures(r *Result) []Figure {
+	f := func(name string, v float64, higher bool) Figure { return Figure{name, v, higher} }
+	lat := func(prefix string, l *Latency) []Figure {
+		if l == nil {
+			nan := math.NaN()
+			l = &Latency{P50: nan, P90: nan, P99: nan, P999: nan, Max: nan}
+		}
+		return []Figure{f(prefix+"p50 ms", l.P50, false), f(prefix+"p90 ms", l.P90, false),
+			f(prefix+"p99 ms", l.P99, false), f(prefix+"p99.9 ms", l.P999, false), f(prefix+"max ms", l.Max, false)}
+	}
+	failed := 0
+	for _, n := range r.Failures {
+		failed += n
+	}
+	switch r.Scenario {
+	case Connect:
+		p99 := math.NaN()
+		if r.Handshake != nil {
+			p99 = r.Handshake.P99
+		}
+		return []Figure{f("handshakes/s", r.HandshakeRate, true), f("handshake p99 ms", p99, false),
+			f("failures", float64(failed), false)}
+	case Idle:
+		heap := r.HeapPerConn
+		if heap == 0 {
+			heap = math.NaN()
+		}
+		return []Figure{f("memory B/conn", r.MemPerConn, false), f("Go heap B/conn", heap, false),
+			f("idle CPU %", r.IdleCPU, false), f("failures", float64(failed), false)}
+	case Echo:
+		out := []Figure{f("msgs/s", r.Throughput, true)}
+		out = append(out, lat("", r.Latency)...)
+		return append(out, f("CPU s/M msgs", r.CPUPerMillion, false), f("failures", float64(failed), false))
+	case Push:
+		out := []Figure{f("pushes/s", r.PushRate, true)}
+		out = append(out, lat("delivery ", r.Delivery)...)
+		return append(out, f("last after return ms", maxOf(r.LastAfterReply), false), f("missing", float64(r.Missing), false))
+	case Broadcast:
+		return []Figure{f("last after return ms (median)", median(append([]float64(nil), r.LastAfterReply...)), false),
+			f("last after return ms (max)", maxOf(r.LastAfterReply), false),
+			f("last after call ms (median)", median(append([]float64(nil), r.LastAfterCall...)), false),
+			f("missing", float64(r.Missing), false)}
+	case Rebalance:
+		var out []Figure
+		for _, s := range r.Steps {
+			verb := strings.Fields(s.Change)[0]
+			out = append(out, f(verb+" moved", s.Fraction, false), f(verb+" ideal", s.Ideal, false),
+				f(verb+" needless closes", float64(s.NeedlessClose), false), f(verb+" missed", float64(s.Missed), false),
+				f(verb+" reconnected s", s.ReconnectSecs, false))
+		}
+		return out
+	}
+	return nil
+}
+
+func maxOf(xs []float64) float64 {
+	if len(xs) == 0 {
+		return math.NaN()
+	}
+	m := xs[0]
+	for _, x := range xs[1:] {
+		m = math.Max(m, x)
+	}
+	return m
+}
+
+// Summary is the median of each figure over a target's rounds of one
+// scenario.
+type Summary struct {
+	Scenario string
+	Target   string
+	Rounds   int
+	Figures  []Figure
+}
+
+// Summarize groups results by scenario and target (in first-seen order)
+// and takes each figure's median over the rounds.
+func Summarize(results []*Result) []Summary {
+	type k struct{ s, t string }
+	var order []k
+	groups := map[k][]*Result{}
+	for _, r := range results {
+		key := k{r.Scenario, r.Target}
+		if _, ok := groups[key]; !ok {
+			order = append(order, key)
+		}
+		groups[key] = append(groups[key], r)
+	}
+	sort.SliceStable(order, func(i, j int) bool { return scenarioIndex(order[i].s) < scenarioIndex(order[j].s) })
+	var out []Summary
+	for _, key := range order {
+		rs := groups[key]
+		base := Figures(rs[0])
+		for i := range base {
+			var vs []float64
+			for _, r := range rs {
+				if fs := Figures(r); i < len(fs) && !math.IsNaN(fs[i].Value) {
+					vs = append(vs, fs[i].Value)
+				}
+			}
+			base[i].Value = math.NaN()
+			if len(vs) > 0 {
+				base[i].Value = median(vs)
+			}
+		}
+		out = append(out, Summary{Scenario: key.s, Target: key.t, Rounds: len(rs), Figures: base})
+	}
+	return out
+}
+
+func scenarioIndex(s string) int {
+	for i, x := range Scenarios {
+		if x == s {
+			return i
+		}
+	}
+	return len(Scenarios)
+}
+
+// formatValue prints v with precision suited to its size.
+func formatValue(v float64) string {
+	switch {
+	case math.IsNaN(v):
+		return "–"
+	case v == 0:
+		return "0"
+	case math.Abs(v) >= 1000:
+		return addCommas(strconv.FormatFloat(v, 'f', 0, 64))
+	case math.Abs(v) >= 10:
+		return strconv.FormatFloat(v, 'f', 1, 64)
+	case math.Abs(v) >= 1:
+		return strconv.FormatFloat(v, 'f', 2, 64)
+	}
+	return strconv.FormatFloat(v, 'f', 3, 64)
+}
+
+func addCommas(s string) string {
+	neg := strings.HasPrefix(s, "-")
+	s = strings.TrimPrefix(s, "-")
+	var b strings.Builder
+	for i, c := range s {
+		if i > 0 && (len(s)-i)%3 == 0 {
+			b.WriteByte(',')
+		}
+		b.WriteRune(c)
+	}
+	if neg {
+		return "-" + b.String()
+	}
+	return b.String()
+}
+
+// WriteMarkdown writes one table per scenario (rows: targets; columns:
+// figures, medians over rounds) and, when ref names a target, a ratio
+// table ref / peer for every figure of every other target.
+func WriteMarkdown(w io.Writer, sums []Summary, ref string) {
+	for i := 0; i < len(sums); {
+		j := i
+		for j < len(sums) && sums[j].Scenario == sums[i].Scenario {
+			j++
+		}
+		group := sums[i:j]
+		fmt.Fprintf(w, "\n**%s**\n\n| target | rounds |", group[0].Scenario)
+		for _, f := range group[0].Figures {
+			fmt.Fprintf(w, " %s |", f.Name)
+		}
+		fmt.Fprint(w, "\n| --- | --- |")
+		fmt.Fprint(w, strings.Repeat(" --- |", len(group[0].Figures)))
+		fmt.Fprintln(w)
+		for _, s := range group {
+			fmt.Fprintf(w, "| %s | %d |", s.Target, s.Rounds)
+			for _, f := range s.Figures {
+				fmt.Fprintf(w, " %s |", formatValue(f.Value))
+			}
+			fmt.Fprintln(w)
+		}
+		if rs := ratios(group, ref); len(rs) > 0 {
+			for _, line := range rs {
+				fmt.Fprintln(w, line)
+			}
+		}
+		i = j
+	}
+}
+
+// ratios renders "| ref / peer | | r1 | r2 |..." rows for a scenario group.
+func ratios(group []Summary, ref string) []string {
+	var base *Summary
+	for i := range group {
+		if group[i].Target == ref {
+			base = &group[i]
+		}
+	}
+	if base == nil || len(group) < 2 {
+		return nil
+	}
+	var out []string
+	for _, s := range group {
+		if s.Target == ref {
+			continue
+		}
+		line := fmt.Sprintf("| *%s / %s* | |", ref, s.Target)
+		for i, f := range base.Figures {
+			r := math.NaN()
+			if i < len(s.Figures) && s.Figures[i].Value != 0 {
+				r = f.Value / s.Figures[i].Value
+			}
+			if math.IsNaN(r) || math.IsInf(r, 0) {
+				line += " – |"
+			} else {
+				line += " *" + strconv.FormatFloat(r, 'f', 2, 64) + "×* |"
+			}
+		}
+		out = append(out, line)
+	}
+	return out
+}
+
+// WriteFiles writes results.json, results.md and results.svg into dir.
+func WriteFiles(dir string, results []*Result, ref string) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	b, err := json.MarshalIndent(results, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(dir, "results.json"), append(b, '\n'), 0o644); err != nil {
+		return err
+	}
+	sums := Summarize(results)
+	var md strings.Builder
+	WriteMarkdown(&md, sums, ref)
+	if err := os.WriteFile(filepath.Join(dir, "results.md"), []byte(md.String()), 0o644); err != nil {
+		return err
+	}
+	return os.WriteFile(filepath.Join(dir, "results.svg"), []byte(Chart(sums)), 0o644)
+}
+
+// chartFigures are the figures the chart draws, one panel each.
+var chartFigures = []struct{ scenario, figure string }{
+	{Echo, "msgs/s"},
+	{Echo, "p50 ms"}, {Echo, "p99 ms"}, {Echo, "p99.9 ms"},
+	{Echo, "CPU s/M msgs"},
+	{Connect, "handshakes/s"},
+	{Idle, "memory B/conn"},
+	{Broadcast, "last after return ms (median)"},
+}
+
+// Chart renders an SVG with one horizontal bar panel per charted figure
+// that was measured, one bar per target.
+func Chart(sums []Summary) string {
+	type bar struct {
+		label string
+		v     float64
+	}
+	type panel struct {
+		title string
+		bars  []bar
+	}
+	var panels []panel
+	for _, cf := range chartFigures {
+		p := panel{title: cf.scenario + ": " + cf.figure}
+		for _, s := range sums {
+			if s.Scenario != cf.scenario {
+				continue
+			}
+			for _, f := range s.Figures {
+				if f.Name == cf.figure && !math.IsNaN(f.Value) {
+					p.bars = append(p.bars, bar{s.Target, f.Value})
+				}
+			}
+		}
+		if len(p.bars) > 0 {
+			panels = append(panels, p)
+		}
+	}
+	const width, labelW, barH, gap, titleH = 640, 110, 18, 4, 22
+	colors := []string{"#2b6cb0", "#dd6b20", "#38a169", "#805ad5", "#c53030"}
+	var b strings.Builder
+	height := 10
+	for _, p := range panels {
+		height += titleH + len(p.bars)*(barH+gap) + 12
+	}
+	fmt.Fprintf(&b, `<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" font-family="sans-serif" font-size="12">`+"\n", width, height)
+	fmt.Fprintf(&b, `<rect width="100%%" height="100%%" fill="white"/>`+"\n")
+	y := 10
+	targetColor := map[string]string{}
+	for _, p := range panels {
+		fmt.Fprintf(&b, `<text x="4" y="%d" font-weight="bold">%s</text>`+"\n", y+14, html.EscapeString(p.title))
+		y += titleH
+		maxV := 0.0
+		for _, br := range p.bars {
+			maxV = math.Max(maxV, br.v)
+		}
+		for _, br := range p.bars {
+			c, ok := targetColor[br.label]
+			if !ok {
+				c = colors[len(targetColor)%len(colors)]
+				targetColor[br.label] = c
+			}
+			w := 0.0
+			if maxV > 0 {
+				w = br.v / maxV * float64(width-labelW-90)
+			}
+			fmt.Fprintf(&b, `<text x="4" y="%d">%s</text>`, y+13, html.EscapeString(br.label))
+			fmt.Fprintf(&b, `<rect x="%d" y="%d" width="%.1f" height="%d" fill="%s"/>`, labelW, y, w, barH, c)
+			fmt.Fprintf(&b, `<text x="%.1f" y="%d">%s</text>`+"\n", float64(labelW)+w+4, y+13, formatValue(br.v))
+			y += barH + gap
+		}
+		y += 12
+	}
+	b.WriteString("</svg>\n")
+	return b.String()
+}

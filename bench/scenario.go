@@ -1,0 +1,454 @@
+package bench
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"github.com/HdrHistogram/hdrhistogram-go"
+
+	"github.com/wsgate/wsgate/internal/wsframe"
+)
+
+// Scenario names.
+const (
+	Connect   = "connect"
+	Idle      = "idle"
+	Echo      = "echo"
+	Push      = "push"
+	Broadcast = "broadcast"
+	Rebalance = "rebalance"
+)
+
+// Scenarios lists every scenario, in the order compare runs them.
+var Scenarios = []string{Connect, Idle, Echo, Push, Broadcast, Rebalance}
+
+// Defaults of Config.
+const (
+	DefaultConns    = 1000
+	DefaultInflight = 512
+	DefaultSize     = 64
+	DefaultWindow   = 1
+	DefaultDuration = 10 * time.Second
+	DefaultWarmup   = 2 * time.Second
+	DefaultPushes   = 2000
+	DefaultRounds   = 5
+	DefaultTimeout  = 60 * time.Second
+)
+
+// Config is one scenario run against one target.
+type Config struct {
+	Scenario string
+	Target   string // the name reports use, e.g. "wsgate"
+	Addr     string // WebSocket host:port
+	Admin    string // wsgate admin host:port (push, broadcast, rebalance, heap)
+	Probe    Probe  // where CPU and memory are read
+
+	Conns     int           // connections; default DefaultConns
+	Keys      int           // key space: connection i uses key KeyPrefix + i%Keys; default Conns
+	KeyPrefix string        // default "user-"
+	Sources   int           // source addresses 127.0.0.1..N; default 16
+	Loops     int           // client event loops; default CPUs
+	Inflight  int           // handshakes in flight at once; default DefaultInflight
+	Size      int           // echo: message bytes (>= 16); default DefaultSize
+	Window    int           // echo: messages in flight per connection; default DefaultWindow
+	Rate      float64       // echo: messages/s per connection; 0 = as fast as the window allows
+	Duration  time.Duration // echo: measured time; idle: CPU window; default DefaultDuration
+	Warmup    time.Duration // echo: unmeasured time first; default DefaultWarmup
+	Pushes    int           // push: messages; default DefaultPushes
+	Rounds    int           // broadcast: rounds; default DefaultRounds
+	Timeout   time.Duration // bound on each wait; default DefaultTimeout
+
+	// Progress, if set, receives a one-line status about once a second.
+	Progress func(line string)
+}
+
+func (c *Config) defaults() error {
+	if c.Conns <= 0 {
+		c.Conns = DefaultConns
+	}
+	if c.Keys <= 0 {
+		c.Keys = c.Conns
+	}
+	if c.KeyPrefix == "" {
+		c.KeyPrefix = "user-"
+	}
+	if c.Inflight <= 0 {
+		c.Inflight = DefaultInflight
+	}
+	if c.Size <= 0 {
+		c.Size = DefaultSize
+	}
+	if c.Size < stampLen {
+		return fmt.Errorf("bench: --size %d: want at least %d bytes (the timestamp)", c.Size, stampLen)
+	}
+	if c.Window <= 0 {
+		c.Window = DefaultWindow
+	}
+	if c.Duration <= 0 {
+		c.Duration = DefaultDuration
+	}
+	if c.Warmup < 0 {
+		c.Warmup = 0
+	} else if c.Warmup == 0 {
+		c.Warmup = DefaultWarmup
+	}
+	if c.Pushes <= 0 {
+		c.Pushes = DefaultPushes
+	}
+	if c.Rounds <= 0 {
+		c.Rounds = DefaultRounds
+	}
+	if c.Timeout <= 0 {
+		c.Timeout = DefaultTimeout
+	}
+	if c.Target == "" {
+		c.Target = c.Addr
+	}
+	switch c.Scenario {
+	case Connect, Idle, Echo:
+	case Push, Broadcast, Rebalance:
+		if c.Admin == "" {
+			return fmt.Errorf("bench: %s needs --admin (wsgate's admin API)", c.Scenario)
+		}
+	default:
+		return fmt.Errorf("bench: unknown scenario %q (want one of %v)", c.Scenario, Scenarios)
+	}
+	return nil
+}
+
+// Result is what one scenario run measured. Fields a scenario does not
+// measure are zero and left out of the JSON.
+type Result struct {
+	Target   string `json:"target"`
+	Scenario string `json:"scenario"`
+	Round    int    `json:"round,omitempty"`
+	Conns    int    `json:"conns"`
+
+	// Every scenario: connections that failed, by reason.
+	Failures map[string]int `json:"failures,omitempty"`
+
+	// connect
+	Connected     int      `json:"connected,omitempty"`
+	ConnectSecs   float64  `json:"connect_seconds,omitempty"`
+	HandshakeRate float64  `json:"handshakes_per_second,omitempty"`
+	Handshake     *Latency `json:"handshake_latency,omitempty"`
+
+	// idle
+	MemPerConn  float64 `json:"mem_bytes_per_conn,omitempty"`
+	HeapPerConn float64 `json:"heap_bytes_per_conn,omitempty"`
+	IdleCPU     float64 `json:"idle_cpu_percent,omitempty"`
+
+	// echo
+	Size          int      `json:"size,omitempty"`
+	Window        int      `json:"window,omitempty"`
+	Rate          float64  `json:"rate,omitempty"`
+	Messages      int64    `json:"messages,omitempty"`
+	Throughput    float64  `json:"messages_per_second,omitempty"`
+	Latency       *Latency `json:"latency,omitempty"`
+	CPUPerMillion float64  `json:"cpu_seconds_per_million,omitempty"`
+	Drops         int64    `json:"drops,omitempty"`
+
+	// push, broadcast
+	Delivered      int64     `json:"delivered,omitempty"`
+	PushRate       float64   `json:"pushes_per_second,omitempty"`
+	Delivery       *Latency  `json:"delivery_latency,omitempty"`
+	LastAfterCall  []float64 `json:"last_delivery_after_call_ms,omitempty"`
+	LastAfterReply []float64 `json:"last_delivery_after_return_ms,omitempty"`
+	Missing        int64     `json:"missing,omitempty"`
+
+	// rebalance
+	Steps []RebalanceStep `json:"rebalance,omitempty"`
+}
+
+// RebalanceStep is one membership change of the rebalance scenario.
+type RebalanceStep struct {
+	Change        string  `json:"change"` // "add node-4", "remove node-4"
+	NodesBefore   int     `json:"nodes_before"`
+	Moved         int     `json:"moved"`
+	Fraction      float64 `json:"moved_fraction"`
+	Ideal         float64 `json:"ideal_fraction"`
+	NeedlessClose int     `json:"needless_closes"`
+	Missed        int     `json:"missed"` // clients whose owner changed but were not moved
+	ReconnectSecs float64 `json:"reconnect_seconds"`
+}
+
+// Run runs cfg's scenario and returns its result.
+func Run(ctx context.Context, cfg Config) (*Result, error) {
+	if err := cfg.defaults(); err != nil {
+		return nil, err
+	}
+	r := &runner{cfg: cfg, res: &Result{Target: cfg.Target, Scenario: cfg.Scenario, Conns: cfg.Conns}}
+	r.ctx = ctx
+	r.opened = make([]atomic.Int64, cfg.Conns)
+	r.owner = make([]atomic.Pointer[string], cfg.Conns)
+	e, err := NewEngine(EngineConfig{Addr: cfg.Addr, Sources: cfg.Sources, Loops: cfg.Loops}, r)
+	if err != nil {
+		return nil, err
+	}
+	r.e = e
+	r.hs = make([]*hdrhistogram.Histogram, e.Loops())
+	r.lat = make([]*hdrhistogram.Histogram, e.Loops())
+	for i := range r.hs {
+		r.hs[i], r.lat[i] = newHist(), newHist()
+	}
+	defer e.Close()
+	var runErr error
+	switch cfg.Scenario {
+	case Connect:
+		runErr = r.connect()
+	case Idle:
+		runErr = r.idle()
+	case Echo:
+		runErr = r.echo()
+	case Push:
+		runErr = r.push()
+	case Broadcast:
+		runErr = r.broadcast()
+	case Rebalance:
+		runErr = r.rebalance()
+	}
+	e.CloseAll()
+	r.res.Failures = r.fails.snapshot()
+	return r.res, runErr
+}
+
+// runner is the Handler shared by every scenario; mode selects what a data
+// message means once the welcome arrived.
+type runner struct {
+	cfg Config
+	ctx context.Context
+	e   *Engine
+	res *Result
+
+	next     atomic.Int64 // next connection id to dial in the connect phase
+	nOpen    atomic.Int64 // upgrades completed (101)
+	nWelcome atomic.Int64 // welcomes received (connection usable)
+	nFail    atomic.Int64 // connect-phase failures
+	nDrop    atomic.Int64 // closes after the welcome
+	lastOpen atomic.Int64 // Engine.Now of the latest 101
+	fails    failures
+
+	opened []atomic.Int64           // per connection: Engine.Now of its welcome, 0 if none
+	owner  []atomic.Pointer[string] // per connection: serverIp of its latest welcome
+
+	hs  []*hdrhistogram.Histogram // per loop: handshake latency
+	lat []*hdrhistogram.Histogram // per loop: message / delivery latency
+
+	mode      atomic.Int32
+	recording atomic.Bool
+	sending   atomic.Bool
+	received  atomic.Int64
+	lastRecv  atomic.Int64
+	sendBuf   [][]byte // per loop: echo payload scratch
+
+	pushT0     []atomic.Int64 // push: Engine.Now when push i was sent
+	bcastRound atomic.Int64   // broadcast: the round being delivered
+	bcastT0    atomic.Int64   // broadcast: Engine.Now of its API call
+
+	onClose func(c *Conn, code int, reason string) // rebalance hook, on the loop
+}
+
+// Modes: what a data message after the welcome means.
+const (
+	modeIgnore int32 = iota
+	modeEcho
+	modePush
+	modeBroadcast
+)
+
+func (r *runner) key(i int) string { return r.cfg.KeyPrefix + strconv.Itoa(i%r.cfg.Keys) }
+
+// OnOpen implements Handler.
+func (r *runner) OnOpen(c *Conn) {
+	now := r.e.Now()
+	recordNanos(r.hs[c.Loop()], now-c.Started)
+	r.nOpen.Add(1)
+	r.lastOpen.Store(now)
+	r.dialNext()
+}
+
+// dialNext keeps the connect phase's window of handshakes full.
+func (r *runner) dialNext() {
+	if id := int(r.next.Add(1)) - 1; id < r.cfg.Conns {
+		r.e.Dial(id, r.key(id))
+	}
+}
+
+// OnMessage implements Handler.
+func (r *runner) OnMessage(c *Conn, op wsframe.OpCode, p []byte) {
+	if r.opened[c.ID].Load() == 0 {
+		ip := welcomeServer(p)
+		r.owner[c.ID].Store(&ip)
+		r.opened[c.ID].Store(r.e.Now())
+		r.nWelcome.Add(1)
+		if r.mode.Load() == modeEcho && r.sending.Load() {
+			r.startEcho(c)
+		}
+		return
+	}
+	switch r.mode.Load() {
+	case modeEcho:
+		r.onEcho(c, op, p)
+	case modePush:
+		r.onPush(c, p)
+	case modeBroadcast:
+		r.onBroadcast(c, p)
+	}
+}
+
+// OnClose implements Handler.
+func (r *runner) OnClose(c *Conn, code int, reason string) {
+	if r.opened[c.ID].Load() == 0 {
+		if reason != "local" {
+			r.nFail.Add(1)
+			r.fails.add(reason)
+			r.dialNext()
+		}
+		return
+	}
+	r.opened[c.ID].Store(0)
+	if r.onClose != nil {
+		r.onClose(c, code, reason)
+		return
+	}
+	if reason != "local" {
+		r.nDrop.Add(1)
+		if code != 0 {
+			reason = "close " + strconv.Itoa(code)
+		}
+		r.fails.add("after open: " + reason)
+	}
+}
+
+var serverIPField = []byte(`"serverIp":"`)
+
+// welcomeServer extracts serverIp from the demo app's welcome message.
+func welcomeServer(p []byte) string {
+	i := bytes.Index(p, serverIPField)
+	if i < 0 {
+		return ""
+	}
+	p = p[i+len(serverIPField):]
+	if j := bytes.IndexByte(p, '"'); j >= 0 {
+		return string(p[:j])
+	}
+	return ""
+}
+
+// progress prints a status line about once a second until stop is closed.
+func (r *runner) progress(phase string, stop <-chan struct{}) {
+	if r.cfg.Progress == nil {
+		return
+	}
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	start := time.Now()
+	var lastRecv int64
+	for {
+		select {
+		case <-stop:
+			return
+		case <-t.C:
+			recv := r.received.Load()
+			r.cfg.Progress(fmt.Sprintf("%s %s %5.0fs  open %d/%d  welcomed %d  failed %d  dropped %d  msgs/s %d",
+				r.cfg.Target, phase, time.Since(start).Seconds(), r.nOpen.Load(), r.cfg.Conns,
+				r.nWelcome.Load(), r.nFail.Load(), r.nDrop.Load(), recv-lastRecv))
+			lastRecv = recv
+		}
+	}
+}
+
+// waitFor polls cond until it holds, the timeout passes or ctx ends.
+func (r *runner) waitFor(what string, cond func() bool) error {
+	deadline := time.Now().Add(r.cfg.Timeout)
+	for !cond() {
+		if err := r.ctx.Err(); err != nil {
+			return err
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("bench: %s: timed out after %v", what, r.cfg.Timeout)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+	return nil
+}
+
+// connectAll dials every connection, at most Inflight handshakes at once,
+// and waits until each is welcomed or failed.
+func (r *runner) connectAll() error {
+	stop := make(chan struct{})
+	defer close(stop)
+	go r.progress("connect", stop)
+	for range min(r.cfg.Inflight, r.cfg.Conns) {
+		r.dialNext()
+	}
+	n := int64(r.cfg.Conns)
+	err := r.waitFor("connect", func() bool { return r.nOpen.Load()+r.nFail.Load() >= n })
+	if err == nil {
+		err = r.waitFor("welcome", func() bool { return r.nWelcome.Load()+r.nFail.Load()+r.nDrop.Load() >= n })
+	}
+	r.res.Connected = int(r.nOpen.Load())
+	if f := r.nFail.Load(); f > 0 && err == nil && f == n {
+		err = errors.New("bench: every connection failed")
+	}
+	return err
+}
+
+func (r *runner) connect() error {
+	err := r.connectAll()
+	secs := float64(r.lastOpen.Load()) / 1e9
+	r.res.ConnectSecs = secs
+	if secs > 0 {
+		r.res.HandshakeRate = float64(r.nOpen.Load()) / secs
+	}
+	r.res.Handshake = summarize(r.hs...)
+	return err
+}
+
+func (r *runner) idle() error {
+	p := r.cfg.Probe
+	before, err := p.Sample(r.ctx, true)
+	if err != nil {
+		return err
+	}
+	if err := r.connectAll(); err != nil {
+		return err
+	}
+	settle(r.ctx, 2*time.Second)
+	after, err := p.Sample(r.ctx, true)
+	if err != nil {
+		return err
+	}
+	n := float64(r.nWelcome.Load())
+	if n > 0 {
+		r.res.MemPerConn = (after.Mem - before.Mem) / n
+		if after.Heap >= 0 {
+			r.res.HeapPerConn = (after.Heap - before.Heap) / n
+		}
+	}
+	cpu0, err := p.Sample(r.ctx, false)
+	if err != nil {
+		return err
+	}
+	t0 := time.Now()
+	settle(r.ctx, r.cfg.Duration)
+	cpu1, err := p.Sample(r.ctx, false)
+	if err != nil {
+		return err
+	}
+	r.res.IdleCPU = 100 * (cpu1.CPU - cpu0.CPU) / time.Since(t0).Seconds()
+	return nil
+}
+
+// settle waits d or until ctx ends.
+func settle(ctx context.Context, d time.Duration) {
+	select {
+	case <-ctx.Done():
+	case <-time.After(d):
+	}
+}
