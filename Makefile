@@ -3,7 +3,7 @@ GO      ?= go
 BIN     := bin/wsgate
 PKGS    := ./...
 
-.PHONY: build run test bench lint fuzz clean
+.PHONY: build run test bench lint fuzz clean up down
 
 build:
 	$(GO) build -trimpath -o $(BIN) ./cmd/wsgate
@@ -29,6 +29,16 @@ lint:
 FUZZTIME ?= 20s
 fuzz:
 	scripts/fuzz.sh $(FUZZTIME)
+
+# The docker compose cluster (deploy/docker-compose.yml): Redis, RabbitMQ,
+# two gateways and BACKENDS demo backends. Needs a Docker engine.
+BACKENDS ?= 3
+COMPOSE  ?= docker compose
+up:
+	$(COMPOSE) -f deploy/docker-compose.yml up -d --build --scale backend=$(BACKENDS)
+
+down:
+	$(COMPOSE) -f deploy/docker-compose.yml down
 
 clean:
 	rm -rf bin

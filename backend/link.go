@@ -358,6 +358,7 @@ func (l *link) handleMessage(h wire.Header, body []byte) error {
 			return nil
 		}
 		if !more {
+			l.n.stats.countIn(len(body))
 			if s.begin() {
 				l.n.h.OnMessage(s, bin, body)
 				l.finish(s)
@@ -383,6 +384,7 @@ func (l *link) handleMessage(h wire.Header, body []byte) error {
 		return nil
 	}
 	s.inMsg = false
+	l.n.stats.countIn(len(s.rbuf))
 	if s.begin() {
 		l.n.h.OnMessage(s, bin, s.rbuf)
 		l.finish(s)
@@ -423,6 +425,7 @@ func (l *link) sendMessage(s *Session, bin bool, data []byte) error {
 	}
 	l.wbuf = appendMessage(l.wbuf, s.id, bin, data, l.frag)
 	l.wake()
+	l.n.stats.countOut(1, len(data))
 	return nil
 }
 
@@ -474,6 +477,7 @@ func (l *link) sendKey(key string, bin bool, data []byte, list []*Session, count
 	l.wbuf = append(l.wbuf, key...)
 	l.wbuf = append(l.wbuf, data...)
 	l.wake()
+	l.n.stats.countOut(count, len(data))
 	return count
 }
 
@@ -507,6 +511,7 @@ func (l *link) broadcast(bin bool, data []byte) int {
 	}
 	l.wbuf = wire.AppendFrame(l.wbuf, wire.TypeBroadcast, flags, 0, data)
 	l.wake()
+	l.n.stats.countOut(count, len(data))
 	return count
 }
 

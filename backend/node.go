@@ -26,6 +26,7 @@ import (
 	"log/slog"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -94,6 +95,8 @@ type Node struct {
 	links     map[*link]struct{} // every accepted link, including in handshake
 	keys      map[string][]*Session
 	sessions  int
+
+	stats counters // lock-free; read by Stats
 
 	// wg counts the accept goroutine, every link's reader and writer
 	// goroutines and every OnClose goroutine started by Session.Close.
@@ -164,6 +167,41 @@ func (n *Node) SessionCount() int {
 	n.mu.RLock()
 	defer n.mu.RUnlock()
 	return n.sessions
+}
+
+// Stats are a node's counters since it started.
+type Stats struct {
+	Sessions              int    // open sessions, over all links
+	Links                 int    // gateway links, including those in handshake
+	MessagesIn, BytesIn   uint64 // whole client messages handed to OnMessage, and their payload bytes
+	MessagesOut, BytesOut uint64 // messages queued to clients (a key send or broadcast counts once per session)
+}
+
+// Stats returns the node's counters.
+func (n *Node) Stats() Stats {
+	n.mu.RLock()
+	st := Stats{Sessions: n.sessions, Links: len(n.links)}
+	n.mu.RUnlock()
+	st.MessagesIn, st.BytesIn = n.stats.msgsIn.Load(), n.stats.bytesIn.Load()
+	st.MessagesOut, st.BytesOut = n.stats.msgsOut.Load(), n.stats.bytesOut.Load()
+	return st
+}
+
+// counters are the node's message counters, updated by link goroutines
+// with atomic adds (no lock on the message path).
+type counters struct {
+	msgsIn, bytesIn, msgsOut, bytesOut atomic.Uint64
+}
+
+func (c *counters) countIn(size int) {
+	c.msgsIn.Add(1)
+	c.bytesIn.Add(uint64(size))
+}
+
+// countOut counts one message of size bytes sent to n sessions.
+func (c *counters) countOut(n, size int) {
+	c.msgsOut.Add(uint64(n))
+	c.bytesOut.Add(uint64(n * size))
 }
 
 // SendToKey sends a message to every session of key on this node: one

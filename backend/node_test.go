@@ -261,6 +261,11 @@ func TestHandshakeAndEcho(t *testing.T) {
 			t.Fatalf("echo of %q (binary %v): %+v", tc.data, tc.binary, m)
 		}
 	}
+	// 4 messages of 5+3 bytes each way, counted when handed over / queued.
+	want := backend.Stats{Sessions: 1, Links: 1, MessagesIn: 4, BytesIn: 8, MessagesOut: 4, BytesOut: 8}
+	if st := n.Stats(); st != want {
+		t.Fatalf("Stats = %+v, want %+v", st, want)
+	}
 	g.Open(2, "", "/ws")
 	if s := r.session(t, 2); !s.Keyless() || s.Key() != "" {
 		t.Fatalf("keyless session: %v %q", s.Keyless(), s.Key())

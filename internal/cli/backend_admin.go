@@ -23,9 +23,19 @@ func serveBackendAdmin(addr string, node *backend.Node, d *deps, log *slog.Logge
 	}
 	const ns = "wsgate_backend"
 	reg := prometheus.NewRegistry()
+	counter := func(name, help string, v func(backend.Stats) uint64) prometheus.Collector {
+		return prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: ns, Name: name, Help: help},
+			func() float64 { return float64(v(node.Stats())) })
+	}
 	reg.MustRegister(
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: ns, Name: "sessions",
 			Help: "Client sessions on this node, over all gateway links."}, func() float64 { return float64(node.SessionCount()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: ns, Name: "links",
+			Help: "Gateway links to this node."}, func() float64 { return float64(node.Stats().Links) }),
+		counter("messages_in_total", "Client messages received (whole, reassembled).", func(s backend.Stats) uint64 { return s.MessagesIn }),
+		counter("bytes_in_total", "Payload bytes of client messages received.", func(s backend.Stats) uint64 { return s.BytesIn }),
+		counter("messages_out_total", "Messages sent to clients (per session reached).", func(s backend.Stats) uint64 { return s.MessagesOut }),
+		counter("bytes_out_total", "Payload bytes sent to clients (per session reached).", func(s backend.Stats) uint64 { return s.BytesOut }),
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)

@@ -228,7 +228,7 @@ func runBackend(ctx context.Context, args []string) error {
 	fs := newFlagSet("wsgate backend")
 	id := fs.String("id", "", "node id, unique in the cluster (default host-port)")
 	listen := fs.String("listen", "0.0.0.0:9000", "link listener host:port that gateways dial")
-	advertise := fs.String("advertise", "", "host:port gateways dial for this node (default: --listen, or the host name if it listens on all addresses)")
+	advertise := fs.String("advertise", "", "host:port gateways dial for this node (default: --listen, or this host's first non-loopback IPv4 address if it listens on all addresses)")
 	admin := fs.String("admin", "127.0.0.1:0", "metrics and health HTTP host:port (- disables)")
 	weight := fs.Int("weight", 1, "share of keys relative to other nodes (1..100)")
 	drain := fs.Duration("drain-timeout", 30*time.Second, "on shutdown, how long gateways get to move clients away")

@@ -84,13 +84,35 @@ func instanceID(listen string) string {
 }
 
 // advertised is the address gateways dial for a backend listening on
-// addr: addr itself, or the host name with addr's port when addr is a
-// wildcard address.
+// addr: addr itself, or, when addr is a wildcard address, this host's first
+// non-loopback IPv4 address with addr's port (what a gateway in another
+// container or pod reaches; a host name often does not resolve there), or
+// the host name when there is no such address.
 func advertised(addr string) string {
 	host, port, _ := net.SplitHostPort(addr)
-	if ip := net.ParseIP(host); host == "" || ip != nil && ip.IsUnspecified() {
-		h, _ := os.Hostname()
-		return net.JoinHostPort(strings.ToLower(h), port)
+	if ip := net.ParseIP(host); host != "" && (ip == nil || !ip.IsUnspecified()) {
+		return addr
 	}
-	return addr
+	if ifaddrs, err := net.InterfaceAddrs(); err == nil {
+		if ip := firstRoutable(ifaddrs); ip != nil {
+			return net.JoinHostPort(ip.String(), port)
+		}
+	}
+	h, _ := os.Hostname()
+	return net.JoinHostPort(strings.ToLower(h), port)
+}
+
+// firstRoutable is the first IPv4 address in addrs that is neither
+// loopback nor link-local.
+func firstRoutable(addrs []net.Addr) net.IP {
+	for _, a := range addrs {
+		n, ok := a.(*net.IPNet)
+		if !ok {
+			continue
+		}
+		if ip4 := n.IP.To4(); ip4 != nil && !ip4.IsLoopback() && !ip4.IsLinkLocalUnicast() {
+			return ip4
+		}
+	}
+	return nil
 }
