@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+	amqp "github.com/rabbitmq/amqp091-go"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/wsgate/wsgate/internal/testutil"
@@ -55,7 +56,17 @@ func newClusterEnv(t *testing.T) *clusterEnv {
 	if err := rdb.Ping(context.Background()).Err(); err != nil {
 		t.Fatalf("Redis at %s: %v (run scripts/services.sh)", redisURL, err)
 	}
-	t.Cleanup(func() { e.flush(t) })
+	t.Cleanup(func() {
+		e.flush(t)
+		// The exchanges are durable: delete the test's two.
+		if conn, err := amqp.Dial(amqpURL); err == nil {
+			if ch, err := conn.Channel(); err == nil {
+				_ = ch.ExchangeDelete(e.name, false, false)
+				_ = ch.ExchangeDelete(e.name+".broadcast", false, false)
+			}
+			conn.Close()
+		}
+	})
 	return e
 }
 
