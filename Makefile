@@ -3,7 +3,7 @@ GO      ?= go
 BIN     := bin/wsgate
 PKGS    := ./...
 
-.PHONY: build run test bench lint fuzz clean up down
+.PHONY: build run test bench lint fuzz clean compare up down
 
 build:
 	$(GO) build -trimpath -o $(BIN) ./cmd/wsgate
@@ -24,6 +24,11 @@ lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	  if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet $(PKGS)
+
+# wsgate side by side with nginx and HAProxy (installed from Debian's packages
+# when missing), then broadcast, push and rebalance; see docs/BENCHMARKS.md.
+compare: build
+	scripts/compare.sh
 
 # Short fuzzing pass over every decoder (FUZZTIME per target).
 FUZZTIME ?= 20s

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -199,6 +200,9 @@ func (r *runner) ringOwners() ([]string, error) {
 func (r *runner) rebalance() error {
 	closed := make([]atomic.Int32, r.cfg.Conns) // per connection: 1012 closes in this step
 	r.onClose = func(c *Conn, code int, reason string) {
+		if reason == "local" {
+			return // the scenario's own teardown
+		}
 		if code == 1012 {
 			closed[c.ID].Add(1)
 		} else {
@@ -214,48 +218,45 @@ func (r *runner) rebalance() error {
 	if err != nil {
 		return err
 	}
-	b, err := httpDo(r.ctx, "POST", "http://"+r.cfg.Admin+"/api/nodes", "")
-	if err != nil {
-		return fmt.Errorf("bench: add node (needs `wsgate dev`): %w", err)
-	}
 	var added struct{ ID string }
-	if err := json.Unmarshal(b, &added); err != nil || added.ID == "" {
-		return fmt.Errorf("bench: add node: answer %q", b)
-	}
-	step, err := r.rebalanceStep("add "+added.ID, len(before), closed, func(ns []nodeInfo) bool {
-		for _, n := range ns {
-			if n.ID == added.ID && n.Healthy {
-				return true
-			}
+	add := func() error {
+		b, err := httpDo(r.ctx, "POST", "http://"+r.cfg.Admin+"/api/nodes", "")
+		if err != nil {
+			return fmt.Errorf("bench: add node (needs `wsgate dev`): %w", err)
 		}
-		return false
+		if err := json.Unmarshal(b, &added); err != nil || added.ID == "" {
+			return fmt.Errorf("bench: add node: answer %q", b)
+		}
+		return nil
+	}
+	step, err := r.rebalanceStep("add", len(before), closed, add, func(owners []string) bool {
+		return slices.Contains(owners, added.ID)
 	})
 	if err != nil {
 		return err
 	}
+	step.Change = "add " + added.ID
 	r.res.Steps = append(r.res.Steps, step)
 	for i := range closed {
 		closed[i].Store(0)
 	}
-	if _, err := httpDo(r.ctx, "DELETE", "http://"+r.cfg.Admin+"/api/nodes/"+added.ID, ""); err != nil {
+	remove := func() error {
+		_, err := httpDo(r.ctx, "DELETE", "http://"+r.cfg.Admin+"/api/nodes/"+added.ID, "")
 		return err
 	}
-	step, err = r.rebalanceStep("remove "+added.ID, len(before)+1, closed, func(ns []nodeInfo) bool {
-		for _, n := range ns {
-			if n.ID == added.ID {
-				return false
-			}
-		}
-		return true
+	step, err = r.rebalanceStep("remove", len(before)+1, closed, remove, func(owners []string) bool {
+		return !slices.Contains(owners, added.ID)
 	})
+	step.Change = "remove " + added.ID
 	r.res.Steps = append(r.res.Steps, step)
 	return err
 }
 
-// rebalanceStep waits for the membership change (changed), reads the new
-// owners from the ring, waits until every client whose owner changed is
-// connected to its new owner, and counts closes.
-func (r *runner) rebalanceStep(change string, nodesBefore int, closed []atomic.Int32, changed func([]nodeInfo) bool) (RebalanceStep, error) {
+// rebalanceStep notes every client's owner, makes the change (do), reads
+// the new owners from the gateway's ring until they show the change
+// (changed) and two reads agree, waits until every client whose owner
+// changed is connected to its new owner, and counts closes.
+func (r *runner) rebalanceStep(change string, nodesBefore int, closed []atomic.Int32, do func() error, changed func(owners []string) bool) (RebalanceStep, error) {
 	st := RebalanceStep{Change: change, NodesBefore: nodesBefore}
 	old := make([]string, r.cfg.Conns)
 	for i := range old {
@@ -263,15 +264,20 @@ func (r *runner) rebalanceStep(change string, nodesBefore int, closed []atomic.I
 			old[i] = *p
 		}
 	}
-	t0 := time.Now()
-	if err := r.waitFor(change, func() bool {
-		ns, err := r.nodes()
-		return err == nil && changed(ns)
-	}); err != nil {
+	if err := do(); err != nil {
 		return st, err
 	}
-	owners, err := r.ringOwners()
-	if err != nil {
+	t0 := time.Now()
+	var owners []string
+	if err := r.waitFor(change+": ring", func() bool {
+		prev := owners
+		var err error
+		if owners, err = r.ringOwners(); err != nil {
+			owners = nil
+			return false
+		}
+		return changed(owners) && slices.Equal(prev, owners)
+	}); err != nil {
 		return st, err
 	}
 	var movers []int
@@ -282,7 +288,7 @@ func (r *runner) rebalanceStep(change string, nodesBefore int, closed []atomic.I
 	}
 	stop := make(chan struct{})
 	go r.progress("rebalance", stop)
-	err = r.waitFor(change+": reconnects", func() bool {
+	err := r.waitFor(change+": reconnects", func() bool {
 		for _, i := range movers {
 			p := r.owner[i].Load()
 			if r.opened[i].Load() == 0 || p == nil || *p != owners[i] {
@@ -295,7 +301,7 @@ func (r *runner) rebalanceStep(change string, nodesBefore int, closed []atomic.I
 	st.ReconnectSecs = time.Since(t0).Seconds()
 	st.Moved = len(movers)
 	st.Fraction = float64(len(movers)) / float64(r.cfg.Conns)
-	if change[:3] == "add" {
+	if change == "add" {
 		st.Ideal = 1 / float64(nodesBefore+1)
 	} else {
 		st.Ideal = 1 / float64(nodesBefore)

@@ -129,6 +129,7 @@ func (r *runner) echo() error {
 	r.res.Throughput = float64(n) / secs
 	r.res.Latency = summarize(r.lat...)
 	r.res.Drops = r.nDrop.Load()
+	r.res.CPUSeconds, r.res.WindowSeconds = u1.CPU-u0.CPU, secs
 	if n > 0 && u0.CPU >= 0 {
 		r.res.CPUPerMillion = (u1.CPU - u0.CPU) / (float64(n) / 1e6)
 	}

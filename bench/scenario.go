@@ -65,6 +65,17 @@ type Config struct {
 
 	// Progress, if set, receives a one-line status about once a second.
 	Progress func(line string)
+
+	// KeyOffset shifts key indexes: connection i uses key index
+	// KeyOffset+i (worker processes each take a slice of the key space).
+	KeyOffset int
+	// Hold, if set, is called by the idle scenario once every connection
+	// is welcomed, instead of measuring; the connections stay open until it
+	// returns. Worker processes use it so their parent measures the target.
+	Hold func(connected, failed int)
+	// Histograms asks for the raw latency histograms in the result (for a
+	// parent merging its workers' results).
+	Histograms bool
 }
 
 func (c *Config) defaults() error {
@@ -72,7 +83,7 @@ func (c *Config) defaults() error {
 		c.Conns = DefaultConns
 	}
 	if c.Keys <= 0 {
-		c.Keys = c.Conns
+		c.Keys = c.KeyOffset + c.Conns
 	}
 	if c.KeyPrefix == "" {
 		c.KeyPrefix = "user-"
@@ -163,6 +174,15 @@ type Result struct {
 
 	// rebalance
 	Steps []RebalanceStep `json:"rebalance,omitempty"`
+
+	// Raw histograms (µs), with Config.Histograms: handshake and message
+	// or delivery latency.
+	HandshakeHist *hdrhistogram.Snapshot `json:"handshake_histogram,omitempty"`
+	LatencyHist   *hdrhistogram.Snapshot `json:"latency_histogram,omitempty"`
+	// CPUSeconds and WindowSeconds are the target CPU and the measured time
+	// behind CPUPerMillion (for merging workers).
+	CPUSeconds    float64 `json:"cpu_seconds,omitempty"`
+	WindowSeconds float64 `json:"window_seconds,omitempty"`
 }
 
 // RebalanceStep is one membership change of the rebalance scenario.
@@ -214,6 +234,10 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	}
 	e.CloseAll()
 	r.res.Failures = r.fails.snapshot()
+	if cfg.Histograms {
+		r.res.HandshakeHist = merged(r.hs...).Export()
+		r.res.LatencyHist = merged(r.lat...).Export()
+	}
 	return r.res, runErr
 }
 
@@ -261,7 +285,9 @@ const (
 	modeBroadcast
 )
 
-func (r *runner) key(i int) string { return r.cfg.KeyPrefix + strconv.Itoa(i%r.cfg.Keys) }
+func (r *runner) key(i int) string {
+	return r.cfg.KeyPrefix + strconv.Itoa((r.cfg.KeyOffset+i)%r.cfg.Keys)
+}
 
 // OnOpen implements Handler.
 func (r *runner) OnOpen(c *Conn) {
@@ -411,38 +437,19 @@ func (r *runner) connect() error {
 }
 
 func (r *runner) idle() error {
-	p := r.cfg.Probe
-	before, err := p.Sample(r.ctx, true)
+	if r.cfg.Hold != nil {
+		err := r.connectAll()
+		r.cfg.Hold(int(r.nWelcome.Load()), int(r.nFail.Load()))
+		return err
+	}
+	before, err := r.cfg.Probe.Sample(r.ctx, true)
 	if err != nil {
 		return err
 	}
 	if err := r.connectAll(); err != nil {
 		return err
 	}
-	settle(r.ctx, 2*time.Second)
-	after, err := p.Sample(r.ctx, true)
-	if err != nil {
-		return err
-	}
-	n := float64(r.nWelcome.Load())
-	if n > 0 {
-		r.res.MemPerConn = (after.Mem - before.Mem) / n
-		if after.Heap >= 0 {
-			r.res.HeapPerConn = (after.Heap - before.Heap) / n
-		}
-	}
-	cpu0, err := p.Sample(r.ctx, false)
-	if err != nil {
-		return err
-	}
-	t0 := time.Now()
-	settle(r.ctx, r.cfg.Duration)
-	cpu1, err := p.Sample(r.ctx, false)
-	if err != nil {
-		return err
-	}
-	r.res.IdleCPU = 100 * (cpu1.CPU - cpu0.CPU) / time.Since(t0).Seconds()
-	return nil
+	return measureIdle(r.ctx, r.cfg, r.res, before, int(r.nWelcome.Load()))
 }
 
 // settle waits d or until ctx ends.

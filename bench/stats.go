@@ -39,14 +39,20 @@ type Latency struct {
 	Max   float64 `json:"max_ms"`
 }
 
-// summarize merges hs and summarizes the result; nil if nothing was recorded.
-func summarize(hs ...*hdrhistogram.Histogram) *Latency {
+// merged returns one histogram holding every value of hs.
+func merged(hs ...*hdrhistogram.Histogram) *hdrhistogram.Histogram {
 	all := newHist()
 	for _, h := range hs {
 		if h != nil {
 			all.Merge(h)
 		}
 	}
+	return all
+}
+
+// summarize merges hs and summarizes the result; nil if nothing was recorded.
+func summarize(hs ...*hdrhistogram.Histogram) *Latency {
+	all := merged(hs...)
 	if all.TotalCount() == 0 {
 		return nil
 	}

@@ -2,9 +2,11 @@ package cli
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"strconv"
 	"strings"
 
@@ -54,6 +56,9 @@ func runBench(ctx context.Context, args []string, stdout io.Writer) error {
 	pids := fs.String("pids", "", "comma-separated target pids for CPU and memory (children included), instead of --admin's /metrics")
 	name := fs.String("name", "", "target name in reports (default --addr)")
 	out := fs.String("out", "", "directory for results.json, results.md and results.svg")
+	procs := fs.Int("procs", 0, "client processes for connect, idle and echo (default: one per 18,000 connections)")
+	offset := fs.Int("key-offset", 0, "index of the first key (worker processes take slices of the key space)")
+	worker := fs.Bool("worker", false, "run as a worker process of `wsgate bench --procs` (JSON on stdout)")
 	if _, err := parseArgs(fs, args); err != nil {
 		return err
 	}
@@ -77,9 +82,29 @@ func runBench(ctx context.Context, args []string, stdout io.Writer) error {
 	}
 	var results []*bench.Result
 	for _, s := range strings.Split(*scen, ",") {
-		cfg := bench.Config{Scenario: strings.TrimSpace(s), Target: *name, Addr: *addr, Admin: *admin, Probe: probe}
+		cfg := bench.Config{Scenario: strings.TrimSpace(s), Target: *name, Addr: *addr, Admin: *admin, Probe: probe, KeyOffset: *offset}
 		fill(&cfg)
-		r, err := bench.Run(ctx, cfg)
+		if *worker {
+			return runWorker(ctx, cfg, stdout)
+		}
+		n := *procs
+		if n == 0 {
+			n = bench.Workers(cfg.Conns)
+		}
+		var r *bench.Result
+		var err error
+		if n > 1 {
+			r, err = bench.RunWorkers(ctx, cfg, n, func(conns, off int) *exec.Cmd {
+				wargs := append([]string{"bench"}, args...)
+				wargs = append(wargs, "--worker", "--quiet", "--scenario", cfg.Scenario,
+					"--conns", strconv.Itoa(conns), "--key-offset", strconv.Itoa(off))
+				cmd := exec.CommandContext(ctx, os.Args[0], wargs...)
+				cmd.Stderr = os.Stderr
+				return cmd
+			})
+		} else {
+			r, err = bench.Run(ctx, cfg)
+		}
 		if cfg.Progress != nil {
 			fmt.Fprint(os.Stderr, "\r\033[K")
 		}
@@ -96,6 +121,26 @@ func runBench(ctx context.Context, args []string, stdout io.Writer) error {
 		return bench.WriteFiles(*out, results, "")
 	}
 	return nil
+}
+
+// runWorker runs one scenario as a worker process: the result as one JSON
+// line on stdout, histograms included; for idle, a ready line first, then
+// the connections are held until stdin closes.
+func runWorker(ctx context.Context, cfg bench.Config, stdout io.Writer) error {
+	enc := json.NewEncoder(stdout)
+	cfg.Progress, cfg.Histograms = nil, true
+	cfg.Hold = func(connected, failed int) {
+		_ = enc.Encode(map[string]any{"ready": true, "connected": connected, "failed": failed})
+		_, _ = io.Copy(io.Discard, os.Stdin)
+	}
+	r, err := bench.Run(ctx, cfg)
+	if r == nil {
+		return usageError{err}
+	}
+	if eerr := enc.Encode(r); eerr != nil {
+		return eerr
+	}
+	return err
 }
 
 // runCompare runs `wsgate bench compare`: wsgate, nginx and HAProxy in

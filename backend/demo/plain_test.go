@@ -1,0 +1,70 @@
+package demo
+
+import (
+	"io"
+	"log/slog"
+	"net"
+	"testing"
+
+	"github.com/gorilla/websocket"
+
+	"github.com/wsgate/wsgate/backend"
+)
+
+func TestServePlain(t *testing.T) {
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	node, err := NewNode(backend.Config{ID: "n1", Listen: "127.0.0.1:0", Logger: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := ServePlain(ln, node, log)
+	defer s.Close()
+	url := "ws://" + s.Addr().String() + "/ws/alice?userId=alice"
+	for i := 1; i <= 2; i++ {
+		ws, _, err := websocket.DefaultDialer.Dial(url, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ws.Close()
+		var w struct {
+			Type            int    `json:"type"`
+			Content         string `json:"content"`
+			ServerUserCount int    `json:"serverUserCount"`
+			ServerIP        string `json:"serverIp"`
+			Timestamp       int64  `json:"timestamp"`
+		}
+		if err := ws.ReadJSON(&w); err != nil {
+			t.Fatal(err)
+		}
+		if w.Type != TypeConnected || w.Content != "connected" || w.ServerUserCount != i || w.ServerIP != "n1" || w.Timestamp == 0 {
+			t.Fatalf("welcome %+v", w)
+		}
+		for _, m := range []struct {
+			typ  int
+			data string
+		}{{websocket.TextMessage, "hello"}, {websocket.BinaryMessage, "\x00\xff"}, {websocket.TextMessage, string(make([]byte, 70000))}} {
+			if err := ws.WriteMessage(m.typ, []byte(m.data)); err != nil {
+				t.Fatal(err)
+			}
+			typ, got, err := ws.ReadMessage()
+			if err != nil || typ != m.typ || string(got) != m.data {
+				t.Fatalf("echo: type %d (%d bytes), %v; want type %d (%d bytes)", typ, len(got), err, m.typ, len(m.data))
+			}
+		}
+	}
+	// Close answers the close handshake.
+	ws, _, err := websocket.DefaultDialer.Dial(url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ws.Close()
+	_, _, _ = ws.ReadMessage()
+	_ = ws.WriteMessage(websocket.CloseMessage, websocket.FormatCloseMessage(1000, "bye"))
+	if _, _, err := ws.ReadMessage(); !websocket.IsCloseError(err, 1000) {
+		t.Fatalf("after close: %v", err)
+	}
+}

@@ -1,0 +1,185 @@
+package bench
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os/exec"
+	"time"
+
+	"github.com/HdrHistogram/hdrhistogram-go"
+)
+
+// WorkerLimit is the most connections one client process opens: a process
+// may hold 20,000 descriptors here, and the engine needs a few of its own.
+const WorkerLimit = 18000
+
+// Workers is how many client processes n connections need.
+func Workers(n int) int { return (n + WorkerLimit - 1) / WorkerLimit }
+
+// readyLine is what a holding worker prints once its connections are up.
+type readyLine struct {
+	Ready     bool `json:"ready"`
+	Connected int  `json:"connected"`
+	Failed    int  `json:"failed"`
+}
+
+// worker is a started worker process.
+type worker struct {
+	cmd   *exec.Cmd
+	stdin io.WriteCloser
+	lines *bufio.Scanner
+}
+
+// RunWorkers runs cfg's scenario (connect, idle or echo) split over procs
+// client processes and merges their results. command(conns, offset)
+// returns the command line of one worker, which must run
+// `wsgate bench --worker` with those connection counts: it prints its
+// result as one JSON line, and for idle first a ready line, then holds its
+// connections until its stdin closes. For idle the parent measures the
+// target while every worker holds.
+func RunWorkers(ctx context.Context, cfg Config, procs int, command func(conns, offset int) *exec.Cmd) (*Result, error) {
+	if err := cfg.defaults(); err != nil {
+		return nil, err
+	}
+	switch cfg.Scenario {
+	case Connect, Idle, Echo:
+	default:
+		return nil, fmt.Errorf("bench: %s runs in one process (at most %d connections)", cfg.Scenario, WorkerLimit)
+	}
+	var before Usage
+	if cfg.Scenario == Idle {
+		var err error
+		if before, err = cfg.Probe.Sample(ctx, true); err != nil {
+			return nil, err
+		}
+	}
+	var ws []*worker
+	defer func() {
+		for _, w := range ws {
+			_ = w.stdin.Close()
+			_ = w.cmd.Process.Kill()
+			_ = w.cmd.Wait()
+		}
+	}()
+	offset := 0
+	for i := range procs {
+		n := cfg.Conns / procs
+		if i < cfg.Conns%procs {
+			n++
+		}
+		cmd := command(n, offset)
+		offset += n
+		stdin, err1 := cmd.StdinPipe()
+		stdout, err2 := cmd.StdoutPipe()
+		if err := errors.Join(err1, err2); err != nil {
+			return nil, err
+		}
+		if err := cmd.Start(); err != nil {
+			return nil, fmt.Errorf("bench: start worker: %w", err)
+		}
+		sc := bufio.NewScanner(stdout)
+		sc.Buffer(make([]byte, 1<<20), 64<<20)
+		ws = append(ws, &worker{cmd: cmd, stdin: stdin, lines: sc})
+	}
+	res := &Result{Target: cfg.Target, Scenario: cfg.Scenario, Conns: cfg.Conns}
+	if cfg.Scenario == Idle {
+		welcomed := 0
+		for _, w := range ws {
+			var rl readyLine
+			if !w.lines.Scan() || json.Unmarshal(w.lines.Bytes(), &rl) != nil || !rl.Ready {
+				return nil, fmt.Errorf("bench: worker %d: no ready line", w.cmd.Process.Pid)
+			}
+			welcomed += rl.Connected
+		}
+		if err := measureIdle(ctx, cfg, res, before, welcomed); err != nil {
+			return res, err
+		}
+		for _, w := range ws {
+			_ = w.stdin.Close()
+		}
+	}
+	var parts []*Result
+	for _, w := range ws {
+		var r Result
+		if !w.lines.Scan() || json.Unmarshal(w.lines.Bytes(), &r) != nil {
+			return res, fmt.Errorf("bench: worker %d: no result", w.cmd.Process.Pid)
+		}
+		parts = append(parts, &r)
+	}
+	mergeInto(res, parts)
+	return res, nil
+}
+
+// measureIdle reads the target's memory per welcomed connection against
+// before, then its CPU over cfg.Duration.
+func measureIdle(ctx context.Context, cfg Config, res *Result, before Usage, welcomed int) error {
+	settle(ctx, 2*time.Second)
+	p := cfg.Probe
+	after, err := p.Sample(ctx, true)
+	if err != nil {
+		return err
+	}
+	if n := float64(welcomed); n > 0 {
+		res.MemPerConn = (after.Mem - before.Mem) / n
+		if after.Heap >= 0 {
+			res.HeapPerConn = (after.Heap - before.Heap) / n
+		}
+	}
+	cpu0, err := p.Sample(ctx, false)
+	if err != nil {
+		return err
+	}
+	t0 := time.Now()
+	settle(ctx, cfg.Duration)
+	cpu1, err := p.Sample(ctx, false)
+	if err != nil {
+		return err
+	}
+	res.IdleCPU = 100 * (cpu1.CPU - cpu0.CPU) / time.Since(t0).Seconds()
+	return ctx.Err()
+}
+
+// mergeInto adds the workers' results to res: counts add up, rates add
+// up, histograms merge, and the connect time is the slowest worker's.
+func mergeInto(res *Result, parts []*Result) {
+	var hs, lat []*hdrhistogram.Histogram
+	var cpu float64
+	for _, r := range parts {
+		for k, v := range r.Failures {
+			if res.Failures == nil {
+				res.Failures = map[string]int{}
+			}
+			res.Failures[k] += v
+		}
+		res.Connected += r.Connected
+		res.ConnectSecs = max(res.ConnectSecs, r.ConnectSecs)
+		res.Messages += r.Messages
+		res.Throughput += r.Throughput
+		res.Drops += r.Drops
+		res.Size, res.Window, res.Rate = r.Size, r.Window, r.Rate
+		cpu += r.CPUSeconds
+		if r.HandshakeHist != nil {
+			hs = append(hs, hdrhistogram.Import(r.HandshakeHist))
+		}
+		if r.LatencyHist != nil {
+			lat = append(lat, hdrhistogram.Import(r.LatencyHist))
+		}
+	}
+	if res.ConnectSecs > 0 && res.Scenario == Connect {
+		res.HandshakeRate = float64(res.Connected) / res.ConnectSecs
+		res.Handshake = summarize(hs...)
+	}
+	if res.Scenario == Echo {
+		res.Latency = summarize(lat...)
+		// Every worker sampled the same target over about the same window:
+		// their mean is the target's CPU for all the messages.
+		if res.Messages > 0 && len(parts) > 0 {
+			res.CPUSeconds = cpu / float64(len(parts))
+			res.CPUPerMillion = res.CPUSeconds / (float64(res.Messages) / 1e6)
+		}
+	}
+}
