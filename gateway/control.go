@@ -92,7 +92,7 @@ func (c *control) run() {
 		if wasUp {
 			backoff = 0
 		} else {
-			c.g.setDown(c.node.ID, true)
+			c.g.setDown(c, true)
 		}
 		c.g.log.Warn("backend control link down", "node", c.node.ID, "addr", c.node.Addr, "err", err, "retry_in", backoff)
 		select {
@@ -149,6 +149,7 @@ func (c *control) session() (up bool, err error) {
 	}()
 	c.healthy.Store(true)
 	c.g.metrics.linkUp(c.node.ID, true)
+	c.g.setDown(c, false)
 
 	stopPing := make(chan struct{})
 	defer close(stopPing)

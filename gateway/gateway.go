@@ -357,11 +357,18 @@ func (g *Gateway) apply(set []membership.Node) error {
 	return g.rebuild()
 }
 
-// setDown marks a node down (or up again) locally: its control link died
-// and could not be re-dialled. A down node stays a member but leaves this
-// gateway's ring until its link is back.
-func (g *Gateway) setDown(id string, down bool) {
+// setDown marks c's node down locally (its control link died and could not
+// be re-dialled) or up again (c's handshake completed). A down node stays a
+// member but leaves this gateway's ring until its link is back. A control
+// that is no longer the node's current one (the node left or moved, and
+// its stop is under way) changes nothing.
+func (g *Gateway) setDown(c *control, down bool) {
+	id := c.node.ID
 	g.nodesMu.Lock()
+	if g.controls[id] != c {
+		g.nodesMu.Unlock()
+		return
+	}
 	changed := g.down[id] != down
 	if down {
 		g.down[id] = true
@@ -369,6 +376,13 @@ func (g *Gateway) setDown(id string, down bool) {
 		delete(g.down, id)
 	}
 	g.nodesMu.Unlock()
+	if !down {
+		// The node answers again: forget the loops' failed data-link
+		// dials, so its clients are not refused for the rest of LinkRetry.
+		for _, l := range g.loopList() {
+			_ = l.exec(func() { delete(l.down, id) })
+		}
+	}
 	if changed {
 		g.log.Warn("backend marked locally "+map[bool]string{true: "down", false: "up"}[down], "node", id)
 		if err := g.rebuild(); err != nil {

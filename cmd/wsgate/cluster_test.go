@@ -94,11 +94,19 @@ func (e *clusterEnv) common() []string {
 // backend starts a backend process and waits until it has joined.
 func (e *clusterEnv) backend(t *testing.T, id string) *proc {
 	t.Helper()
-	args := append([]string{"backend", "--id", id, "--listen", "127.0.0.1:0", "--admin", "-",
+	p, _ := e.backendAt(t, id, "127.0.0.1:0")
+	return p
+}
+
+// backendAt starts a backend listening on listen and returns it with the
+// address it listens on.
+func (e *clusterEnv) backendAt(t *testing.T, id, listen string) (*proc, string) {
+	t.Helper()
+	args := append([]string{"backend", "--id", id, "--listen", listen, "--admin", "-",
 		"--heartbeat", heartbeatEvery, "--node-ttl", nodeTTL, "--drain-timeout", "10s"}, e.common()...)
 	p := start(t, args...)
-	p.waitLog(t, `backend started`)
-	return p
+	m := p.waitLog(t, `backend started.* listen=(\S+)`)
+	return p, m[1]
 }
 
 // gw is a gateway process and its addresses.
@@ -322,8 +330,9 @@ func keys(prefix string, n int) []string {
 func TestClusterProcesses(t *testing.T) {
 	e := newClusterEnv(t)
 	backends := map[string]*proc{}
+	addrs := map[string]string{}
 	for _, id := range []string{"b1", "b2", "b3"} {
-		backends[id] = e.backend(t, id)
+		backends[id], addrs[id] = e.backendAt(t, id, "127.0.0.1:0")
 	}
 	// Both gateways start after the backends announced their joins, so
 	// their first ring comes from the Redis registry alone.
@@ -447,6 +456,15 @@ func TestClusterProcesses(t *testing.T) {
 		g1.waitMembers(t, "b1,b4")
 		g2.waitMembers(t, "b1,b4")
 		all = reconnect(t, all, "")
+	}
+
+	t.Log("step: a killed node that comes back is taken back")
+	{
+		e.backendAt(t, "b3", addrs["b3"])
+		g1.waitMembers(t, "b1,b3,b4")
+		g2.waitMembers(t, "b1,b3,b4")
+		expectMoves(t, all, func(c *wsClient) bool { return c.g.owner(t, c.key) != c.node }, 1012, 20*time.Second)
+		reconnect(t, all, "")
 	}
 }
 

@@ -288,3 +288,36 @@ func gatewayMemory(b *testing.B, adminAddr string) (heap, rss float64) {
 	}
 	return heap, rss
 }
+
+// TestStaticNodeDownAndBack: with a static --backend list, a backend whose
+// process dies leaves the gateway's ring at once (its clients get 1011)
+// and is taken back when it listens again.
+func TestStaticNodeDownAndBack(t *testing.T) {
+	addrs := map[string]string{}
+	procs := map[string]*proc{}
+	args := []string{"gateway", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"}
+	for _, id := range []string{"b1", "b2"} {
+		procs[id] = start(t, "backend", "--id", id, "--listen", "127.0.0.1:0")
+		addrs[id] = procs[id].waitLog(t, `backend started.* listen=(\S+)`)[1]
+		args = append(args, "--backend", id+"="+addrs[id])
+	}
+	p := start(t, args...)
+	m := p.waitLog(t, `gateway started.* listen=(\S+) admin=(\S+)`)
+	g := &gw{proc: p, addr: m[1], admin: m[2]}
+	g.waitMembers(t, "b1,b2")
+	clients := connectAll(t, g, keys("user", 40))
+
+	_ = procs["b2"].cmd.Process.Kill()
+	expectMoves(t, clients, func(c *wsClient) bool { return c.node == "b2" }, 1011, 10*time.Second)
+	g.waitMembers(t, "b1")
+	clients = reconnect(t, clients, "b1")
+
+	// Back: the keys b2 owns move to it again, and only those.
+	start(t, "backend", "--id", "b2", "--listen", addrs["b2"]).waitLog(t, `backend started`)
+	g.waitMembers(t, "b1,b2")
+	moved := expectMoves(t, clients, func(c *wsClient) bool { return g.owner(t, c.key) != c.node }, 1012, 10*time.Second)
+	if len(moved) == 0 {
+		t.Fatal("no key moved back to b2")
+	}
+	reconnect(t, clients, "b2")
+}
