@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"os/exec"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -564,4 +565,31 @@ func TestClusterSurvivesOutages(t *testing.T) {
 		newOwner[c.key] = g.owner(t, c.key)
 	}
 	expectMoves(t, clients, func(c *wsClient) bool { return newOwner[c.key] != c.node }, 1012, 20*time.Second)
+}
+
+// TestClusterStartErrors: at start, an unreachable Redis or RabbitMQ is a
+// clear error naming it (exit 1), and half a cluster configuration is a
+// usage error (exit 2).
+func TestClusterStartErrors(t *testing.T) {
+	down := testutil.NewProxy(t, "127.0.0.1:1")
+	down.SetDown(true)
+	cases := []struct {
+		args []string
+		code int
+		want string
+	}{
+		{[]string{"gateway", "--amqp", amqpURL}, 2, "--amqp and --redis go together"},
+		{[]string{"backend", "--redis", redisURL}, 2, "--amqp and --redis go together"},
+		{[]string{"gateway", "--amqp", amqpURL, "--redis", redisURL, "--backend", "a=127.0.0.1:1"}, 2, "exclude each other"},
+		{[]string{"gateway", "--amqp", amqpURL, "--redis", "redis://" + down.Addr() + "/0"}, 1, "redis at " + down.Addr() + " unreachable"},
+		{[]string{"backend", "--amqp", "amqp://guest:guest@" + down.Addr() + "/", "--redis", redisURL}, 1, "rabbitmq at amqp://guest:xxxxx@" + down.Addr() + "/ unreachable"},
+		{[]string{"backend", "--amqp", amqpURL, "--redis", "mysql://x"}, 1, "--redis"},
+	}
+	for _, tc := range cases {
+		out, err := exec.Command(binary, tc.args...).CombinedOutput()
+		ee, ok := err.(*exec.ExitError)
+		if !ok || ee.ExitCode() != tc.code || !strings.Contains(string(out), tc.want) {
+			t.Errorf("wsgate %v: exit %v, output %q; want exit %d mentioning %q", tc.args, err, out, tc.code, tc.want)
+		}
+	}
 }
