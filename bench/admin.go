@@ -122,7 +122,9 @@ func (r *runner) broadcast() error {
 	}
 	r.mode.Store(modeBroadcast)
 	want := r.nWelcome.Load() - r.nDrop.Load()
+	var cpu float64
 	for round := 1; round <= r.cfg.Rounds; round++ {
+		u0, perr := r.cfg.Probe.Sample(r.ctx, false)
 		r.received.Store(0)
 		r.lastRecv.Store(0)
 		r.bcastRound.Store(int64(round))
@@ -142,9 +144,13 @@ func (r *runner) broadcast() error {
 		if err != nil {
 			return err
 		}
+		if u1, perr1 := r.cfg.Probe.Sample(r.ctx, false); perr == nil && perr1 == nil {
+			cpu += u1.CPU - u0.CPU
+		}
 		settle(r.ctx, 200*time.Millisecond)
 	}
 	r.res.Delivery = summarize(r.lat...)
+	r.res.CPUPerBroadcast = 1000 * cpu / float64(r.cfg.Rounds)
 	return nil
 }
 

@@ -279,7 +279,7 @@ func (l *loop) runTasks() {
 func (l *loop) run(h Handler) {
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
-	events := make([]unix.EpollEvent, 256)
+	events := make([]unix.EpollEvent, 1024)
 	for !l.stop {
 		timeout := -1
 		if l.tick != nil {
@@ -368,12 +368,16 @@ func (l *loop) event(h Handler, c *Conn, ev uint32) {
 		}
 	}
 	if ev&(unix.EPOLLIN|unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
-		l.read(h, c)
+		l.read(h, c, ev&(unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0)
 	}
 }
 
-// read drains the socket (edge-triggered) and processes what came.
-func (l *loop) read(h Handler, c *Conn) {
+// read drains the socket and processes what came. The socket is
+// edge-triggered, so it must be read until empty: a read that returns less
+// than the buffer emptied it (data arriving later raises a new edge), which
+// saves the extra read that would return EAGAIN. When the peer closed
+// (hup), it reads on to the end of file.
+func (l *loop) read(h Handler, c *Conn, hup bool) {
 	for c.state != stClosed {
 		n, err := unix.Read(c.fd, l.buf)
 		if err == unix.EAGAIN {
@@ -408,6 +412,9 @@ func (l *loop) read(h Handler, c *Conn) {
 			c.in = append(c.in[:0], rest...) // overlapping copy is safe: rest is a suffix
 		} else {
 			c.in = append([]byte(nil), rest...)
+		}
+		if n < len(l.buf) && !hup {
+			return
 		}
 	}
 }

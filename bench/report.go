@@ -42,13 +42,9 @@ func Figures(r *Result) []Figure {
 			p99 = r.Handshake.P99
 		}
 		return []Figure{f("handshakes/s", r.HandshakeRate, true), f("handshake p99 ms", p99, false),
-			f("failures", float64(failed), false)}
+			f("CPU ms/1k handshakes", nanIfZero(r.CPUPerThousand), false), f("failures", float64(failed), false)}
 	case Idle:
-		heap := r.HeapPerConn
-		if heap == 0 {
-			heap = math.NaN()
-		}
-		return []Figure{f("memory B/conn", r.MemPerConn, false), f("Go heap B/conn", heap, false),
+		return []Figure{f("memory B/conn", r.MemPerConn, false), f("Go heap B/conn", nanIfZero(r.HeapPerConn), false),
 			f("idle CPU %", r.IdleCPU, false), f("failures", float64(failed), false)}
 	case Echo:
 		out := []Figure{f("msgs/s", r.Throughput, true)}
@@ -62,7 +58,7 @@ func Figures(r *Result) []Figure {
 		return []Figure{f("last after return ms (median)", median(append([]float64(nil), r.LastAfterReply...)), false),
 			f("last after return ms (max)", maxOf(r.LastAfterReply), false),
 			f("last after call ms (median)", median(append([]float64(nil), r.LastAfterCall...)), false),
-			f("missing", float64(r.Missing), false)}
+			f("CPU ms/broadcast", nanIfZero(r.CPUPerBroadcast), false), f("missing", float64(r.Missing), false)}
 	case Rebalance:
 		var out []Figure
 		for _, s := range r.Steps {
@@ -74,6 +70,14 @@ func Figures(r *Result) []Figure {
 		return out
 	}
 	return nil
+}
+
+// nanIfZero marks an unmeasured figure (zero) as missing.
+func nanIfZero(v float64) float64 {
+	if v == 0 {
+		return math.NaN()
+	}
+	return v
 }
 
 func maxOf(xs []float64) float64 {
@@ -266,6 +270,7 @@ var chartFigures = []struct{ scenario, figure string }{
 	{Echo, "p50 ms"}, {Echo, "p99 ms"}, {Echo, "p99.9 ms"},
 	{Echo, "CPU s/M msgs"},
 	{Connect, "handshakes/s"},
+	{Connect, "CPU ms/1k handshakes"},
 	{Idle, "memory B/conn"},
 	{Broadcast, "last after return ms (median)"},
 }

@@ -148,6 +148,8 @@ type Result struct {
 	ConnectSecs   float64  `json:"connect_seconds,omitempty"`
 	HandshakeRate float64  `json:"handshakes_per_second,omitempty"`
 	Handshake     *Latency `json:"handshake_latency,omitempty"`
+	// CPUPerThousand is the target's CPU milliseconds per 1,000 handshakes.
+	CPUPerThousand float64 `json:"cpu_ms_per_thousand_handshakes,omitempty"`
 
 	// idle
 	MemPerConn  float64 `json:"mem_bytes_per_conn,omitempty"`
@@ -171,6 +173,8 @@ type Result struct {
 	LastAfterCall  []float64 `json:"last_delivery_after_call_ms,omitempty"`
 	LastAfterReply []float64 `json:"last_delivery_after_return_ms,omitempty"`
 	Missing        int64     `json:"missing,omitempty"`
+	// CPUPerBroadcast is the target's CPU milliseconds per broadcast.
+	CPUPerBroadcast float64 `json:"cpu_ms_per_broadcast,omitempty"`
 
 	// rebalance
 	Steps []RebalanceStep `json:"rebalance,omitempty"`
@@ -426,7 +430,12 @@ func (r *runner) connectAll() error {
 }
 
 func (r *runner) connect() error {
+	u0, perr := r.cfg.Probe.Sample(r.ctx, false)
 	err := r.connectAll()
+	if u1, perr1 := r.cfg.Probe.Sample(r.ctx, false); perr == nil && perr1 == nil && u0.CPU >= 0 && r.nOpen.Load() > 0 {
+		r.res.CPUSeconds = u1.CPU - u0.CPU
+		r.res.CPUPerThousand = 1000 * r.res.CPUSeconds / (float64(r.nOpen.Load()) / 1000)
+	}
 	secs := float64(r.lastOpen.Load()) / 1e9
 	r.res.ConnectSecs = secs
 	if secs > 0 {
