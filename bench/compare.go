@@ -70,6 +70,17 @@ func (p *proc) stop() {
 	_ = syscall.Kill(-pgid, syscall.SIGKILL)
 }
 
+// pidsOf returns the process ids of ps.
+func pidsOf(ps []*proc) func() []int {
+	return func() []int {
+		out := make([]int, 0, len(ps))
+		for _, p := range ps {
+			out = append(out, p.cmd.Process.Pid)
+		}
+		return out
+	}
+}
+
 // freePort returns a loopback port that was free a moment ago.
 func freePort() (int, error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -167,6 +178,7 @@ func Compare(ctx context.Context, cfg CompareConfig) ([]*Result, error) {
 			return nil, err
 		}
 	}
+	bprobe := &Probe{Pids: pidsOf(bprocs)}
 	var results []*Result
 	for round := 1; round <= cfg.Rounds; round++ {
 		for k := range cfg.Targets {
@@ -185,7 +197,7 @@ func Compare(ctx context.Context, cfg CompareConfig) ([]*Result, error) {
 					return results, err
 				}
 				rc := cfg.Base
-				rc.Scenario, rc.Target, rc.Addr, rc.Admin, rc.Probe = s, name, t.addr, t.admin, t.probe
+				rc.Scenario, rc.Target, rc.Addr, rc.Admin, rc.Probe, rc.Backends = s, name, t.addr, t.admin, t.probe, bprobe
 				r, err := Run(ctx, rc)
 				t.stop()
 				if r != nil {
@@ -281,14 +293,7 @@ func startTarget(ctx context.Context, cfg CompareConfig, name string, backends [
 			}
 			t.procs = append(t.procs, p)
 		}
-		procs := t.procs
-		t.probe = Probe{Pids: func() []int {
-			var out []int
-			for _, p := range procs {
-				out = append(out, p.cmd.Process.Pid)
-			}
-			return out
-		}}
+		t.probe = Probe{Pids: pidsOf(t.procs)}
 	default:
 		return nil, fmt.Errorf("bench: unknown target %q (want wsgate, nginx or haproxy)", name)
 	}

@@ -113,11 +113,13 @@ func (r *runner) echo() error {
 	if err != nil {
 		return err
 	}
+	b0 := r.backendCPU()
 	t0 := time.Now()
 	r.recording.Store(true)
 	settle(r.ctx, r.cfg.Duration)
 	r.recording.Store(false)
 	secs := time.Since(t0).Seconds()
+	b1 := r.backendCPU()
 	u1, err := r.cfg.Probe.Sample(r.ctx, false)
 	r.sending.Store(false)
 	r.e.SetTick(nil)
@@ -133,7 +135,22 @@ func (r *runner) echo() error {
 	if n > 0 && u0.CPU >= 0 {
 		r.res.CPUPerMillion = (u1.CPU - u0.CPU) / (float64(n) / 1e6)
 	}
+	if n > 0 && b0 >= 0 && b1 >= 0 {
+		r.res.BackendCPUPerMillion = (b1 - b0) / (float64(n) / 1e6)
+	}
 	return r.ctx.Err()
+}
+
+// backendCPU is the backends' CPU seconds, -1 if unknown.
+func (r *runner) backendCPU() float64 {
+	if r.cfg.Backends == nil {
+		return -1
+	}
+	u, err := r.cfg.Backends.Sample(r.ctx, false)
+	if err != nil {
+		return -1
+	}
+	return u.CPU
 }
 
 // startRate makes every loop send Rate messages/s per connection, spread

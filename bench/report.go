@@ -49,7 +49,8 @@ func Figures(r *Result) []Figure {
 	case Echo:
 		out := []Figure{f("msgs/s", r.Throughput, true)}
 		out = append(out, lat("", r.Latency)...)
-		return append(out, f("CPU s/M msgs", r.CPUPerMillion, false), f("failures", float64(failed), false))
+		return append(out, f("CPU s/M msgs", r.CPUPerMillion, false),
+			f("backends CPU s/M msgs", nanIfZero(r.BackendCPUPerMillion), false), f("failures", float64(failed), false))
 	case Push:
 		out := []Figure{f("pushes/s", r.PushRate, true)}
 		out = append(out, lat("delivery ", r.Delivery)...)

@@ -47,6 +47,9 @@ type Config struct {
 	Addr     string // WebSocket host:port
 	Admin    string // wsgate admin host:port (push, broadcast, rebalance, heap)
 	Probe    Probe  // where CPU and memory are read
+	// Backends, if set, reads the backends' CPU (echo reports it beside
+	// the target's, to show the backends were not the bottleneck).
+	Backends *Probe
 
 	Conns     int           // connections; default DefaultConns
 	Keys      int           // key space: connection i uses key KeyPrefix + i%Keys; default Conns
@@ -165,6 +168,8 @@ type Result struct {
 	Latency       *Latency `json:"latency,omitempty"`
 	CPUPerMillion float64  `json:"cpu_seconds_per_million,omitempty"`
 	Drops         int64    `json:"drops,omitempty"`
+	// BackendCPUPerMillion is the backends' CPU seconds per million echoes.
+	BackendCPUPerMillion float64 `json:"backend_cpu_seconds_per_million,omitempty"`
 
 	// push, broadcast
 	Delivered      int64     `json:"delivered,omitempty"`

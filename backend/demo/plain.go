@@ -13,6 +13,7 @@ import (
 	"github.com/gobwas/ws"
 
 	"github.com/wsgate/wsgate/backend"
+	"github.com/wsgate/wsgate/internal/wsframe"
 )
 
 // PlainServer serves the demo app as plain WebSocket, without a gateway in
@@ -97,19 +98,28 @@ func (s *PlainServer) serve(c net.Conn) {
 	n := s.count.Add(1)
 	defer s.count.Add(-1)
 	msg := appendEvent(nil, TypeConnected, "connected", int(n)+s.node.SessionCount(), s.node.ID(), time.Now().UnixMilli())
-	if err := writeFrame(bw, ws.NewTextFrame(msg).Header, msg); err != nil {
+	if err := writeFrame(bw, nil, wsframe.OpText, msg); err != nil {
 		return
 	}
-	var payload []byte
+	var (
+		payload []byte
+		hdr     [wsframe.MaxHeaderLen]byte
+		h       wsframe.Header
+	)
 	for {
-		h, err := ws.ReadHeader(br)
+		n, err := readHeader(br, &h)
 		if err != nil {
 			return
 		}
-		if h.Length > 1<<20 {
-			_ = writeFrame(bw, ws.Header{Fin: true, OpCode: ws.OpClose, Length: 2}, []byte{0x03, 0xf1}) // 1009
+		if !h.Masked {
+			_ = writeFrame(bw, hdr[:0], wsframe.OpClose, []byte{0x03, 0xea}) // 1002: client frames must be masked
 			return
 		}
+		if h.Length > 1<<20 {
+			_ = writeFrame(bw, hdr[:0], wsframe.OpClose, []byte{0x03, 0xf1}) // 1009
+			return
+		}
+		_, _ = br.Discard(n)
 		if int64(cap(payload)) < h.Length {
 			payload = make([]byte, h.Length)
 		}
@@ -117,22 +127,20 @@ func (s *PlainServer) serve(c net.Conn) {
 		if _, err := io.ReadFull(br, p); err != nil {
 			return
 		}
-		if h.Masked {
-			ws.Cipher(p, h.Mask, 0)
-		}
-		h.Masked = false
-		switch h.OpCode {
-		case ws.OpPing:
-			h.OpCode = ws.OpPong
-		case ws.OpPong:
+		wsframe.MaskBytes(p, h.Mask, 0)
+		op := h.Op
+		switch op {
+		case wsframe.OpPing:
+			op = wsframe.OpPong
+		case wsframe.OpPong:
 			continue
-		case ws.OpClose:
-			_ = writeFrame(bw, h, p)
+		case wsframe.OpClose:
+			_ = writeFrame(bw, hdr[:0], op, p)
 			return
 		}
-		// Echo verbatim: same opcode, same fragmentation. Write only when
-		// no more input is buffered, so pipelined messages share a write.
-		if err := ws.WriteHeader(bw, h); err != nil {
+		// Echo verbatim: same opcode, same fragmentation. Flush only when no
+		// more input is buffered, so pipelined messages share a write.
+		if _, err := bw.Write(wsframe.AppendHeader(hdr[:0], h.Fin, op, len(p))); err != nil {
 			return
 		}
 		if _, err := bw.Write(p); err != nil {
@@ -149,9 +157,25 @@ func (s *PlainServer) serve(c net.Conn) {
 	}
 }
 
-// writeFrame writes a whole frame and flushes.
-func writeFrame(bw *bufio.Writer, h ws.Header, p []byte) error {
-	if err := ws.WriteHeader(bw, h); err != nil {
+// readHeader decodes the next frame header from br without consuming it
+// and returns its size; the caller discards it.
+func readHeader(br *bufio.Reader, h *wsframe.Header) (int, error) {
+	for need := wsframe.MinHeaderLen; ; {
+		b, err := br.Peek(need)
+		if err != nil {
+			return 0, err
+		}
+		n, err := h.Parse(b)
+		if err != nil || n > 0 {
+			return n, err
+		}
+		need++
+	}
+}
+
+// writeFrame writes a whole unmasked frame and flushes; hdr is scratch.
+func writeFrame(bw *bufio.Writer, hdr []byte, op wsframe.OpCode, p []byte) error {
+	if _, err := bw.Write(wsframe.AppendHeader(hdr, true, op, len(p))); err != nil {
 		return err
 	}
 	if _, err := bw.Write(p); err != nil {

@@ -68,3 +68,39 @@ func TestServePlain(t *testing.T) {
 		t.Fatalf("after close: %v", err)
 	}
 }
+
+// BenchmarkPlainEcho is one 64-byte round trip through the plain listener
+// (the backend nginx and HAProxy front in comparisons), loopback TCP and
+// a gorilla client included.
+func BenchmarkPlainEcho(b *testing.B) {
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	node, err := NewNode(backend.Config{ID: "n1", Listen: "127.0.0.1:0", Logger: log})
+	if err != nil {
+		b.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	s := ServePlain(ln, node, log)
+	defer s.Close()
+	ws, _, err := websocket.DefaultDialer.Dial("ws://"+s.Addr().String()+"/", nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer ws.Close()
+	if _, _, err := ws.ReadMessage(); err != nil {
+		b.Fatal(err)
+	}
+	msg := make([]byte, 64)
+	b.SetBytes(64)
+	b.ReportAllocs()
+	for b.Loop() {
+		if err := ws.WriteMessage(websocket.TextMessage, msg); err != nil {
+			b.Fatal(err)
+		}
+		if _, _, err := ws.ReadMessage(); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
