@@ -2,7 +2,9 @@ package gateway
 
 import (
 	"context"
+	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -17,7 +19,7 @@ import (
 type Presence interface {
 	Apply(ctx context.Context, gateway string, changes []presence.Change) error
 	Where(ctx context.Context, user string) ([]presence.Location, error)
-	GatewayAlive(ctx context.Context, gateway string, ttl time.Duration, counts map[string]int) error
+	GatewayAlive(ctx context.Context, gateway string, ttl time.Duration, counts map[string]int) (revived bool, err error)
 	ResetGateway(ctx context.Context, gateway string) error
 	ReapGateways(ctx context.Context) ([]string, error)
 	Online(ctx context.Context) (map[string]int, error)
@@ -89,15 +91,26 @@ func (w *presenceWriter) flush(ctx context.Context) {
 }
 
 // resync replaces this gateway's presence with the loops' current sessions.
+// It first refreshes the gateway's own TTL, so that no other gateway's
+// reaper takes it for dead and wipes what it is about to write.
 func (w *presenceWriter) resync(ctx context.Context) {
 	g := w.g
-	if err := w.store.ResetGateway(ctx, g.cfg.ID); err != nil {
+	if _, err := w.store.GatewayAlive(ctx, g.cfg.ID, g.cfg.PresenceTTL, w.counts()); err != nil {
 		return // still down; try again next flush
+	}
+	if err := w.store.ResetGateway(ctx, g.cfg.ID); err != nil {
+		return
 	}
 	var all []presence.Change
 	for _, l := range g.loopList() {
 		ch := make(chan []presence.Change, 1)
+		prefix := strconv.Itoa(l.idx) + "."
 		if l.exec(func() {
+			// On l's goroutine, so l queues nothing meanwhile: the changes
+			// l queued so far are in this scan; later ones stay queued.
+			w.mu.Lock()
+			w.queue = slices.DeleteFunc(w.queue, func(c presence.Change) bool { return strings.HasPrefix(c.Session, prefix) })
+			w.mu.Unlock()
 			var out []presence.Change
 			for _, s := range l.sessions {
 				if s.state == stOpen && s.link != nil && !s.keyless {
@@ -115,11 +128,6 @@ func (w *presenceWriter) resync(ctx context.Context) {
 			return
 		}
 	}
-	// Changes queued while collecting are already reflected in the scan;
-	// drop them so a close is not undone by its older open.
-	w.mu.Lock()
-	w.queue = nil
-	w.mu.Unlock()
 	if err := w.store.Apply(ctx, g.cfg.ID, all); err != nil {
 		return
 	}
@@ -132,22 +140,34 @@ func (w *presenceWriter) beat(ctx context.Context) {
 	g := w.g
 	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 	defer cancel()
+	revived, err := w.store.GatewayAlive(ctx, g.cfg.ID, g.cfg.PresenceTTL, w.counts())
+	if err != nil {
+		g.log.Debug("presence heartbeat failed", "err", err)
+		w.dirty.Store(true)
+		return
+	}
+	if revived {
+		// Not listed before: first beat, reaped, or Redis lost its data
+		// (a restart shorter than a write failure would reveal).
+		w.dirty.Store(true)
+	}
+	if dead, err := w.store.ReapGateways(ctx); err == nil && len(dead) > 0 {
+		g.log.Info("removed presence of dead gateways", "gateways", dead)
+	}
+}
+
+// counts is this gateway's clients per node.
+func (w *presenceWriter) counts() map[string]int {
+	g := w.g
 	counts := map[string]int{}
 	g.nodesMu.Lock()
+	defer g.nodesMu.Unlock()
 	for id, c := range g.perNode {
 		if n := int(c.Load()); n > 0 {
 			counts[id] = n
 		}
 	}
-	g.nodesMu.Unlock()
-	if err := w.store.GatewayAlive(ctx, g.cfg.ID, g.cfg.PresenceTTL, counts); err != nil {
-		g.log.Debug("presence heartbeat failed", "err", err)
-		w.dirty.Store(true)
-		return
-	}
-	if dead, err := w.store.ReapGateways(ctx); err == nil && len(dead) > 0 {
-		g.log.Info("removed presence of dead gateways", "gateways", dead)
-	}
+	return counts
 }
 
 // Broadcast sends msg as one text frame to every open client of this

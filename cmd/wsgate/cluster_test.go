@@ -557,6 +557,27 @@ func TestClusterSurvivesOutages(t *testing.T) {
 		c.echo(t, "after outage")
 	}
 
+	// Presence is rewritten after the outage, and again after a Redis
+	// restart too quick for any write to fail (no session opened or
+	// closed meanwhile): the gateway notices its own entry is gone.
+	online := func(c *wsClient) {
+		t.Helper()
+		testutil.CheckFor(t, 15*time.Second, 50*time.Millisecond, func() error {
+			var where struct {
+				Online   bool
+				Sessions []struct{ Node string }
+			}
+			g.get(t, "/api/users/"+c.key, &where)
+			if !where.Online || len(where.Sessions) != 1 || where.Sessions[0].Node != c.node {
+				return fmt.Errorf("presence of %s: %+v, want one session on %s", c.key, where, c.node)
+			}
+			return nil
+		})
+	}
+	online(clients[0])
+	e.flush(t)
+	online(clients[1])
+
 	// A membership change made after recovery is applied.
 	e.backend(t, "b3")
 	g.waitMembers(t, "b1,b2,b3")

@@ -58,13 +58,15 @@ func (m *Memory) Where(_ context.Context, user string) ([]Location, error) {
 	return out, nil
 }
 
-// GatewayAlive refreshes gw and its per-node counts.
-func (m *Memory) GatewayAlive(_ context.Context, gw string, ttl time.Duration, counts map[string]int) error {
+// GatewayAlive refreshes gw and its per-node counts; revived reports that
+// gw was not listed (see Redis.GatewayAlive).
+func (m *Memory) GatewayAlive(_ context.Context, gw string, ttl time.Duration, counts map[string]int) (revived bool, err error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	_, listed := m.gateways[gw]
 	m.gateways[gw] = time.Now().Add(ttl)
 	m.counts[gw] = counts
-	return nil
+	return !listed, nil
 }
 
 // ResetGateway forgets every session of gw.

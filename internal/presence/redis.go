@@ -89,18 +89,70 @@ func (r *Redis) Ping(ctx context.Context) error { return r.rdb.Ping(ctx).Err() }
 
 func (r *Redis) key(parts ...string) string { return r.prefix + ":" + strings.Join(parts, ":") }
 
-func expiry(ttl time.Duration) float64 { return float64(time.Now().Add(ttl).UnixMilli()) }
+// Expiry times are Redis's own clock (TIME inside the scripts), never a
+// process's: a gateway or backend whose clock is off must not expire the
+// others' entries. Every script runs atomically.
+const luaNow = `local t = redis.call('TIME') local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) `
+
+// registerScript: KEYS nodes, node-info; ARGV id, ttl ms, info JSON.
+var registerScript = redis.NewScript(luaNow + `
+redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
+return 1`)
+
+// nodesScript: KEYS nodes, node-info. Forgets expired nodes and returns
+// the live ones' ids and infos, alternating.
+var nodesScript = redis.NewScript(luaNow + `
+local dead = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. now)
+if #dead > 0 then
+  redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. now)
+  redis.call('HDEL', KEYS[2], unpack(dead))
+end
+local out = {}
+for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], now, '+inf')) do
+  local info = redis.call('HGET', KEYS[2], id)
+  if info then out[#out + 1] = id out[#out + 1] = info end
+end
+return out`)
+
+// aliveScript: KEYS gateways, counts:{gw}; ARGV gw, ttl ms, then node id
+// and count pairs. Returns 1 when gw was not listed (first beat, reaped,
+// or Redis lost its data): its presence must be rewritten.
+var aliveScript = redis.NewScript(luaNow + `
+local added = redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
+redis.call('DEL', KEYS[2])
+if #ARGV > 2 then
+  redis.call('HSET', KEYS[2], unpack(ARGV, 3))
+  redis.call('PEXPIRE', KEYS[2], ARGV[2])
+end
+return added`)
+
+// liveScript: KEYS gateways. Returns the gateways whose TTL has not passed.
+var liveScript = redis.NewScript(luaNow + `
+return redis.call('ZRANGEBYSCORE', KEYS[1], now, '+inf')`)
+
+// reapScript: KEYS gateways; ARGV prefix. Removes every gateway whose TTL
+// has passed with all its presence, checking and deleting in one step so
+// that a gateway refreshing meanwhile is never wiped. Returns their ids.
+var reapScript = redis.NewScript(luaNow + `
+local dead = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. now)
+for _, gw in ipairs(dead) do
+  local set = ARGV[1] .. ':gw:' .. gw
+  for _, m in ipairs(redis.call('SMEMBERS', set)) do
+    local sep = string.find(m, '\0', 1, true)
+    if sep then redis.call('HDEL', ARGV[1] .. ':user:' .. string.sub(m, 1, sep - 1), string.sub(m, sep + 1)) end
+  end
+  redis.call('DEL', set, ARGV[1] .. ':counts:' .. gw)
+  redis.call('ZREM', KEYS[1], gw)
+end
+return dead`)
 
 // RegisterNode adds or refreshes n with a TTL; a node that stops
 // refreshing drops out of Nodes once the TTL passes.
 func (r *Redis) RegisterNode(ctx context.Context, n membership.Node, ttl time.Duration) error {
 	info, _ := json.Marshal(n)
-	_, err := r.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
-		p.ZAdd(ctx, r.key("nodes"), redis.Z{Score: expiry(ttl), Member: n.ID})
-		p.HSet(ctx, r.key("node-info"), n.ID, info)
-		return nil
-	})
-	return err
+	return registerScript.Run(ctx, r.rdb, []string{r.key("nodes"), r.key("node-info")},
+		n.ID, ttl.Milliseconds(), info).Err()
 }
 
 // DeregisterNode removes a node at once (graceful leave).
@@ -115,40 +167,14 @@ func (r *Redis) DeregisterNode(ctx context.Context, id string) error {
 
 // Nodes returns the live nodes sorted by ID, and forgets expired ones.
 func (r *Redis) Nodes(ctx context.Context) ([]membership.Node, error) {
-	now := strconv.FormatInt(time.Now().UnixMilli(), 10)
-	var live, dead *redis.StringSliceCmd
-	_, err := r.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
-		dead = p.ZRangeByScore(ctx, r.key("nodes"), &redis.ZRangeBy{Min: "-inf", Max: "(" + now})
-		live = p.ZRangeByScore(ctx, r.key("nodes"), &redis.ZRangeBy{Min: now, Max: "+inf"})
-		return nil
-	})
+	pairs, err := nodesScript.Run(ctx, r.rdb, []string{r.key("nodes"), r.key("node-info")}).StringSlice()
 	if err != nil {
 		return nil, err
 	}
-	if ids := dead.Val(); len(ids) > 0 {
-		// Expired: drop them (a racing refresh re-adds both entries).
-		_, _ = r.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
-			p.ZRemRangeByScore(ctx, r.key("nodes"), "-inf", "("+now)
-			p.HDel(ctx, r.key("node-info"), ids...)
-			return nil
-		})
-	}
-	ids := live.Val()
-	if len(ids) == 0 {
-		return []membership.Node{}, nil
-	}
-	infos, err := r.rdb.HMGet(ctx, r.key("node-info"), ids...).Result()
-	if err != nil {
-		return nil, err
-	}
-	out := make([]membership.Node, 0, len(ids))
-	for i, raw := range infos {
-		s, ok := raw.(string)
-		if !ok {
-			continue // deregistered meanwhile
-		}
+	out := make([]membership.Node, 0, len(pairs)/2)
+	for i := 0; i+1 < len(pairs); i += 2 {
 		var n membership.Node
-		if json.Unmarshal([]byte(s), &n) != nil || n.ID != ids[i] || n.Validate() != nil {
+		if json.Unmarshal([]byte(pairs[i+1]), &n) != nil || n.ID != pairs[i] || n.Validate() != nil {
 			continue
 		}
 		out = append(out, n)
@@ -216,22 +242,17 @@ func (r *Redis) Where(ctx context.Context, user string) ([]Location, error) {
 }
 
 // GatewayAlive refreshes gateway gw's TTL and its per-node client counts.
-func (r *Redis) GatewayAlive(ctx context.Context, gw string, ttl time.Duration, counts map[string]int) error {
-	_, err := r.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
-		p.ZAdd(ctx, r.key("gateways"), redis.Z{Score: expiry(ttl), Member: gw})
-		k := r.key("counts", gw)
-		p.Del(ctx, k)
-		if len(counts) > 0 {
-			vals := make([]any, 0, 2*len(counts))
-			for n, c := range counts {
-				vals = append(vals, n, c)
-			}
-			p.HSet(ctx, k, vals...)
-			p.PExpire(ctx, k, ttl)
-		}
-		return nil
-	})
-	return err
+// revived reports that gw was not listed before (its first beat, or its
+// entry was reaped or lost in a Redis restart): the caller must rewrite
+// its presence.
+func (r *Redis) GatewayAlive(ctx context.Context, gw string, ttl time.Duration, counts map[string]int) (revived bool, err error) {
+	args := make([]any, 0, 2+2*len(counts))
+	args = append(args, gw, ttl.Milliseconds())
+	for n, c := range counts {
+		args = append(args, n, c)
+	}
+	added, err := aliveScript.Run(ctx, r.rdb, []string{r.key("gateways"), r.key("counts", gw)}, args...).Int()
+	return added == 1, err
 }
 
 // ResetGateway deletes every presence entry of gateway gw (before a full
@@ -254,20 +275,9 @@ func (r *Redis) ResetGateway(ctx context.Context, gw string) error {
 }
 
 // ReapGateways removes the presence of gateways whose TTL has passed and
-// returns their ids. Any gateway may call it; it is idempotent.
+// returns their ids. Any gateway may call it; it is idempotent and atomic.
 func (r *Redis) ReapGateways(ctx context.Context) ([]string, error) {
-	now := strconv.FormatInt(time.Now().UnixMilli(), 10)
-	dead, err := r.rdb.ZRangeByScore(ctx, r.key("gateways"), &redis.ZRangeBy{Min: "-inf", Max: "(" + now}).Result()
-	if err != nil {
-		return nil, err
-	}
-	for _, gw := range dead {
-		if err := r.ResetGateway(ctx, gw); err != nil {
-			return nil, err
-		}
-		r.rdb.ZRem(ctx, r.key("gateways"), gw)
-	}
-	return dead, nil
+	return reapScript.Run(ctx, r.rdb, []string{r.key("gateways")}, r.prefix).StringSlice()
 }
 
 // Online returns the clients per node over all live gateways.
@@ -291,8 +301,7 @@ func (r *Redis) Online(ctx context.Context) (map[string]int, error) {
 }
 
 func (r *Redis) liveGateways(ctx context.Context) (map[string]bool, error) {
-	now := strconv.FormatInt(time.Now().UnixMilli(), 10)
-	ids, err := r.rdb.ZRangeByScore(ctx, r.key("gateways"), &redis.ZRangeBy{Min: now, Max: "+inf"}).Result()
+	ids, err := liveScript.Run(ctx, r.rdb, []string{r.key("gateways")}).StringSlice()
 	if err != nil {
 		return nil, err
 	}

@@ -88,10 +88,16 @@ func TestRegistry(t *testing.T) {
 func TestPresence(t *testing.T) {
 	r := dialTest(t)
 	ctx := context.Background()
-	for _, gw := range []string{"gw1", "gw2"} {
-		if err := r.GatewayAlive(ctx, gw, time.Minute, map[string]int{"a": 1, "b": 2}); err != nil {
-			t.Fatal(err)
+	alive := func(gw string, ttl time.Duration, counts map[string]int, wantRevived bool) {
+		t.Helper()
+		revived, err := r.GatewayAlive(ctx, gw, ttl, counts)
+		if err != nil || revived != wantRevived {
+			t.Fatalf("GatewayAlive(%s) = %v, %v; want revived %v", gw, revived, err, wantRevived)
 		}
+	}
+	for _, gw := range []string{"gw1", "gw2"} {
+		alive(gw, time.Minute, map[string]int{"a": 1, "b": 2}, true) // first beat
+		alive(gw, time.Minute, map[string]int{"a": 1, "b": 2}, false)
 	}
 	err := r.Apply(ctx, "gw1", []Change{
 		{Add: true, User: "alice", Session: "0.1", Node: "a"},
@@ -123,9 +129,7 @@ func TestPresence(t *testing.T) {
 
 	// gw2 stops refreshing: its sessions vanish from Where at once and
 	// are removed by a reap.
-	if err := r.GatewayAlive(ctx, "gw2", time.Millisecond, nil); err != nil {
-		t.Fatal(err)
-	}
+	alive("gw2", time.Millisecond, nil, false)
 	testutil.CheckFor(t, 5*time.Second, 10*time.Millisecond, func() error {
 		if got := where("alice"); len(got) != 1 || got[0].Gateway != "gw1" {
 			return fmt.Errorf("Where(alice) = %v, want only gw1's session", got)
@@ -139,6 +143,14 @@ func TestPresence(t *testing.T) {
 	if n, _ := r.rdb.HLen(ctx, r.key("user", "alice")).Result(); n != 1 {
 		t.Fatalf("alice has %d entries after the reap, want 1", n)
 	}
+	if n, _ := r.rdb.Exists(ctx, r.key("gw", "gw2"), r.key("counts", "gw2")).Result(); n != 0 {
+		t.Fatalf("%d of gw2's keys left after the reap", n)
+	}
+	// A reaped gateway that beats again learns it must rewrite its presence.
+	alive("gw2", time.Minute, nil, true)
+	// So does one whose entry Redis lost (a restart).
+	r.rdb.Del(ctx, r.key("gateways"))
+	alive("gw1", time.Minute, nil, true)
 
 	// A resync starts from a clean slate.
 	if err := r.ResetGateway(ctx, "gw1"); err != nil {
