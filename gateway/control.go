@@ -66,13 +66,10 @@ func (g *Gateway) control(id string) *control {
 	return g.controls[id]
 }
 
+// stop ends the control link and waits for its goroutine. It must not be
+// called with nodesMu held: the goroutine may be waiting for it in setDown.
 func (c *control) stop() {
-	c.cancel()
-	c.mu.Lock()
-	if c.conn != nil {
-		_ = c.conn.Close()
-	}
-	c.mu.Unlock()
+	c.cancel() // closes the socket (see session)
 	<-c.done
 }
 
@@ -113,6 +110,9 @@ func (c *control) session() (up bool, err error) {
 		return false, err
 	}
 	defer conn.Close()
+	// stop may come at any point of the session, even before c.conn is
+	// set: cancelling the context closes the socket, which ends any read.
+	defer context.AfterFunc(c.ctx, func() { _ = conn.Close() })()
 	keep := c.g.cfg.KeepAlive
 	_ = conn.SetDeadline(time.Now().Add(5 * time.Second))
 	hello := wire.AppendHello(nil, wire.Hello{Version: wire.Version, Role: wire.RoleGateway,

@@ -243,11 +243,12 @@ func (g *Gateway) Close() {
 	_ = g.cfg.Presence.ResetGateway(ctx, g.cfg.ID)
 	cancel()
 	g.nodesMu.Lock()
-	for id, c := range g.controls {
-		c.stop()
-		delete(g.controls, id)
-	}
+	controls := g.controls
+	g.controls = map[string]*control{}
 	g.nodesMu.Unlock()
+	for _, c := range controls { // without nodesMu: see control.stop
+		c.stop()
+	}
 }
 
 func (g *Gateway) stopEngine() {
