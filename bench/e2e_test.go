@@ -4,7 +4,6 @@ import (
 	"context"
 	"io"
 	"log/slog"
-	"net"
 	"testing"
 	"time"
 
@@ -88,13 +87,12 @@ func TestEchoAgainstPlainServer(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer node.Close()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	s, err := demo.ServePlain("127.0.0.1:0", node, log)
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := demo.ServePlain(ln, node, log)
 	defer s.Close()
-	r, err := Run(context.Background(), Config{Scenario: Echo, Addr: ln.Addr().String(), Conns: 100,
+	r, err := Run(context.Background(), Config{Scenario: Echo, Addr: s.Addr(), Conns: 100,
 		Rate: 50, Size: 128, Duration: 400 * time.Millisecond, Warmup: 100 * time.Millisecond, Timeout: 20 * time.Second})
 	if err != nil {
 		t.Fatal(err)

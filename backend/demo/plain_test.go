@@ -3,7 +3,6 @@ package demo
 import (
 	"io"
 	"log/slog"
-	"net"
 	"testing"
 
 	"github.com/gorilla/websocket"
@@ -17,13 +16,12 @@ func TestServePlain(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	s, err := ServePlain("127.0.0.1:0", node, log)
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := ServePlain(ln, node, log)
 	defer s.Close()
-	url := "ws://" + s.Addr().String() + "/ws/alice?userId=alice"
+	url := "ws://" + s.Addr() + "/ws/alice?userId=alice"
 	for i := 1; i <= 2; i++ {
 		ws, _, err := websocket.DefaultDialer.Dial(url, nil)
 		if err != nil {
@@ -78,13 +76,12 @@ func BenchmarkPlainEcho(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	s, err := ServePlain("127.0.0.1:0", node, log)
 	if err != nil {
 		b.Fatal(err)
 	}
-	s := ServePlain(ln, node, log)
 	defer s.Close()
-	ws, _, err := websocket.DefaultDialer.Dial("ws://"+s.Addr().String()+"/", nil)
+	ws, _, err := websocket.DefaultDialer.Dial("ws://"+s.Addr()+"/", nil)
 	if err != nil {
 		b.Fatal(err)
 	}

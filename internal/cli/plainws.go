@@ -2,7 +2,6 @@ package cli
 
 import (
 	"log/slog"
-	"net"
 
 	"github.com/wsgate/wsgate/backend"
 	"github.com/wsgate/wsgate/backend/demo"
@@ -12,11 +11,10 @@ import (
 // node's gateway links, so peers (nginx, HAProxy) can front the same
 // backends. It returns a stop function.
 func servePlainWS(addr string, node *backend.Node, log *slog.Logger) (func(), error) {
-	ln, err := net.Listen("tcp", addr)
+	s, err := demo.ServePlain(addr, node, log)
 	if err != nil {
 		return nil, err
 	}
-	s := demo.ServePlain(ln, node, log)
-	log.Info("plain websocket listening", "addr", s.Addr().String())
+	log.Info("plain websocket listening", "addr", s.Addr())
 	return func() { _ = s.Close() }, nil
 }
