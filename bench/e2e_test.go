@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"log/slog"
+	"net"
 	"testing"
 	"time"
 
@@ -87,12 +88,13 @@ func TestEchoAgainstPlainServer(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer node.Close()
-	s, err := demo.ServePlain("127.0.0.1:0", node, log)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
+	s := demo.ServePlain(ln, node, log)
 	defer s.Close()
-	r, err := Run(context.Background(), Config{Scenario: Echo, Addr: s.Addr(), Conns: 100,
+	r, err := Run(context.Background(), Config{Scenario: Echo, Addr: ln.Addr().String(), Conns: 100,
 		Rate: 50, Size: 128, Duration: 400 * time.Millisecond, Warmup: 100 * time.Millisecond, Timeout: 20 * time.Second})
 	if err != nil {
 		t.Fatal(err)

@@ -1,19 +1,16 @@
 package demo
 
 import (
-	"bytes"
-	"context"
-	"fmt"
+	"bufio"
+	"errors"
 	"io"
 	"log/slog"
 	"net"
-	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/gobwas/ws"
-	"github.com/panjf2000/gnet/v2"
-	"golang.org/x/sys/unix"
 
 	"github.com/wsgate/wsgate/backend"
 	"github.com/wsgate/wsgate/internal/wsframe"
@@ -21,176 +18,170 @@ import (
 
 // PlainServer serves the demo app as plain WebSocket, without a gateway in
 // front: the same welcome message and echo, so that other proxies (nginx,
-// HAProxy) can front the same backends in benchmarks. It runs on gnet
-// event loops, like the gateway, so that the backend's cost per message
-// stays small next to the proxy's: a slow backend would handicap the peers
-// on a shared machine.
+// HAProxy) can front the same backends in benchmarks. It is a goroutine
+// per connection with small buffers and no allocation per message. A gnet
+// version was measured too (docs/BENCHMARKS.md): the same CPU per message
+// under load (the kernel's read and write dominate) but a 4x slower single
+// round trip (a sleeping loop thread must be woken), so this one stays.
 type PlainServer struct {
-	gnet.BuiltinEventEngine
-	node   *backend.Node
-	log    *slog.Logger
-	count  atomic.Int64
-	eng    gnet.Engine
-	addr   string
-	booted chan struct{}
-	done   chan error
+	ln    net.Listener
+	node  *backend.Node
+	log   *slog.Logger
+	count atomic.Int64
+	mu    sync.Mutex
+	conns map[net.Conn]struct{}
+	wg    sync.WaitGroup
 }
 
-// plainConn is one plain client's state, owned by its loop.
-type plainConn struct {
-	open bool
-	out  []byte // replies gathered during one OnTraffic, written at once
-}
+// plainBufSize is each plain connection's read and write buffer size.
+const plainBufSize = 2048
 
-// Limits of the plain listener.
-const (
-	plainMaxRequest = 8 << 10 // largest upgrade request
-	plainMaxMessage = 1 << 20 // largest frame payload; larger closes with 1009
-)
-
-// ServePlain serves plain WebSocket clients on addr (host:port; port 0
-// picks one) until Close. The welcome message's serverIp is node's id and
-// its serverUserCount counts the node's gateway sessions and the plain
-// clients.
-func ServePlain(addr string, node *backend.Node, log *slog.Logger) (*PlainServer, error) {
-	s := &PlainServer{node: node, log: log, addr: addr, booted: make(chan struct{}), done: make(chan error, 1)}
-	go func() {
-		s.done <- gnet.Run(s, "tcp://"+addr, gnet.WithMulticore(true), gnet.WithTCPNoDelay(gnet.TCPNoDelay))
-	}()
-	select {
-	case <-s.booted:
-		return s, nil
-	case err := <-s.done:
-		return nil, err
-	}
+// ServePlain serves plain WebSocket clients on ln until Close. The welcome
+// message's serverIp is node's id and its serverUserCount counts the node's
+// gateway sessions and the plain clients.
+func ServePlain(ln net.Listener, node *backend.Node, log *slog.Logger) *PlainServer {
+	s := &PlainServer{ln: ln, node: node, log: log, conns: make(map[net.Conn]struct{})}
+	s.wg.Add(1)
+	go s.accept()
+	return s
 }
 
 // Addr is the listener's address.
-func (s *PlainServer) Addr() string { return s.addr }
+func (s *PlainServer) Addr() net.Addr { return s.ln.Addr() }
 
-// Close stops the listener and closes every connection.
+// Close stops accepting, closes every connection and waits for them.
 func (s *PlainServer) Close() error {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if err := s.eng.Stop(ctx); err != nil {
-		return err
+	err := s.ln.Close()
+	s.mu.Lock()
+	for c := range s.conns {
+		_ = c.Close()
 	}
-	return <-s.done
+	s.mu.Unlock()
+	s.wg.Wait()
+	return err
 }
 
-// OnBoot implements gnet.EventHandler: it learns the bound address.
-func (s *PlainServer) OnBoot(eng gnet.Engine) gnet.Action {
-	s.eng = eng
-	if fd, err := eng.Dup(); err == nil {
-		if sa, err := unix.Getsockname(fd); err == nil {
-			if in, ok := sa.(*unix.SockaddrInet4); ok {
-				s.addr = net.JoinHostPort(net.IP(in.Addr[:]).String(), strconv.Itoa(in.Port))
-			}
-		}
-		_ = unix.Close(fd)
-	}
-	close(s.booted)
-	return gnet.None
-}
-
-// OnOpen implements gnet.EventHandler.
-func (s *PlainServer) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
-	c.SetContext(&plainConn{})
-	return nil, gnet.None
-}
-
-// OnClose implements gnet.EventHandler.
-func (s *PlainServer) OnClose(c gnet.Conn, _ error) gnet.Action {
-	if pc, ok := c.Context().(*plainConn); ok && pc.open {
-		s.count.Add(-1)
-	}
-	return gnet.None
-}
-
-var crlf2 = []byte("\r\n\r\n")
-
-// OnTraffic implements gnet.EventHandler: the upgrade once the request is
-// complete, then every complete frame; replies go out in one write.
-func (s *PlainServer) OnTraffic(c gnet.Conn) gnet.Action {
-	pc := c.Context().(*plainConn)
-	if !pc.open {
-		buf, _ := c.Peek(-1)
-		end := bytes.Index(buf, crlf2)
-		if end < 0 {
-			if len(buf) > plainMaxRequest {
-				return gnet.Close
-			}
-			return gnet.None
-		}
-		var resp bytes.Buffer
-		_, err := ws.Upgrader{}.Upgrade(struct {
-			io.Reader
-			io.Writer
-		}{bytes.NewReader(buf[:end+4]), &resp})
-		_, _ = c.Discard(end + 4)
-		if err != nil {
-			_, _ = c.Write(resp.Bytes())
-			return gnet.Close
-		}
-		pc.open = true
-		n := s.count.Add(1)
-		welcome := appendEvent(nil, TypeConnected, "connected", int(n)+s.node.SessionCount(), s.node.ID(), time.Now().UnixMilli())
-		pc.out = wsframe.AppendFrame(append(pc.out[:0], resp.Bytes()...), true, wsframe.OpText, welcome)
-	}
-	act := s.frames(c, pc)
-	if len(pc.out) > 0 {
-		_, _ = c.Write(pc.out)
-		pc.out = pc.out[:0]
-		if cap(pc.out) > 64<<10 {
-			pc.out = nil
-		}
-	}
-	return act
-}
-
-// frames echoes every complete frame buffered on c: same opcode, same
-// fragmentation; ping is answered, close echoed.
-func (s *PlainServer) frames(c gnet.Conn, pc *plainConn) gnet.Action {
-	var h wsframe.Header
+func (s *PlainServer) accept() {
+	defer s.wg.Done()
 	for {
-		buf, _ := c.Peek(-1)
-		n, err := h.Parse(buf)
+		c, err := s.ln.Accept()
 		if err != nil {
-			pc.out = wsframe.AppendClose(pc.out, wsframe.CloseProtocolError, "")
-			return gnet.Close
+			if !errors.Is(err, net.ErrClosed) {
+				s.log.Warn("plain websocket accept", "err", err)
+			}
+			return
 		}
-		if n == 0 {
-			return gnet.None
+		s.mu.Lock()
+		s.conns[c] = struct{}{}
+		s.mu.Unlock()
+		s.wg.Add(1)
+		go s.serve(c)
+	}
+}
+
+func (s *PlainServer) serve(c net.Conn) {
+	defer s.wg.Done()
+	defer func() {
+		s.mu.Lock()
+		delete(s.conns, c)
+		s.mu.Unlock()
+		_ = c.Close()
+	}()
+	br := bufio.NewReaderSize(c, plainBufSize)
+	bw := bufio.NewWriterSize(c, plainBufSize)
+	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := (ws.Upgrader{}).Upgrade(struct {
+		io.Reader
+		io.Writer
+	}{br, c}); err != nil {
+		return
+	}
+	_ = c.SetReadDeadline(time.Time{})
+	n := s.count.Add(1)
+	defer s.count.Add(-1)
+	msg := appendEvent(nil, TypeConnected, "connected", int(n)+s.node.SessionCount(), s.node.ID(), time.Now().UnixMilli())
+	if err := writeFrame(bw, nil, wsframe.OpText, msg); err != nil {
+		return
+	}
+	var (
+		payload []byte
+		hdr     [wsframe.MaxHeaderLen]byte
+		h       wsframe.Header
+	)
+	for {
+		n, err := readHeader(br, &h)
+		if err != nil {
+			return
 		}
 		if !h.Masked {
-			pc.out = wsframe.AppendClose(pc.out, wsframe.CloseProtocolError, "client frame not masked")
-			return gnet.Close
+			_ = writeFrame(bw, hdr[:0], wsframe.OpClose, []byte{0x03, 0xea}) // 1002: client frames must be masked
+			return
 		}
-		if h.Length > plainMaxMessage {
-			pc.out = wsframe.AppendClose(pc.out, wsframe.CloseTooBig, "")
-			return gnet.Close
+		if h.Length > 1<<20 {
+			_ = writeFrame(bw, hdr[:0], wsframe.OpClose, []byte{0x03, 0xf1}) // 1009
+			return
 		}
-		total := n + int(h.Length)
-		if len(buf) < total {
-			return gnet.None
+		_, _ = br.Discard(n)
+		if int64(cap(payload)) < h.Length {
+			payload = make([]byte, h.Length)
 		}
-		p := buf[n:total]
+		p := payload[:h.Length]
+		if _, err := io.ReadFull(br, p); err != nil {
+			return
+		}
 		wsframe.MaskBytes(p, h.Mask, 0)
 		op := h.Op
 		switch op {
 		case wsframe.OpPing:
 			op = wsframe.OpPong
 		case wsframe.OpPong:
-			_, _ = c.Discard(total)
 			continue
+		case wsframe.OpClose:
+			_ = writeFrame(bw, hdr[:0], op, p)
+			return
 		}
-		pc.out = append(wsframe.AppendHeader(pc.out, h.Fin, op, len(p)), p...)
-		_, _ = c.Discard(total)
-		if op == wsframe.OpClose {
-			return gnet.Close
+		// Echo verbatim: same opcode, same fragmentation. Flush only when no
+		// more input is buffered, so pipelined messages share a write.
+		if _, err := bw.Write(wsframe.AppendHeader(hdr[:0], h.Fin, op, len(p))); err != nil {
+			return
+		}
+		if _, err := bw.Write(p); err != nil {
+			return
+		}
+		if br.Buffered() == 0 {
+			if err := bw.Flush(); err != nil {
+				return
+			}
+		}
+		if cap(payload) > 64<<10 {
+			payload = nil
 		}
 	}
 }
 
-// String describes the server for logs.
-func (s *PlainServer) String() string { return fmt.Sprintf("plain websocket on %s", s.addr) }
+// readHeader decodes the next frame header from br without consuming it
+// and returns its size; the caller discards it.
+func readHeader(br *bufio.Reader, h *wsframe.Header) (int, error) {
+	for need := wsframe.MinHeaderLen; ; {
+		b, err := br.Peek(need)
+		if err != nil {
+			return 0, err
+		}
+		n, err := h.Parse(b)
+		if err != nil || n > 0 {
+			return n, err
+		}
+		need++
+	}
+}
+
+// writeFrame writes a whole unmasked frame and flushes; hdr is scratch.
+func writeFrame(bw *bufio.Writer, hdr []byte, op wsframe.OpCode, p []byte) error {
+	if _, err := bw.Write(wsframe.AppendHeader(hdr, true, op, len(p))); err != nil {
+		return err
+	}
+	if _, err := bw.Write(p); err != nil {
+		return err
+	}
+	return bw.Flush()
+}

@@ -3,6 +3,7 @@ package demo
 import (
 	"io"
 	"log/slog"
+	"net"
 	"testing"
 
 	"github.com/gorilla/websocket"
@@ -16,12 +17,13 @@ func TestServePlain(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, err := ServePlain("127.0.0.1:0", node, log)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
+	s := ServePlain(ln, node, log)
 	defer s.Close()
-	url := "ws://" + s.Addr() + "/ws/alice?userId=alice"
+	url := "ws://" + s.Addr().String() + "/ws/alice?userId=alice"
 	for i := 1; i <= 2; i++ {
 		ws, _, err := websocket.DefaultDialer.Dial(url, nil)
 		if err != nil {
@@ -76,12 +78,13 @@ func BenchmarkPlainEcho(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	s, err := ServePlain("127.0.0.1:0", node, log)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		b.Fatal(err)
 	}
+	s := ServePlain(ln, node, log)
 	defer s.Close()
-	ws, _, err := websocket.DefaultDialer.Dial("ws://"+s.Addr()+"/", nil)
+	ws, _, err := websocket.DefaultDialer.Dial("ws://"+s.Addr().String()+"/", nil)
 	if err != nil {
 		b.Fatal(err)
 	}

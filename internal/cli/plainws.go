@@ -2,6 +2,7 @@ package cli
 
 import (
 	"log/slog"
+	"net"
 
 	"github.com/wsgate/wsgate/backend"
 	"github.com/wsgate/wsgate/backend/demo"
@@ -11,10 +12,11 @@ import (
 // node's gateway links, so peers (nginx, HAProxy) can front the same
 // backends. It returns a stop function.
 func servePlainWS(addr string, node *backend.Node, log *slog.Logger) (func(), error) {
-	s, err := demo.ServePlain(addr, node, log)
+	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, err
 	}
-	log.Info("plain websocket listening", "addr", s.Addr())
+	s := demo.ServePlain(ln, node, log)
+	log.Info("plain websocket listening", "addr", s.Addr().String())
 	return func() { _ = s.Close() }, nil
 }
