@@ -247,8 +247,9 @@ func runBackend(ctx context.Context, args []string) error {
 	if *id == "" {
 		*id = instanceID(*listen)
 	}
-	if *beat <= 0 || *ttl <= *beat {
-		return usageError{fmt.Errorf("--node-ttl %v must be longer than --heartbeat %v", *ttl, *beat)}
+	if *beat <= 0 || *ttl < 2**beat {
+		// One late heartbeat must not drop a live node.
+		return usageError{fmt.Errorf("--node-ttl %v must be at least twice --heartbeat %v", *ttl, *beat)}
 	}
 	node, err := demo.NewNode(backend.Config{ID: *id, Listen: *listen, Logger: log})
 	if err != nil {
@@ -299,9 +300,11 @@ func runBackend(ctx context.Context, args []string) error {
 	defer cancel()
 	if ann != nil {
 		// Leave first: gateways move the clients away, then the node is empty.
-		if err := ann.Leave(sctx); err != nil {
-			log.Warn("leave not fully announced; gateways drop the node when its TTL passes", "err", err)
+		lctx, lcancel := context.WithTimeout(sctx, 5*time.Second)
+		if err := ann.Leave(lctx); err != nil {
+			log.Warn("leave not fully announced; gateways move the clients when they see the deregistration or the links close", "err", err)
 		}
+		lcancel()
 	}
 	log.Info("shutting down: waiting for gateways to move clients", "sessions", node.SessionCount())
 	if err := node.Shutdown(sctx); err != nil {

@@ -15,9 +15,17 @@ const EventVersion = 1
 // Registry is the authoritative list of live nodes with a TTL (Redis).
 type Registry interface {
 	Nodes(ctx context.Context) ([]Node, error)
+	// Departed lists the nodes that deregistered lately (graceful leave).
+	Departed(ctx context.Context) (map[string]bool, error)
 	RegisterNode(ctx context.Context, n Node, ttl time.Duration) error
 	DeregisterNode(ctx context.Context, id string) error
 }
+
+// leaveMemory is how long a leave event keeps its node off the ring
+// against a registry that still lists it (its deregistration failed, or
+// the entry is stale until its TTL passes). A join or heartbeat event of
+// the node (a new life) ends it sooner.
+const leaveMemory = time.Minute
 
 // Broker carries events between processes (RabbitMQ): Publish to a fanout
 // exchange, optionally waiting for the broker's confirm; Subscribe receives
@@ -66,11 +74,13 @@ func DecodeEvent(b []byte) (Event, error) {
 // reconnect), so a missed event heals itself and a crashed node drops out
 // once its TTL passes; broker events apply changes in between at once.
 //
-// A registry read can be wrong in one direction: after a Redis restart or
-// an outage longer than the TTL, live nodes are missing until their next
-// heartbeat. So a reconcile only drops a node the registry lacks when Alive
-// (the gateway's own link to it) says it is gone too, or when it announced
-// its leave.
+// A registry read can be wrong both ways. After a Redis restart or an
+// outage longer than the TTL, live nodes are missing until their next
+// heartbeat: so a reconcile only drops a node the registry lacks when Alive
+// (the gateway's own link to it) says it is gone too, or when it left
+// (a leave event, or a tombstone in the registry: a draining node's links
+// are up). And a node that left may still be listed (its deregistration
+// failed): a leave event keeps it off for leaveMemory.
 type Cluster struct {
 	Registry  Registry
 	Broker    Broker
@@ -117,7 +127,7 @@ func (c *Cluster) Watch(ctx context.Context) (<-chan []Node, error) {
 	go func() {
 		defer close(out)
 		tracker := NewTracker(initial...)
-		left := map[string]bool{} // announced a leave; not kept alive by Alive
+		left := map[string]time.Time{} // when a node announced its leave
 		tick := time.NewTicker(c.Reconcile)
 		defer tick.Stop()
 		for {
@@ -128,7 +138,7 @@ func (c *Cluster) Watch(ctx context.Context) (<-chan []Node, error) {
 			case ev := <-events:
 				changed = tracker.Apply(ev)
 				if ev.Type == Leave {
-					left[ev.Node.ID] = true
+					left[ev.Node.ID] = time.Now()
 				} else {
 					delete(left, ev.Node.ID)
 				}
@@ -145,26 +155,39 @@ func (c *Cluster) Watch(ctx context.Context) (<-chan []Node, error) {
 	return out, nil
 }
 
-// reconcile replaces the tracker's set with the registry's, keeping nodes
-// the registry lacks but Alive vouches for; on a registry outage it keeps
-// the current set.
-func (c *Cluster) reconcile(ctx context.Context, t **Tracker, left map[string]bool) bool {
+// reconcile replaces the tracker's set with the registry's, less nodes
+// that left, plus nodes the registry lacks but Alive vouches for; on a
+// registry outage it keeps the current set.
+func (c *Cluster) reconcile(ctx context.Context, t **Tracker, left map[string]time.Time) bool {
 	rctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 	defer cancel()
 	nodes, err := c.Registry.Nodes(rctx)
+	var departed map[string]bool
+	if err == nil {
+		departed, err = c.Registry.Departed(rctx)
+	}
 	if err != nil {
 		if !errors.Is(err, context.Canceled) {
 			c.Log.Warn("registry unreachable; keeping the last member set", "err", err)
 		}
 		return false
 	}
-	fresh := NewTracker(nodes...)
+	for id, at := range left {
+		if time.Since(at) > leaveMemory {
+			delete(left, id)
+		}
+	}
+	fresh := NewTracker()
 	for _, n := range nodes {
-		delete(left, n.ID)
+		if _, gone := left[n.ID]; !gone {
+			fresh.nodes[n.ID] = n
+		}
 	}
 	if c.Alive != nil {
 		for _, n := range (*t).Set() {
-			if _, listed := fresh.nodes[n.ID]; !listed && !left[n.ID] && c.Alive(n.ID) {
+			_, listed := fresh.nodes[n.ID]
+			_, gone := left[n.ID]
+			if !listed && !gone && !departed[n.ID] && c.Alive(n.ID) {
 				fresh.nodes[n.ID] = n
 			}
 		}
@@ -271,7 +294,10 @@ func (a *Announcer) beat() {
 func (a *Announcer) Leave(ctx context.Context) error {
 	if a.stop != nil {
 		close(a.stop)
-		<-a.done
+		select {
+		case <-a.done:
+		case <-ctx.Done(): // a heartbeat stuck on the network: leave anyway
+		}
 		a.stop = nil
 	}
 	err := a.Registry.DeregisterNode(ctx, a.Node.ID)

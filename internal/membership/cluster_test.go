@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"strings"
 	"sync"
 	"testing"
@@ -18,6 +19,7 @@ import (
 type fakeRegistry struct {
 	mu    sync.Mutex
 	nodes map[string]Node
+	left  map[string]bool // tombstones of deregistered nodes
 	down  bool
 	reads int
 }
@@ -31,16 +33,29 @@ func (f *fakeRegistry) Nodes(context.Context) ([]Node, error) {
 	}
 	return NewTracker(mapValues(f.nodes)...).Set(), nil
 }
+func (f *fakeRegistry) Departed(context.Context) (map[string]bool, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.down {
+		return nil, errors.New("registry down")
+	}
+	return maps.Clone(f.left), nil
+}
 func (f *fakeRegistry) RegisterNode(_ context.Context, n Node, _ time.Duration) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.nodes[n.ID] = n
+	delete(f.left, n.ID)
 	return nil
 }
 func (f *fakeRegistry) DeregisterNode(_ context.Context, id string) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	delete(f.nodes, id)
+	if f.left == nil {
+		f.left = map[string]bool{}
+	}
+	f.left[id] = true
 	return nil
 }
 func (f *fakeRegistry) set(fn func()) { f.mu.Lock(); fn(); f.mu.Unlock() }
@@ -111,16 +126,8 @@ func TestClusterReconcile(t *testing.T) {
 	reg.set(func() { reg.nodes["c"] = c })
 	want("a,b,c")
 	// The registry loses b (Redis restarted), but this gateway still reaches b: kept.
-	var reads int
-	reg.set(func() { delete(reg.nodes, "b"); reads = reg.reads })
-	testutil.CheckFor(t, 5*time.Second, time.Millisecond, func() error { // three reconciles pass
-		var n int
-		reg.set(func() { n = reg.reads })
-		if n < reads+3 {
-			return fmt.Errorf("%d reconciles", n-reads)
-		}
-		return nil
-	})
+	reg.set(func() { delete(reg.nodes, "b") })
+	waitReconciles(t, reg, 3)
 	want("a,b,c")
 	// b is really gone: dropped.
 	aliveMu.Lock()
@@ -134,10 +141,43 @@ func TestClusterReconcile(t *testing.T) {
 	handle(EncodeEvent(Event{Type: Leave, Node: c}))
 	reg.set(func() { delete(reg.nodes, "c") })
 	want("a")
+	// A leave whose deregistration failed: the registry still lists c,
+	// but the leave keeps it off.
+	handle(EncodeEvent(Event{Type: Join, Node: c}))
+	reg.set(func() { reg.nodes["c"] = c })
+	want("a,c")
+	handle(EncodeEvent(Event{Type: Leave, Node: c}))
+	want("a")
+	waitReconciles(t, reg, 3)
+	want("a")
+	// Its next life (a join) brings it back.
+	handle(EncodeEvent(Event{Type: Join, Node: c}))
+	want("a,c")
+	// A leave event lost (broker down), the node deregistered: its
+	// tombstone drops it although its links are up while it drains.
+	if err := reg.DeregisterNode(ctx, "c"); err != nil {
+		t.Fatal(err)
+	}
+	want("a")
 	// A registry outage keeps the last set; a join event still applies.
 	reg.set(func() { reg.down = true })
 	handle(EncodeEvent(Event{Type: Join, Node: b}))
 	want("a,b")
+}
+
+// waitReconciles waits until n more registry reads happened.
+func waitReconciles(t *testing.T, reg *fakeRegistry, n int) {
+	t.Helper()
+	var reads int
+	reg.set(func() { reads = reg.reads })
+	testutil.CheckFor(t, 5*time.Second, time.Millisecond, func() error {
+		var now int
+		reg.set(func() { now = reg.reads })
+		if now < reads+n {
+			return fmt.Errorf("%d reconciles", now-reads)
+		}
+		return nil
+	})
 }
 
 func TestEventCodec(t *testing.T) {

@@ -6,6 +6,7 @@
 //
 //	P:nodes            ZSET  node id -> expiry (unix ms)
 //	P:node-info        HASH  node id -> JSON membership.Node
+//	P:left             ZSET  node id -> tombstone expiry (unix ms): deregistered lately
 //	P:gateways         ZSET  gateway id -> expiry (unix ms)
 //	P:user:{user}      HASH  "{gateway}/{session}" -> node id
 //	P:gw:{gateway}     SET   "{user}\x00{gateway}/{session}", for cleanup when the gateway dies
@@ -16,8 +17,10 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	neturl "net/url"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -29,10 +32,11 @@ import (
 // Redis is the Redis-backed registry and presence store. Safe for
 // concurrent use; every method is one round trip (a pipeline or script).
 type Redis struct {
-	rdb     *redis.Client
-	prefix  string
-	healthy atomic.Bool
-	stop    chan struct{}
+	rdb       *redis.Client
+	prefix    string
+	healthy   atomic.Bool
+	stop      chan struct{}
+	closeOnce sync.Once
 }
 
 // Dial connects to url (redis://[:pass@]host:port/db) and pings it, so a
@@ -40,7 +44,8 @@ type Redis struct {
 func Dial(ctx context.Context, url, prefix string) (*Redis, error) {
 	opt, err := redis.ParseURL(url)
 	if err != nil {
-		return nil, fmt.Errorf("--redis %q: %w", url, err)
+		// err may quote the URL, password included: name it redacted.
+		return nil, fmt.Errorf("--redis %s: not a redis://[user:password@]host:port/db URL", redact(url))
 	}
 	opt.DialTimeout, opt.ReadTimeout, opt.WriteTimeout = 3*time.Second, 3*time.Second, 3*time.Second
 	rdb := redis.NewClient(opt)
@@ -78,10 +83,24 @@ func (r *Redis) watch() {
 // Healthy reports whether the last ping (at most a second ago) succeeded.
 func (r *Redis) Healthy() bool { return r.healthy.Load() }
 
-// Close stops the pinger and closes the connection pool.
+// Close stops the pinger and closes the connection pool. Only the first
+// call does anything.
 func (r *Redis) Close() error {
-	close(r.stop)
-	return r.rdb.Close()
+	var err error
+	r.closeOnce.Do(func() {
+		close(r.stop)
+		err = r.rdb.Close()
+	})
+	return err
+}
+
+// redact hides the password of a URL; an unparsable one is not shown.
+func redact(raw string) string {
+	u, err := neturl.Parse(raw)
+	if err != nil {
+		return "(unparsable URL)"
+	}
+	return u.Redacted()
 }
 
 // Ping reports whether Redis answers.
@@ -94,11 +113,29 @@ func (r *Redis) key(parts ...string) string { return r.prefix + ":" + strings.Jo
 // others' entries. Every script runs atomically.
 const luaNow = `local t = redis.call('TIME') local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) `
 
-// registerScript: KEYS nodes, node-info; ARGV id, ttl ms, info JSON.
+// registerScript: KEYS nodes, node-info, left; ARGV id, ttl ms, info JSON.
+// A registration ends a previous life's tombstone.
 var registerScript = redis.NewScript(luaNow + `
 redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
+redis.call('ZREM', KEYS[3], ARGV[1])
 return 1`)
+
+// deregisterScript: KEYS nodes, node-info, left; ARGV id, tombstone ms.
+var deregisterScript = redis.NewScript(luaNow + `
+redis.call('ZREM', KEYS[1], ARGV[1])
+redis.call('HDEL', KEYS[2], ARGV[1])
+redis.call('ZADD', KEYS[3], now + tonumber(ARGV[2]), ARGV[1])
+return 1`)
+
+// departedScript: KEYS left. Forgets old tombstones, returns the others.
+var departedScript = redis.NewScript(luaNow + `
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. now)
+return redis.call('ZRANGE', KEYS[1], 0, -1)`)
+
+// Tombstone is how long a deregistered (gracefully left) node is
+// remembered as gone in the registry, whatever gateways still see of it.
+const Tombstone = time.Minute
 
 // nodesScript: KEYS nodes, node-info. Forgets expired nodes and returns
 // the live ones' ids and infos, alternating.
@@ -151,18 +188,30 @@ return dead`)
 // refreshing drops out of Nodes once the TTL passes.
 func (r *Redis) RegisterNode(ctx context.Context, n membership.Node, ttl time.Duration) error {
 	info, _ := json.Marshal(n)
-	return registerScript.Run(ctx, r.rdb, []string{r.key("nodes"), r.key("node-info")},
+	return registerScript.Run(ctx, r.rdb, []string{r.key("nodes"), r.key("node-info"), r.key("left")},
 		n.ID, ttl.Milliseconds(), info).Err()
 }
 
-// DeregisterNode removes a node at once (graceful leave).
+// Departed returns the nodes that deregistered (left gracefully) within
+// the last Tombstone: a gateway must not keep them on its ring because
+// their links are still up while they drain.
+func (r *Redis) Departed(ctx context.Context) (map[string]bool, error) {
+	ids, err := departedScript.Run(ctx, r.rdb, []string{r.key("left")}).StringSlice()
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[string]bool, len(ids))
+	for _, id := range ids {
+		out[id] = true
+	}
+	return out, nil
+}
+
+// DeregisterNode removes a node at once (graceful leave) and leaves a
+// tombstone for Departed.
 func (r *Redis) DeregisterNode(ctx context.Context, id string) error {
-	_, err := r.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
-		p.ZRem(ctx, r.key("nodes"), id)
-		p.HDel(ctx, r.key("node-info"), id)
-		return nil
-	})
-	return err
+	return deregisterScript.Run(ctx, r.rdb, []string{r.key("nodes"), r.key("node-info"), r.key("left")},
+		id, Tombstone.Milliseconds()).Err()
 }
 
 // Nodes returns the live nodes sorted by ID, and forgets expired ones.

@@ -40,8 +40,11 @@ func dialTest(t *testing.T) *Redis {
 
 func TestDialErrors(t *testing.T) {
 	ctx := context.Background()
-	if _, err := Dial(ctx, "http://x", "p"); err == nil || !strings.Contains(err.Error(), "--redis") {
-		t.Errorf("bad URL: %v, want an error naming --redis", err)
+	for _, bad := range []string{"http://x", "redis://:s3cret@host:6x79/0", "redis://u:s3cret@host:6379/db"} {
+		_, err := Dial(ctx, bad, "p")
+		if err == nil || !strings.Contains(err.Error(), "--redis") || strings.Contains(err.Error(), "s3cret") {
+			t.Errorf("Dial(%q): %v; want an error naming --redis, without the password", bad, err)
+		}
 	}
 	// A port nothing listens on (the listener is closed at once).
 	p := testutil.NewProxy(t, "127.0.0.1:1")
@@ -82,6 +85,16 @@ func TestRegistry(t *testing.T) {
 	}
 	if nodes, err := r.Nodes(ctx); err != nil || len(nodes) != 0 {
 		t.Fatalf("after deregister: %v %v", nodes, err)
+	}
+	// A graceful leave leaves a tombstone; registering again ends it.
+	if gone, err := r.Departed(ctx); err != nil || !reflect.DeepEqual(gone, map[string]bool{"a": true}) {
+		t.Fatalf("Departed = %v %v, want a", gone, err)
+	}
+	if err := r.RegisterNode(ctx, a, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if gone, err := r.Departed(ctx); err != nil || len(gone) != 0 {
+		t.Fatalf("Departed after re-registering = %v %v", gone, err)
 	}
 }
 

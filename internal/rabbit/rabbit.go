@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"net/url"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -37,14 +38,25 @@ type Client struct {
 
 	mu      sync.Mutex
 	conn    *amqp.Connection
-	pub     *amqp.Channel // confirm mode; guarded by pubMu
+	pub     *amqp.Channel // confirm mode; replaced under mu and pubMu
 	up      chan struct{} // closed while connected; replaced on loss
 	healthy atomic.Bool
+	blocked atomic.Bool // the broker stopped reading (memory or disk alarm)
 
-	pubMu  sync.Mutex
-	closed chan struct{}
-	wg     sync.WaitGroup
+	pubMu    sync.Mutex      // serializes publishes (a channel is not for concurrent use)
+	declared map[string]bool // exchanges declared on pub; guarded by pubMu
+
+	closeOnce sync.Once
+	closed    chan struct{}
+	wg        sync.WaitGroup
 }
+
+// handshakeTimeout bounds the TCP dial plus the AMQP handshake.
+const handshakeTimeout = 10 * time.Second
+
+// ErrBlocked is returned by Publish while the broker blocks publishers
+// (a resource alarm): publishing would hang.
+var ErrBlocked = errors.New("rabbit: broker is blocking publishers (resource alarm)")
 
 // Redact hides the password of a broker or Redis URL for logs and errors.
 func Redact(raw string) string {
@@ -67,7 +79,9 @@ func Dial(ctx context.Context, cfg Config) (*Client, error) {
 	c := &Client{cfg: cfg, log: cfg.Log.With("component", "rabbitmq"), up: make(chan struct{}), closed: make(chan struct{})}
 	lost, err := c.connect(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("rabbitmq at %s unreachable: %w", Redact(cfg.URL), err)
+		// The library's errors may quote the URL, password included.
+		msg := strings.ReplaceAll(err.Error(), cfg.URL, Redact(cfg.URL))
+		return nil, fmt.Errorf("rabbitmq at %s unreachable: %s", Redact(cfg.URL), msg)
 	}
 	c.wg.Add(1)
 	go c.keep(lost)
@@ -82,7 +96,22 @@ func (c *Client) connect(ctx context.Context) (chan *amqp.Error, error) {
 		Heartbeat:  5 * time.Second,
 		Properties: amqp.Table{"connection_name": c.cfg.Name},
 		Dial: func(network, addr string) (net.Conn, error) {
-			return d.DialContext(ctx, network, addr)
+			conn, err := d.DialContext(ctx, network, addr)
+			if err != nil {
+				return nil, err
+			}
+			// As amqp.DefaultDial does: a deadline for the AMQP handshake
+			// (cleared once it completes), so a broker that accepts and
+			// never answers cannot stall us.
+			deadline := time.Now().Add(handshakeTimeout)
+			if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
+				deadline = d
+			}
+			if err := conn.SetDeadline(deadline); err != nil {
+				conn.Close()
+				return nil, err
+			}
+			return conn, nil
 		},
 	})
 	if err != nil {
@@ -97,10 +126,23 @@ func (c *Client) connect(ctx context.Context) (chan *amqp.Error, error) {
 		return nil, err
 	}
 	lost := conn.NotifyClose(make(chan *amqp.Error, 1))
+	blocked := conn.NotifyBlocked(make(chan amqp.Blocking, 4))
+	go func() {
+		for b := range blocked { // closed with the connection
+			c.blocked.Store(b.Active)
+			if b.Active {
+				c.log.Warn("broker blocks publishers", "reason", b.Reason)
+			}
+		}
+		c.blocked.Store(false)
+	}()
+	c.pubMu.Lock()
 	c.mu.Lock()
 	c.conn, c.pub = conn, pub
+	c.declared = map[string]bool{}
 	close(c.up)
 	c.mu.Unlock()
+	c.pubMu.Unlock()
 	c.healthy.Store(true)
 	return lost, nil
 }
@@ -167,12 +209,21 @@ func (c *Client) current() (*amqp.Connection, *amqp.Channel, <-chan struct{}) {
 // confirm it waits for the broker's ack. It fails fast with ErrDown while
 // disconnected rather than queueing.
 func (c *Client) Publish(ctx context.Context, exchange string, body []byte, confirm bool) error {
-	_, pub, _ := c.current()
-	if pub == nil {
-		return ErrDown
+	if c.blocked.Load() {
+		return ErrBlocked
 	}
 	c.pubMu.Lock()
-	err := declareFanout(pub, exchange)
+	_, pub, _ := c.current()
+	if pub == nil {
+		c.pubMu.Unlock()
+		return ErrDown
+	}
+	var err error
+	if !c.declared[exchange] { // once per channel: a declare is a round trip
+		if err = declareFanout(pub, exchange); err == nil {
+			c.declared[exchange] = true
+		}
+	}
 	var dc *amqp.DeferredConfirmation
 	if err == nil {
 		dc, err = pub.PublishWithDeferredConfirmWithContext(ctx, exchange, "", false, false, amqp.Publishing{
@@ -210,7 +261,7 @@ func (c *Client) reopenPub() {
 		c.log.Warn("cannot reopen publishing channel", "err", err)
 		return
 	}
-	c.pub = pub
+	c.pub, c.declared = pub, map[string]bool{}
 }
 
 func declareFanout(ch *amqp.Channel, name string) error {
@@ -293,17 +344,13 @@ func (c *Client) consume(ctx context.Context, conn *amqp.Connection, exchange st
 
 // Close closes the connection and stops reconnecting.
 func (c *Client) Close() error {
-	select {
-	case <-c.closed:
-		return nil
-	default:
-	}
-	close(c.closed)
-	conn, _, _ := c.current()
 	var err error
-	if conn != nil {
-		err = conn.Close()
-	}
-	c.wg.Wait()
+	c.closeOnce.Do(func() {
+		close(c.closed)
+		if conn, _, _ := c.current(); conn != nil {
+			err = conn.Close()
+		}
+		c.wg.Wait()
+	})
 	return err
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"strings"
 	"sync/atomic"
@@ -135,8 +136,44 @@ func TestDialError(t *testing.T) {
 	p.SetDown(true)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	_, err := Dial(ctx, Config{URL: "amqp://guest:secret@" + p.Addr() + "/"})
-	if err == nil || !strings.Contains(err.Error(), "rabbitmq at") || strings.Contains(err.Error(), "secret") {
-		t.Fatalf("Dial error %v: want one naming the broker, without the password", err)
+	for _, url := range []string{"amqp://guest:secret@" + p.Addr() + "/", "amqp://guest:secret@host:56x2/"} {
+		_, err := Dial(ctx, Config{URL: url})
+		if err == nil || !strings.Contains(err.Error(), "rabbitmq at") || strings.Contains(err.Error(), "secret") {
+			t.Errorf("Dial(%q): %v; want an error naming the broker, without the password", url, err)
+		}
+	}
+}
+
+// TestHandshakeDeadline: a server that accepts and never speaks AMQP
+// does not stall Dial past its context.
+func TestHandshakeDeadline(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			defer c.Close() // silent until the test ends
+		}
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		_, err := Dial(ctx, Config{URL: "amqp://guest:guest@" + ln.Addr().String() + "/"})
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Fatal("Dial to a silent server succeeded")
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Dial to a silent server still blocked after 10s (context: 500ms)")
 	}
 }
