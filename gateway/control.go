@@ -71,6 +71,7 @@ func (g *Gateway) control(id string) *control {
 func (c *control) stop() {
 	c.cancel() // closes the socket (see session)
 	<-c.done
+	c.g.metrics.forgetNode(c.node.ID) // a node that left is no alert
 }
 
 // run keeps the control link up, redialling with backoff until stopped.
@@ -217,6 +218,9 @@ func (c *control) push(ctx context.Context, key string, data []byte) (int, error
 	c.waiters[id] = w
 	c.mu.Unlock()
 	if err := c.send(wire.AppendPush(nil, id, []byte(key), data)); err != nil {
+		c.mu.Lock()
+		delete(c.waiters, id)
+		c.mu.Unlock()
 		return 0, err
 	}
 	select {

@@ -104,6 +104,7 @@ func (m *metrics) protocolClose(code uint16)   { m.closes.WithLabelValues(strcon
 func (m *metrics) rebalanceClose()             { m.rebalance.Inc() }
 func (m *metrics) slowClient()                 { m.slow.Inc() }
 func (m *metrics) linkUp(node string, up bool) { m.links.WithLabelValues(node).Set(b2f(up)) }
+func (m *metrics) forgetNode(node string)      { m.links.DeleteLabelValues(node) }
 func (m *metrics) ringSwapped(r *ring.Ring) {
 	m.ringSwaps.Inc()
 	m.ringMembers.Set(float64(r.Len()))
