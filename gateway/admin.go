@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"context"
+	_ "embed"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -46,8 +47,35 @@ func (a *adminServer) close() {
 	_ = a.srv.Shutdown(ctx)
 }
 
-// AdminHandler returns the admin API: /healthz, /readyz, /metrics, /count,
-// /send and /api/*.
+// dashboardHTML is the dashboard at GET / on the admin listener: nodes and
+// their clients, push and broadcast forms, test clients opened by the
+// browser, and (dev mode) adding and removing backends. Plain HTML and
+// script, no build step; everything it does goes through the API below.
+//
+//go:embed dashboard.html
+var dashboardHTML []byte
+
+// Info is GET /api/info: what the dashboard shows in its header.
+type Info struct {
+	ID          string `json:"id"`
+	Listen      string `json:"listen"` // the client WebSocket listener
+	Clients     int    `json:"clients"`
+	RingMembers int    `json:"ringMembers"`
+	RingVersion string `json:"ringVersion"` // hex; equal on gateways with equal rings
+	NodeManager bool   `json:"nodeManager"` // POST/DELETE /api/nodes work (dev mode)
+}
+
+// Info describes this gateway.
+func (g *Gateway) Info() Info {
+	in := Info{ID: g.cfg.ID, Listen: g.Addr(), Clients: g.Clients(), NodeManager: g.cfg.Nodes != nil}
+	if r := g.ring.Load(); r != nil {
+		in.RingMembers, in.RingVersion = r.Len(), fmt.Sprintf("%016x", r.Version())
+	}
+	return in
+}
+
+// AdminHandler returns the admin API: the dashboard at /, /healthz,
+// /readyz, /metrics, /count, /send and /api/*.
 func (g *Gateway) AdminHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
@@ -143,6 +171,13 @@ func (g *Gateway) AdminHandler() http.Handler {
 			return
 		}
 		writeJSON(w, http.StatusOK, map[string]string{"key": key, "owner": owner})
+	})
+	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/html; charset=utf-8")
+		_, _ = w.Write(dashboardHTML)
+	})
+	mux.HandleFunc("GET /api/info", func(w http.ResponseWriter, _ *http.Request) {
+		writeJSON(w, http.StatusOK, g.Info())
 	})
 	mux.HandleFunc("GET /api/nodes", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, g.Nodes(r.Context()))

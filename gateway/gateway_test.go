@@ -422,6 +422,26 @@ func TestAdminAPI(t *testing.T) {
 			t.Errorf("/metrics lacks %q", want)
 		}
 	}
+	var info gateway.Info
+	if st := admin(t, c, "GET", "/api/info", "", &info); st != 200 || info.Listen != c.Gateway().Addr() ||
+		info.Clients != 2 || info.RingMembers != 3 || len(info.RingVersion) != 16 || !info.NodeManager {
+		t.Fatalf("/api/info: %d %+v", st, info)
+	}
+	// The dashboard is served at / only.
+	for path, want := range map[string]int{"/": 200, "/nope": 404} {
+		resp, err := http.Get("http://" + c.Gateway().AdminAddr() + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		page, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != want {
+			t.Fatalf("GET %s: %d, want %d", path, resp.StatusCode, want)
+		}
+		if want == 200 && (!strings.HasPrefix(resp.Header.Get("Content-Type"), "text/html") || !bytes.Contains(page, []byte("/api/nodes"))) {
+			t.Fatalf("GET /: %s, %d bytes", resp.Header.Get("Content-Type"), len(page))
+		}
+	}
 }
 
 func TestShutdownClosesClientsWith1001(t *testing.T) {
