@@ -143,6 +143,7 @@ func runDev(ctx context.Context, args []string, stdout io.Writer) error {
 	admin := g.AdminAddr()
 	fmt.Fprintf(stdout, `wsgate dev: gateway and %d backends running.
 
+  Dashboard:  http://%[3]s/
   WebSocket:  ws://%[2]s/ws/{userId}   (also /websocket/connect/{userId}, or ?userId=)
   Admin API:  http://%[3]s/api/nodes   /api/ring?key=K   /metrics   /healthz
   Push:       curl -d '{"userId":"alice","message":"hi"}' http://%[3]s/api/send
