@@ -196,15 +196,20 @@ func (r *Redis) RegisterNode(ctx context.Context, n membership.Node, ttl time.Du
 // the last Tombstone: a gateway must not keep them on its ring because
 // their links are still up while they drain.
 func (r *Redis) Departed(ctx context.Context) (map[string]bool, error) {
-	ids, err := departedScript.Run(ctx, r.rdb, []string{r.key("left")}).StringSlice()
+	return r.idSet(ctx, departedScript, "left")
+}
+
+// idSet runs a script on the key P:name that returns ids, as a set.
+func (r *Redis) idSet(ctx context.Context, script *redis.Script, name string) (map[string]bool, error) {
+	ids, err := script.Run(ctx, r.rdb, []string{r.key(name)}).StringSlice()
 	if err != nil {
 		return nil, err
 	}
-	out := make(map[string]bool, len(ids))
+	set := make(map[string]bool, len(ids))
 	for _, id := range ids {
-		out[id] = true
+		set[id] = true
 	}
-	return out, nil
+	return set, nil
 }
 
 // DeregisterNode removes a node at once (graceful leave) and leaves a
@@ -350,13 +355,5 @@ func (r *Redis) Online(ctx context.Context) (map[string]int, error) {
 }
 
 func (r *Redis) liveGateways(ctx context.Context) (map[string]bool, error) {
-	ids, err := liveScript.Run(ctx, r.rdb, []string{r.key("gateways")}).StringSlice()
-	if err != nil {
-		return nil, err
-	}
-	live := make(map[string]bool, len(ids))
-	for _, id := range ids {
-		live[id] = true
-	}
-	return live, nil
+	return r.idSet(ctx, liveScript, "gateways")
 }
