@@ -307,14 +307,22 @@ func Chart(sums []Summary) string {
 	const width, labelW, barH, gap, titleH = 640, 110, 18, 4, 22
 	colors := []string{"#2b6cb0", "#dd6b20", "#38a169", "#805ad5", "#c53030"}
 	var b strings.Builder
-	height := 10
+	height := 10 + latencyLinesHeight(sums)
 	for _, p := range panels {
 		height += titleH + len(p.bars)*(barH+gap) + 12
 	}
 	fmt.Fprintf(&b, `<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" font-family="sans-serif" font-size="12">`+"\n", width, height)
 	fmt.Fprintf(&b, `<rect width="100%%" height="100%%" fill="white"/>`+"\n")
-	y := 10
 	targetColor := map[string]string{}
+	colorOf := func(target string) string {
+		c, ok := targetColor[target]
+		if !ok {
+			c = colors[len(targetColor)%len(colors)]
+			targetColor[target] = c
+		}
+		return c
+	}
+	y := 10 + latencyLines(&b, sums, width, colorOf)
 	for _, p := range panels {
 		fmt.Fprintf(&b, `<text x="4" y="%d" font-weight="bold">%s</text>`+"\n", y+14, html.EscapeString(p.title))
 		y += titleH
@@ -323,11 +331,7 @@ func Chart(sums []Summary) string {
 			maxV = math.Max(maxV, br.v)
 		}
 		for _, br := range p.bars {
-			c, ok := targetColor[br.label]
-			if !ok {
-				c = colors[len(targetColor)%len(colors)]
-				targetColor[br.label] = c
-			}
+			c := colorOf(br.label)
 			w := 0.0
 			if maxV > 0 {
 				w = br.v / maxV * float64(width-labelW-90)
@@ -341,4 +345,75 @@ func Chart(sums []Summary) string {
 	}
 	b.WriteString("</svg>\n")
 	return b.String()
+}
+
+// latencyLinesHeight is the height latencyLines draws (0 without echo).
+func latencyLinesHeight(sums []Summary) int {
+	for _, s := range sums {
+		if s.Scenario == Echo {
+			return 230
+		}
+	}
+	return 0
+}
+
+// latencyLines draws the echo latency distribution, one line per target
+// through its p50, p90, p99, p99.9 and max, and returns the height used.
+func latencyLines(b *strings.Builder, sums []Summary, width int, colorOf func(string) string) int {
+	h := latencyLinesHeight(sums)
+	if h == 0 {
+		return 0
+	}
+	names := []string{"p50 ms", "p90 ms", "p99 ms", "p99.9 ms", "max ms"}
+	const left, top, plotH = 60, 30, 150
+	plotW := width - left - 120
+	type series struct {
+		target string
+		vs     []float64
+	}
+	var ss []series
+	maxV := 0.0
+	for _, s := range sums {
+		if s.Scenario != Echo {
+			continue
+		}
+		se := series{target: s.Target}
+		for _, n := range names {
+			v := math.NaN()
+			for _, f := range s.Figures {
+				if f.Name == n {
+					v = f.Value
+				}
+			}
+			se.vs = append(se.vs, v)
+			if !math.IsNaN(v) {
+				maxV = math.Max(maxV, v)
+			}
+		}
+		ss = append(ss, se)
+	}
+	if maxV <= 0 {
+		maxV = 1
+	}
+	fmt.Fprintf(b, `<text x="4" y="24" font-weight="bold">echo: latency distribution (ms, by percentile)</text>`+"\n")
+	fmt.Fprintf(b, `<line x1="%d" y1="%d" x2="%d" y2="%d" stroke="#999"/>`, left, top+plotH, left+plotW, top+plotH)
+	fmt.Fprintf(b, `<line x1="%d" y1="%d" x2="%d" y2="%d" stroke="#999"/>`+"\n", left, top, left, top+plotH)
+	fmt.Fprintf(b, `<text x="4" y="%d">%s</text><text x="4" y="%d">0</text>`+"\n", top+10, formatValue(maxV), top+plotH)
+	step := float64(plotW) / float64(len(names)-1)
+	for i, n := range names {
+		fmt.Fprintf(b, `<text x="%.0f" y="%d" text-anchor="middle">%s</text>`, float64(left)+float64(i)*step, top+plotH+16, strings.TrimSuffix(n, " ms"))
+	}
+	b.WriteString("\n")
+	for k, se := range ss {
+		var pts []string
+		for i, v := range se.vs {
+			if !math.IsNaN(v) {
+				pts = append(pts, fmt.Sprintf("%.1f,%.1f", float64(left)+float64(i)*step, float64(top+plotH)-v/maxV*plotH))
+			}
+		}
+		c := colorOf(se.target)
+		fmt.Fprintf(b, `<polyline fill="none" stroke="%s" stroke-width="2" points="%s"/>`, c, strings.Join(pts, " "))
+		fmt.Fprintf(b, `<text x="%d" y="%d" fill="%s">%s</text>`+"\n", left+plotW+10, top+14+k*16, c, html.EscapeString(se.target))
+	}
+	return h
 }

@@ -6,7 +6,7 @@
 # Sizes and rounds can be overridden: ROUNDS=1 ECHO_CONNS=2000 make compare.
 set -e
 BIN=${BIN:-bin/wsgate}
-OUT=${OUT:-bench-results}
+OUT=${OUT:-bin/bench-results}
 ROUNDS=${ROUNDS:-3}
 ECHO_CONNS=${ECHO_CONNS:-10000}
 IDLE_CONNS=${IDLE_CONNS:-18000}

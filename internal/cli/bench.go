@@ -48,6 +48,9 @@ func runBench(ctx context.Context, args []string, stdout io.Writer) error {
 	if len(args) > 0 && args[0] == "compare" {
 		return runCompare(ctx, args[1:], stdout)
 	}
+	if len(args) > 0 && args[0] == "report" {
+		return runReport(args[1:], stdout)
+	}
 	fs := newFlagSet("wsgate bench")
 	fill := benchFlags(fs)
 	scen := fs.String("scenario", bench.Echo, "comma-separated scenarios: "+strings.Join(bench.Scenarios, ", "))
@@ -154,7 +157,7 @@ func runCompare(ctx context.Context, args []string, stdout io.Writer) error {
 	rounds := fs.Int("rounds", 3, "rounds; targets alternate within each round")
 	backends := fs.Int("backends", 3, "demo backend processes")
 	gwLoops := fs.Int("gateway-loops", 0, "wsgate --loops (default: number of CPUs)")
-	out := fs.String("out", "bench-results", "directory for results.json, results.md, results.svg and the peers' configs")
+	out := fs.String("out", "bin/bench-results", "directory for results.json, results.md, results.svg and the peers' configs")
 	log, err := parseArgs(fs, args)
 	if err != nil {
 		return err
@@ -177,6 +180,35 @@ func runCompare(ctx context.Context, args []string, stdout io.Writer) error {
 		}
 	}
 	return err
+}
+
+// runReport runs `wsgate bench report`: it renders saved results.json
+// files again (Markdown on stdout; Markdown and chart into --out).
+func runReport(args []string, stdout io.Writer) error {
+	fs := newFlagSet("wsgate bench report")
+	in := fs.List("in", "a results.json file")
+	ref := fs.String("ref", "wsgate", "target the ratio rows divide by")
+	out := fs.String("out", "", "directory for results.json, results.md and results.svg")
+	if _, err := parseArgs(fs, args); err != nil {
+		return err
+	}
+	var results []*bench.Result
+	for _, f := range *in {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			return err
+		}
+		var rs []*bench.Result
+		if err := json.Unmarshal(b, &rs); err != nil {
+			return fmt.Errorf("%s: %w", f, err)
+		}
+		results = append(results, rs...)
+	}
+	bench.WriteMarkdown(stdout, bench.Summarize(results), *ref)
+	if *out != "" {
+		return bench.WriteFiles(*out, results, *ref)
+	}
+	return nil
 }
 
 func split(s string) []string {
