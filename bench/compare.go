@@ -258,11 +258,7 @@ func startTarget(ctx context.Context, cfg CompareConfig, name string, backends [
 		t.procs = []*proc{p}
 		t.probe = Probe{Admin: t.admin, Pids: func() []int { return []int{p.cmd.Process.Pid} }}
 	case "nginx":
-		dir, err := filepath.Abs(filepath.Join(cfg.Dir, "nginx"))
-		if err != nil {
-			return nil, err
-		}
-		conf, err := writeConfig(dir, "nginx.conf", nginxConf, peerData(addr, dir, backends))
+		dir, conf, err := writeConfig(cfg.Dir, "nginx", "nginx.conf", nginxConf, addr, backends)
 		if err != nil {
 			return nil, err
 		}
@@ -273,11 +269,7 @@ func startTarget(ctx context.Context, cfg CompareConfig, name string, backends [
 		t.procs = []*proc{p}
 		t.probe = Probe{Pids: func() []int { return WithChildren(p.cmd.Process.Pid) }}
 	case "haproxy":
-		dir, err := filepath.Abs(filepath.Join(cfg.Dir, "haproxy"))
-		if err != nil {
-			return nil, err
-		}
-		conf, err := writeConfig(dir, "haproxy.cfg", haproxyConf, peerData(addr, dir, backends))
+		_, conf, err := writeConfig(cfg.Dir, "haproxy", "haproxy.cfg", haproxyConf, addr, backends)
 		if err != nil {
 			return nil, err
 		}
@@ -319,25 +311,27 @@ type peerConf struct {
 	MaxConn  int // HAProxy maxconn per process
 }
 
-func peerData(addr, dir string, backends []backendProc) peerConf {
-	return peerConf{Listen: addr, Dir: dir, Backends: backends, Cores: runtime.NumCPU(), MaxConn: 9900}
-}
-
-func writeConfig(dir, name, tmpl string, data peerConf) (string, error) {
+// writeConfig renders a peer's config template into <out>/<peer>/<file>
+// and returns that directory (absolute) and the file's path.
+func writeConfig(out, peer, file, tmpl, addr string, backends []backendProc) (dir, path string, err error) {
+	if dir, err = filepath.Abs(filepath.Join(out, peer)); err != nil {
+		return "", "", err
+	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return "", err
+		return "", "", err
 	}
-	t, err := template.New(name).Parse(tmpl)
+	t, err := template.New(file).Parse(tmpl)
 	if err != nil {
-		return "", err
+		return "", "", err
 	}
-	path := filepath.Join(dir, name)
+	path = filepath.Join(dir, file)
 	f, err := os.Create(path)
 	if err != nil {
-		return "", err
+		return "", "", err
 	}
 	defer f.Close()
-	return path, t.Execute(f, data)
+	data := peerConf{Listen: addr, Dir: dir, Backends: backends, Cores: runtime.NumCPU(), MaxConn: 9900}
+	return dir, path, t.Execute(f, data)
 }
 
 // nginxConf is nginx in its usual tuned form for WebSocket proxying: a

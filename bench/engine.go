@@ -515,41 +515,40 @@ func (l *loop) write(c *Conn, b []byte) bool {
 		c.out = append(c.out, b...)
 		return true
 	}
-	for len(b) > 0 {
-		n, err := unix.Write(c.fd, b)
-		if err == unix.EAGAIN {
-			c.out = append(c.out, b...)
-			return true
-		}
-		if err == unix.EINTR {
-			continue
-		}
-		if err != nil {
-			l.fail(c, 0, errnoName(err))
-			return false
-		}
-		b = b[n:]
+	rest, ok := l.writeSome(c, b)
+	if len(rest) > 0 {
+		c.out = append(c.out, rest...)
 	}
-	return true
+	return ok
 }
 
+// flush writes queued output (on EPOLLOUT); false if c failed.
 func (l *loop) flush(c *Conn) bool {
-	for len(c.out) > 0 {
-		n, err := unix.Write(c.fd, c.out)
-		if err == unix.EAGAIN {
-			return true
-		}
-		if err == unix.EINTR {
-			continue
-		}
-		if err != nil {
-			l.fail(c, 0, errnoName(err))
-			return false
-		}
-		c.out = c.out[n:]
+	rest, ok := l.writeSome(c, c.out)
+	c.out = rest
+	if len(rest) == 0 {
+		c.out = nil
 	}
-	c.out = nil
-	return true
+	return ok
+}
+
+// writeSome writes b until the socket is full and returns what is left;
+// false if c failed (and is closed).
+func (l *loop) writeSome(c *Conn, b []byte) ([]byte, bool) {
+	for len(b) > 0 {
+		n, err := unix.Write(c.fd, b)
+		switch {
+		case err == unix.EAGAIN:
+			return b, true
+		case err == unix.EINTR:
+		case err != nil:
+			l.fail(c, 0, errnoName(err))
+			return nil, false
+		default:
+			b = b[n:]
+		}
+	}
+	return nil, true
 }
 
 // fail closes c and reports OnClose once.

@@ -124,15 +124,21 @@ func (c *Config) defaults() error {
 		c.Target = c.Addr
 	}
 	switch c.Scenario {
-	case Connect, Idle, Echo:
 	case Push, Broadcast, Rebalance:
 		if c.Admin == "" {
 			return fmt.Errorf("bench: %s needs --admin (wsgate's admin API)", c.Scenario)
 		}
-	default:
+	}
+	if scenarioRuns[c.Scenario] == nil {
 		return fmt.Errorf("bench: unknown scenario %q (want one of %v)", c.Scenario, Scenarios)
 	}
 	return nil
+}
+
+// scenarioRuns maps each scenario to its runner method.
+var scenarioRuns = map[string]func(*runner) error{
+	Connect: (*runner).connect, Idle: (*runner).idle, Echo: (*runner).echo,
+	Push: (*runner).push, Broadcast: (*runner).broadcast, Rebalance: (*runner).rebalance,
 }
 
 // Result is what one scenario run measured. Fields a scenario does not
@@ -226,21 +232,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		r.hs[i], r.lat[i] = newHist(), newHist()
 	}
 	defer e.Close()
-	var runErr error
-	switch cfg.Scenario {
-	case Connect:
-		runErr = r.connect()
-	case Idle:
-		runErr = r.idle()
-	case Echo:
-		runErr = r.echo()
-	case Push:
-		runErr = r.push()
-	case Broadcast:
-		runErr = r.broadcast()
-	case Rebalance:
-		runErr = r.rebalance()
-	}
+	runErr := scenarioRuns[cfg.Scenario](r)
 	e.CloseAll()
 	r.res.Failures = r.fails.snapshot()
 	if cfg.Histograms {

@@ -11,18 +11,26 @@ import (
 	"github.com/wsgate/wsgate/backend"
 )
 
-func TestServePlain(t *testing.T) {
+// startPlain serves a node's demo app (node not started: no gateway
+// links needed) as plain WebSocket until the test ends.
+func startPlain(tb testing.TB) *PlainServer {
+	tb.Helper()
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	node, err := NewNode(backend.Config{ID: "n1", Listen: "127.0.0.1:0", Logger: log})
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
 	s := ServePlain(ln, node, log)
-	defer s.Close()
+	tb.Cleanup(func() { _ = s.Close() })
+	return s
+}
+
+func TestServePlain(t *testing.T) {
+	s := startPlain(t)
 	url := "ws://" + s.Addr().String() + "/ws/alice?userId=alice"
 	for i := 1; i <= 2; i++ {
 		ws, _, err := websocket.DefaultDialer.Dial(url, nil)
@@ -73,17 +81,7 @@ func TestServePlain(t *testing.T) {
 // (the backend nginx and HAProxy front in comparisons), loopback TCP and
 // a gorilla client included.
 func BenchmarkPlainEcho(b *testing.B) {
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	node, err := NewNode(backend.Config{ID: "n1", Listen: "127.0.0.1:0", Logger: log})
-	if err != nil {
-		b.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	s := ServePlain(ln, node, log)
-	defer s.Close()
+	s := startPlain(b)
 	ws, _, err := websocket.DefaultDialer.Dial("ws://"+s.Addr().String()+"/", nil)
 	if err != nil {
 		b.Fatal(err)
