@@ -94,7 +94,7 @@ func TestSummarizeMarkdownChart(t *testing.T) {
 	}
 	var md strings.Builder
 	WriteMarkdown(&md, sums, "wsgate")
-	for _, want := range []string{"**echo**", "| wsgate | 2 | 250.0 |", "| *wsgate / nginx* | | *2.50×* |", "**connect**", "5,000"} {
+	for _, want := range []string{"**echo**", "| wsgate | 2 | 250 |", "| *wsgate / nginx* | | *2.50×* |", "**connect**", "5,000"} {
 		if !strings.Contains(md.String(), want) {
 			t.Errorf("markdown lacks %q:\n%s", want, md.String())
 		}
@@ -107,7 +107,7 @@ func TestSummarizeMarkdownChart(t *testing.T) {
 
 func TestFormatValue(t *testing.T) {
 	for v, want := range map[float64]string{math.NaN(): "–", 0: "0", 1234567: "1,234,567", -1234: "-1,234",
-		12.345: "12.3", 1.2345: "1.23", 0.01234: "0.012"} {
+		12.345: "12.3", 1.2345: "1.23", 0.01234: "0.012", 10: "10", 1234.5: "1,234"} {
 		if got := formatValue(v); got != want {
 			t.Errorf("formatValue(%v) = %q, want %q", v, got, want)
 		}

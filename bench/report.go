@@ -150,8 +150,8 @@ func formatValue(v float64) string {
 	switch {
 	case math.IsNaN(v):
 		return "–"
-	case v == 0:
-		return "0"
+	case v == math.Trunc(v) && math.Abs(v) < 1e15:
+		return addCommas(strconv.FormatFloat(v, 'f', 0, 64))
 	case math.Abs(v) >= 1000:
 		return addCommas(strconv.FormatFloat(v, 'f', 0, 64))
 	case math.Abs(v) >= 10:

@@ -3,6 +3,7 @@ package cli
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -84,6 +85,7 @@ func runBench(ctx context.Context, args []string, stdout io.Writer) error {
 		}
 	}
 	var results []*bench.Result
+	var failed error
 	for _, s := range strings.Split(*scen, ",") {
 		cfg := bench.Config{Scenario: strings.TrimSpace(s), Target: *name, Addr: *addr, Admin: *admin, Probe: probe, KeyOffset: *offset}
 		fill(&cfg)
@@ -108,22 +110,25 @@ func runBench(ctx context.Context, args []string, stdout io.Writer) error {
 		} else {
 			r, err = bench.Run(ctx, cfg)
 		}
-		if cfg.Progress != nil {
-			fmt.Fprint(os.Stderr, "\r\033[K")
-		}
 		if r == nil {
 			return usageError{err}
+		}
+		if cfg.Progress != nil {
+			fmt.Fprint(os.Stderr, "\r\033[K")
 		}
 		results = append(results, r)
 		if err != nil {
 			fmt.Fprintf(os.Stderr, "%s: %v\n", s, err)
+			failed = errors.Join(failed, fmt.Errorf("%s: %w", s, err))
 		}
 	}
 	bench.WriteMarkdown(stdout, bench.Summarize(results), "")
 	if *out != "" {
-		return bench.WriteFiles(*out, results, "")
+		if err := bench.WriteFiles(*out, results, ""); err != nil {
+			return err
+		}
 	}
-	return nil
+	return failed
 }
 
 // runWorker runs one scenario as a worker process: the result as one JSON
