@@ -13,9 +13,22 @@ import (
 )
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if err := cli.Run(ctx, os.Args[1:], os.Stdout); err != nil {
+	// The first SIGINT or SIGTERM starts a graceful drain (clients get
+	// 1001, a backend first moves its clients away); a second one, an
+	// impatient Ctrl-C, exits at once.
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() {
+		<-sigs
+		cancel()
+		s := <-sigs
+		fmt.Fprintf(os.Stderr, "wsgate: second %v during shutdown: exiting now\n", s)
+		os.Exit(130)
+	}()
+	err := cli.Run(ctx, os.Args[1:], os.Stdout)
+	cancel()
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "wsgate:", err)
 		os.Exit(cli.ExitCode(err))
 	}
