@@ -321,3 +321,27 @@ func TestStaticNodeDownAndBack(t *testing.T) {
 	}
 	reconnect(t, clients, "b2")
 }
+
+// TestSecondSignalExits: a client that never answers the close holds the
+// drain; a second SIGTERM ends the process at once (exit 130).
+func TestSecondSignalExits(t *testing.T) {
+	gw, addr, _, _ := startProcesses(t, 1)
+	c, err := dialWS(addr, "/ws/stubborn", net.IPv4(127, 0, 0, 1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = gw.cmd.Process.Signal(syscall.SIGTERM)
+	gw.waitLog(t, "shutting down")
+	_ = gw.cmd.Process.Signal(syscall.SIGTERM)
+	done := make(chan error, 1)
+	go func() { done <- gw.cmd.Wait() }()
+	select {
+	case err := <-done:
+		if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 130 {
+			t.Fatalf("exit after the second signal: %v, want status 130", err)
+		}
+	case <-time.After(5 * time.Second): // the drain alone would take 10s
+		t.Fatal("still running 5s after the second signal")
+	}
+}
