@@ -34,6 +34,12 @@ type link struct {
 
 	lastRecv time.Time
 	pinged   time.Time
+
+	// Frames written while the link is open are gathered here and written
+	// once per loop cycle by flushLinks: one system call per link per
+	// cycle instead of one per relayed message.
+	wbuf   []byte
+	queued bool // k is in loop.dirty
 }
 
 // linkTo returns the loop's link to m, dialling a new one if needed.
@@ -73,7 +79,7 @@ func (l *loop) linkTo(m *ring.Member) *link {
 func (k *link) write(frame []byte) {
 	switch {
 	case k.conn != nil:
-		_, _ = k.conn.Write(frame)
+		k.queue(frame, nil)
 	case !k.closed:
 		k.pending = append(k.pending, frame...)
 	}
@@ -82,7 +88,7 @@ func (k *link) write(frame []byte) {
 // backlog is the number of bytes queued to the backend and not yet sent.
 func (k *link) backlog() int {
 	if k.conn != nil {
-		return k.conn.OutboundBuffered()
+		return k.conn.OutboundBuffered() + len(k.wbuf)
 	}
 	return len(k.pending)
 }
@@ -98,10 +104,48 @@ func (k *link) writeFrame(t wire.Type, flags uint8, sid uint32, body []byte) {
 		}
 		return
 	}
-	l.iov = append(l.iov[:0], hdr, body)
-	_, _ = k.conn.Writev(l.iov)
-	l.iov[1] = nil
+	k.queue(hdr, body)
 }
+
+// queue appends a frame (a, then b) to the link's gathered output and makes
+// sure the loop writes it after the events of this cycle: the flush is an
+// EventLoop.Execute task, which gnet runs once the current batch of events
+// is handled.
+func (k *link) queue(a, b []byte) {
+	k.wbuf = append(append(k.wbuf, a...), b...)
+	if k.queued {
+		return
+	}
+	k.queued = true
+	l := k.loop
+	l.dirty = append(l.dirty, k)
+	if len(l.dirty) > 1 {
+		return // a flush is already scheduled
+	}
+	if l.el == nil || l.exec(l.flushLinks) != nil {
+		l.flushLinks() // no event loop (tests drive callbacks) or it stopped: write now
+	}
+}
+
+// flushLinks writes every link's gathered output. It runs on the loop.
+func (l *loop) flushLinks() {
+	for i, k := range l.dirty {
+		k.queued = false
+		if k.conn != nil && len(k.wbuf) > 0 {
+			_, _ = k.conn.Write(k.wbuf)
+		}
+		k.wbuf = k.wbuf[:0]
+		if cap(k.wbuf) > maxGathered {
+			k.wbuf = nil
+		}
+		l.dirty[i] = nil
+	}
+	l.dirty = l.dirty[:0]
+}
+
+// maxGathered is the largest gathered-output buffer a link keeps between
+// cycles; a larger one (a burst of big messages) is dropped after use.
+const maxGathered = 256 << 10
 
 // opened runs on the loop when the dialled socket is registered.
 func (l *loop) linkOpened(k *link, c gnet.Conn) []byte {
@@ -138,6 +182,10 @@ func (l *loop) linkFailed(k *link, code uint16, reason string) {
 		}
 	}
 	if k.conn != nil {
+		if len(k.wbuf) > 0 {
+			_, _ = k.conn.Write(k.wbuf) // gnet sends it before closing
+		}
+		k.wbuf = nil
 		_ = k.conn.Close()
 		k.conn = nil
 	}

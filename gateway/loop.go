@@ -33,6 +33,8 @@ type loop struct {
 
 	stats loopStats
 
+	dirty []*link // links with gathered output, written by flushLinks
+
 	// Scratch buffers, valid only within one callback.
 	out   []byte
 	bcast []byte
