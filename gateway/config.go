@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/wsgate/wsgate/internal/membership"
-	"github.com/wsgate/wsgate/internal/presence"
 )
 
 // Defaults, applied by Config.setDefaults to every zero field.
@@ -61,8 +60,8 @@ type Config struct {
 
 	// Members yields the backend set. Required.
 	Members membership.Source
-	// Presence stores where users are; default an in-memory store (this
-	// gateway only).
+	// Presence stores where users are, for every gateway of a cluster
+	// (Redis). Default: none; this gateway's own session tables answer.
 	Presence Presence
 	// Fanout carries POST /api/broadcast to every gateway; default: this
 	// gateway only.
@@ -124,9 +123,6 @@ func (c *Config) setDefaults() {
 	defDur(&c.PresenceTTL, DefaultPresenceTTL)
 	if c.Logger == nil {
 		c.Logger = slog.Default()
-	}
-	if c.Presence == nil {
-		c.Presence = presence.NewMemory()
 	}
 }
 

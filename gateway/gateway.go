@@ -87,6 +87,10 @@ func New(cfg Config) (*Gateway, error) {
 	g.clock.Store(time.Now().UnixNano())
 	g.metrics = newMetrics(g)
 	g.presence = &presenceWriter{g: g, store: cfg.Presence}
+	if cfg.Presence == nil {
+		g.cfg.Presence = localPresence{g}
+		g.presence.store = nil // nothing to write
+	}
 	return g, nil
 }
 
@@ -128,7 +132,7 @@ func (g *Gateway) Start(ctx context.Context) error {
 	go g.watch(sets, first)
 	go g.pace(ctx)
 	go g.janitor(ctx)
-	go func() { defer g.wg.Done(); g.presence.run(ctx) }()
+	go func() { defer g.wg.Done(); g.presence.run(ctx) }() // returns at once without a store
 	if g.cfg.Fanout != nil {
 		g.wg.Add(1)
 		go func() { defer g.wg.Done(); g.cfg.Fanout.Subscribe(ctx, g.deliverBroadcast) }()

@@ -39,7 +39,7 @@ type presenceWriter struct {
 
 // note queues a presence change; called on a loop, never blocks for I/O.
 func (w *presenceWriter) note(l *loop, s *session, node string, add bool) {
-	if s.keyless {
+	if s.keyless || w.store == nil {
 		return
 	}
 	c := presence.Change{Add: add, User: s.key, Session: l.sessionName(s), Node: node}
@@ -54,6 +54,9 @@ func (l *loop) sessionName(s *session) string {
 }
 
 func (w *presenceWriter) run(ctx context.Context) {
+	if w.store == nil {
+		return // localPresence: the loops' tables are the presence
+	}
 	g := w.g
 	flush := time.NewTicker(g.cfg.PresenceFlush)
 	alive := time.NewTicker(g.cfg.PresenceTTL / 3)

@@ -16,7 +16,6 @@ import (
 	"github.com/wsgate/wsgate/gateway"
 	"github.com/wsgate/wsgate/internal/fanout"
 	"github.com/wsgate/wsgate/internal/membership"
-	"github.com/wsgate/wsgate/internal/presence"
 )
 
 // Config configures a dev cluster.
@@ -63,7 +62,7 @@ func Start(cfg Config) (*Cluster, error) {
 	}
 	gc := cfg.Gateway
 	gc.Members, gc.Nodes = c.bus, c
-	gc.Presence, gc.Fanout = presence.NewMemory(), fanout.NewMemory()
+	gc.Fanout = fanout.NewMemory() // presence: the gateway's own tables
 	if gc.Logger == nil {
 		gc.Logger = cfg.Logger
 	}

@@ -1,0 +1,61 @@
+package gateway
+
+import (
+	"context"
+	"time"
+
+	"github.com/wsgate/wsgate/internal/presence"
+)
+
+// localPresence answers presence questions from the loops' own session
+// tables. It is the Presence of a gateway with no shared store (static
+// backends, dev mode): one gateway knows every session already, so keeping
+// a second per-user index would only cost memory (about 460 B per idle
+// client). Writes are no-ops; reads visit each loop once.
+type localPresence struct{ g *Gateway }
+
+// Apply implements Presence: nothing to store.
+func (localPresence) Apply(context.Context, string, []presence.Change) error { return nil }
+
+// GatewayAlive implements Presence: never revived, so never resynced.
+func (localPresence) GatewayAlive(context.Context, string, time.Duration, map[string]int) (bool, error) {
+	return false, nil
+}
+
+// ResetGateway implements Presence: nothing to reset.
+func (localPresence) ResetGateway(context.Context, string) error { return nil }
+
+// ReapGateways implements Presence: there are no other gateways.
+func (localPresence) ReapGateways(context.Context) ([]string, error) { return nil, nil }
+
+// Where lists the open sessions of user, asking each loop on its goroutine.
+func (p localPresence) Where(ctx context.Context, user string) ([]presence.Location, error) {
+	g := p.g
+	out := []presence.Location{}
+	for _, l := range g.loopList() {
+		ch := make(chan []presence.Location, 1)
+		if l.exec(func() {
+			var locs []presence.Location
+			for s := l.byKey[user]; s != nil; s = s.nextKey {
+				if s.state == stOpen && s.link != nil {
+					locs = append(locs, presence.Location{Gateway: g.cfg.ID, Session: l.sessionName(s), Node: s.link.node})
+				}
+			}
+			ch <- locs
+		}) != nil {
+			continue // the loop is gone (shutting down)
+		}
+		select {
+		case locs := <-ch:
+			out = append(out, locs...)
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+	return out, nil
+}
+
+// Online implements Presence: this gateway's clients per node.
+func (p localPresence) Online(context.Context) (map[string]int, error) {
+	return p.g.presence.counts(), nil
+}
