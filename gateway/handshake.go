@@ -145,7 +145,17 @@ func (l *loop) handshakeTraffic(s *session, c gnet.Conn) (act gnet.Action, done 
 	h.w = l.out[:0]
 	h.member = nil
 	_, err := h.up.Upgrade(h)
-	_, _ = c.Write(h.w)
+	// Read before the write: when a write fails (the client reset the
+	// connection) gnet closes the conn inside Write, calling OnClose and
+	// then releasing the conn (RemoteAddr becomes nil).
+	remote := c.RemoteAddr()
+	if _, werr := c.Write(h.w); werr != nil && err == nil {
+		// The conn is gone already; OnClose ran while s was still in
+		// the handshake, so nothing was registered. Do not register now.
+		l.g.metrics.handshakeFailed("reset")
+		s.state = stClosed
+		return gnet.Close, false
+	}
 	if err != nil {
 		l.g.metrics.handshakeFailed(rejectReason(err))
 		s.state = stClosed
@@ -167,7 +177,11 @@ func (l *loop) handshakeTraffic(s *session, c gnet.Conn) (act gnet.Action, done 
 	l.g.nodeClients(k.node).Add(1)
 	l.addKey(s)
 	l.g.presence.note(l, s, k.node, true)
-	k.write(wire.AppendOpen(l.out[:0], s.id, s.keyless, h.key, []byte(c.RemoteAddr().String()), h.target))
+	var addr string
+	if remote != nil {
+		addr = remote.String()
+	}
+	k.write(wire.AppendOpen(l.out[:0], s.id, s.keyless, h.key, []byte(addr), h.target))
 	return gnet.None, true
 }
 

@@ -3,6 +3,7 @@ package gateway
 import (
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"net"
 	"time"
@@ -31,7 +32,11 @@ type link struct {
 	retired  bool   // the node left the ring or moved: no new sessions; closes when empty
 	closed   bool
 	hello    bool // the backend's Hello arrived
+	// chunk is the largest Message body sent on k: the protocol's minimum
+	// until the backend's Hello tells its MaxBody, then min(maxChunk, it).
+	chunk int
 
+	created  time.Time
 	lastRecv time.Time
 	pinged   time.Time
 
@@ -47,7 +52,7 @@ func (l *loop) linkTo(m *ring.Member) *link {
 	if k := l.links[m.ID]; k != nil {
 		return k
 	}
-	k := &link{loop: l, node: m.ID, addr: m.Addr, lastRecv: time.Now()}
+	k := &link{loop: l, node: m.ID, addr: m.Addr, created: time.Now(), lastRecv: time.Now(), chunk: wire.MinMaxBody}
 	l.links[m.ID] = k
 	k.pending = wire.AppendHello(k.pending, wire.Hello{
 		Version: wire.Version, Role: wire.RoleGateway, MaxBody: wire.DefaultMaxBody, NodeID: l.g.cfg.ID,
@@ -198,8 +203,22 @@ func (k *link) maybeRetire() {
 	}
 }
 
-// keepalive pings an idle link and closes a silent one.
+// linkDialTimeout bounds a link's dial and the backend's Hello: gnet dials
+// without a deadline, and a blackholed backend would hold its clients for
+// the system's connect timeout (minutes).
+const linkDialTimeout = 5 * time.Second
+
+// keepalive pings an idle link and closes a silent one, or one that does
+// not come up in time.
 func (k *link) keepalive(now time.Time) {
+	if k.closed {
+		return
+	}
+	if !k.hello && now.Sub(k.created) > linkDialTimeout {
+		k.loop.g.log.Warn("link not up in time, closing", "node", k.node, "addr", k.addr)
+		k.loop.linkFailed(k, wsframe.CloseTryAgainLater, "backend unavailable")
+		return
+	}
 	if k.conn == nil {
 		return
 	}
@@ -315,7 +334,11 @@ func (l *loop) linkFrame(k *link, h wire.Header, body []byte) error {
 		if hello.NodeID != k.node {
 			return fmt.Errorf("backend at %s says it is node %q, membership says %q", k.addr, hello.NodeID, k.node)
 		}
+		if k.hello {
+			return errors.New("backend sent a second hello")
+		}
 		k.hello = true
+		k.chunk = int(min(uint32(maxChunk), hello.MaxBody))
 	case wire.TypeError:
 		code, text, _ := wire.ParseError(body)
 		return fmt.Errorf("backend sent error %d: %s", code, text)

@@ -21,6 +21,15 @@ const (
 // streams to the backend in wire fragments instead of being buffered whole.
 const maxChunk = 64 << 10
 
+// chunk is the largest piece of a client frame relayed at once: maxChunk,
+// or less when s's backend accepts smaller frame bodies.
+func (s *session) chunk() int {
+	if s.link != nil && s.link.chunk > 0 {
+		return s.link.chunk
+	}
+	return maxChunk // closing (the rest is discarded), or a test's link
+}
+
 // session is one client connection. It is owned by its loop's goroutine.
 //
 // Kept small on purpose: an idle client costs this struct, gnet's conn and
@@ -62,7 +71,7 @@ func (l *loop) onTraffic(s *session, c gnet.Conn) gnet.Action {
 			if n == 0 {
 				return gnet.None
 			}
-			take := int(min(int64(n), s.remaining, maxChunk))
+			take := int(min(int64(n), s.remaining, int64(s.chunk())))
 			p, _ := c.Peek(take)
 			s.maskPos = uint8(wsframe.MaskBytes(p, s.mask, int(s.maskPos)))
 			s.remaining -= int64(take)
@@ -119,10 +128,11 @@ func (l *loop) onTraffic(s *session, c gnet.Conn) gnet.Action {
 			s.op, s.msgLen, s.relayed = h.Op, 0, false
 			s.utf8.Reset()
 		}
-		s.msgLen += h.Length
-		if s.msgLen > int64(l.g.cfg.MaxMessage) {
+		// Compare before adding: a 64-bit frame length could wrap the sum.
+		if h.Length > int64(l.g.cfg.MaxMessage)-s.msgLen {
 			return l.fail(s, wsframe.ErrTooBig)
 		}
+		s.msgLen += h.Length
 		s.fin, s.mask, s.maskPos, s.remaining = h.Fin, h.Mask, 0, h.Length
 		_, _ = c.Discard(hn)
 		if h.Length == 0 && h.Fin {
@@ -234,6 +244,9 @@ func (l *loop) closeSession(s *session, code uint16, reason string, fromBackend 
 		return
 	}
 	_, _ = s.conn.Write(wsframe.AppendClose(l.out[:0], code, reason))
+	if s.state != stOpen {
+		return // the write failed: gnet closed the conn, and OnClose ran inside Write
+	}
 	if fromBackend {
 		l.unlink(s)
 	} else {
@@ -269,7 +282,9 @@ func (l *loop) unlink(s *session) {
 // onClose forgets s; its connection is gone.
 func (l *loop) onClose(s *session) {
 	delete(l.timed, s)
-	if s.state == stHandshake {
+	if s.id == 0 {
+		// Never registered (ids start at 1): still in the handshake, or
+		// refused (4xx/5xx, timeout) before it was counted.
 		return
 	}
 	// An abrupt close: RFC 6455 7.1.5 "the WebSocket Connection Close Code
