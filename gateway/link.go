@@ -127,7 +127,7 @@ func (k *link) queue(a, b []byte) {
 	if len(l.dirty) > 1 {
 		return // a flush is already scheduled
 	}
-	if l.el == nil || l.exec(l.flushLinks) != nil {
+	if l.el == nil || l.el.Execute(context.Background(), l.flushTask) != nil {
 		l.flushLinks() // no event loop (tests drive callbacks) or it stopped: write now
 	}
 }

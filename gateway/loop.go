@@ -33,7 +33,8 @@ type loop struct {
 
 	stats loopStats
 
-	dirty []*link // links with gathered output, written by flushLinks
+	dirty     []*link       // links with gathered output, written by flushLinks
+	flushTask gnet.Runnable // runs flushLinks; made once, so scheduling a flush does not allocate it
 
 	// Scratch buffers, valid only within one callback.
 	out   []byte
@@ -55,6 +56,7 @@ func newLoop(g *Gateway, el gnet.EventLoop, idx int) *loop {
 		iov:      make([][]byte, 0, 2),
 	}
 	l.hs.init(l)
+	l.flushTask = gnet.RunnableFunc(func(context.Context) error { l.flushLinks(); return nil })
 	return l
 }
 
