@@ -83,7 +83,7 @@ func testLoop(tb testing.TB, tune func(*Config)) *loop {
 	g.ring.Store(r)
 	l := newLoop(g, nil, 0)
 	for _, n := range nodes {
-		l.links[n.ID] = &link{loop: l, node: n.ID, addr: n.Addr, conn: &fakeConn{}, hello: true, chunk: maxChunk}
+		l.links[n.ID] = &link{loop: l, node: n.ID, addr: n.Addr, conn: &fakeConn{}, hello: true, chunk: maxChunk, clients: g.nodeClients(n.ID)}
 	}
 	arr := []*loop{l}
 	g.loopArr.Store(&arr)

@@ -174,7 +174,7 @@ func (l *loop) handshakeTraffic(s *session, c gnet.Conn) (act gnet.Action, done 
 	k := l.linkTo(h.member)
 	s.link = k
 	k.sessions++
-	l.g.nodeClients(k.node).Add(1)
+	k.clients.Add(1)
 	l.addKey(s)
 	l.g.presence.note(l, s, k.node, true)
 	var addr string

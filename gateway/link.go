@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"sync/atomic"
 	"time"
 
 	"github.com/panjf2000/gnet/v2"
@@ -36,6 +37,7 @@ type link struct {
 	// until the backend's Hello tells its MaxBody, then min(maxChunk, it).
 	chunk int
 
+	clients  *atomic.Int64 // the gateway's client count of this node (shared by the loops' links)
 	created  time.Time
 	lastRecv time.Time
 	pinged   time.Time
@@ -52,7 +54,8 @@ func (l *loop) linkTo(m *ring.Member) *link {
 	if k := l.links[m.ID]; k != nil {
 		return k
 	}
-	k := &link{loop: l, node: m.ID, addr: m.Addr, created: time.Now(), lastRecv: time.Now(), chunk: wire.MinMaxBody}
+	k := &link{loop: l, node: m.ID, addr: m.Addr, created: time.Now(), lastRecv: time.Now(), chunk: wire.MinMaxBody,
+		clients: l.g.nodeClients(m.ID)}
 	l.links[m.ID] = k
 	k.pending = wire.AppendHello(k.pending, wire.Hello{
 		Version: wire.Version, Role: wire.RoleGateway, MaxBody: wire.DefaultMaxBody, NodeID: l.g.cfg.ID,
@@ -259,6 +262,7 @@ func (l *loop) linkTraffic(k *link, c gnet.Conn) gnet.Action {
 		p, _ = c.Peek(total)
 		if err := l.linkFrame(k, h, p[wire.HeaderSize:]); err != nil {
 			l.g.log.Error("backend protocol error, closing link", "node", k.node, "err", err)
+			k.queue(wire.AppendError(l.out[:0], wire.CodeProtocol, err.Error()), nil) // flushed by linkFailed
 			l.linkFailed(k, wsframe.CloseInternalError, "backend link lost")
 			return gnet.None
 		}

@@ -272,7 +272,7 @@ func (l *loop) unlink(s *session) {
 		return
 	}
 	s.link.sessions--
-	l.g.nodeClients(s.link.node).Add(-1)
+	s.link.clients.Add(-1)
 	l.g.presence.note(l, s, s.link.node, false)
 	l.removeKey(s)
 	s.link.maybeRetire()
