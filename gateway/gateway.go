@@ -468,12 +468,21 @@ func (g *Gateway) pace(ctx context.Context) {
 				tick.Stop()
 				continue
 			}
-			perTick := max(1, g.cfg.RebalanceRate*int(paceTick)/int(time.Second))
-			budget := max(1, (perTick+len(loops)-1)/len(loops))
+			perTick := int64(max(1, g.cfg.RebalanceRate*int(paceTick)/int(time.Second)))
+			// Share the tick's budget in proportion to each loop's victims,
+			// so the whole gateway closes RebalanceRate per second even
+			// when the moved clients sit unevenly on the loops.
 			left := int64(0)
-			for _, l := range loops {
-				left += l.pending.Load()
-				_ = l.exec(func() { l.closeVictims(budget) })
+			pending := make([]int64, len(loops))
+			for i, l := range loops {
+				pending[i] = l.pending.Load()
+				left += pending[i]
+			}
+			for i, l := range loops {
+				if pending[i] > 0 {
+					budget := int(max(1, (perTick*pending[i]+left-1)/left))
+					_ = l.exec(func() { l.closeVictims(budget) })
+				}
 			}
 			if left == 0 {
 				active = false
