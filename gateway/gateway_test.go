@@ -20,7 +20,7 @@ var mask = []byte{1, 2, 3, 4}
 
 func TestSameKeySameNode(t *testing.T) {
 	c := startCluster(t, 3, nil)
-	for _, path := range []string{"/ws/alice", "/websocket/connect/alice", "/anything?userId=alice", "/ws/alice?userId=ignored"} {
+	for _, path := range []string{"/ws/alice", "/websocket/connect/alice", "/anything?userId=alice", "/ws/alice?userId=ignored", "/x?a=%zz&userId=alice&userId=bob"} {
 		_, w := dial(t, c, path)
 		if want := owner(t, c, "alice"); w.ServerIP != want {
 			t.Errorf("%s: landed on %s, ring owner is %s", path, w.ServerIP, want)
@@ -228,6 +228,7 @@ func TestHTTPErrors(t *testing.T) {
 		{"huge headers", "GET /ws/a HTTP/1.1\r\n" + valid + "X-Pad: " + strings.Repeat("p", 2000) + "\r\nSec-WebSocket-Version: 13\r\n\r\n", 431, ""},
 		{"endless headers", "GET /ws/a HTTP/1.1\r\n" + strings.Repeat("X-Pad: ppppppppppppp\r\n", 100), 431, ""},
 		{"bad escape in key", "GET /ws/%zz HTTP/1.1\r\n" + valid + "Sec-WebSocket-Version: 13\r\n\r\n", 400, ""},
+		{"bad escape in userId", "GET /x?userId=%zz HTTP/1.1\r\n" + valid + "Sec-WebSocket-Version: 13\r\n\r\n", 400, ""},
 		{"key too long", "GET /ws/" + strings.Repeat("k", 300) + " HTTP/1.1\r\n" + valid + "Sec-WebSocket-Version: 13\r\n\r\n", 400, ""},
 	}
 	for _, tc := range cases {

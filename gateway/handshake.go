@@ -67,6 +67,20 @@ func (h *handshake) Write(p []byte) (int, error) { h.w = append(h.w, p...); retu
 
 var _ io.ReadWriter = (*handshake)(nil)
 
+// queryKey returns the first userId value of a query string. Only that
+// pair must be well-formed (a bad escape in it is an error); other pairs
+// are the application's business, as with nginx's $arg_userId.
+func queryKey(query []byte) (string, error) {
+	for pair := range bytes.SplitSeq(query, []byte("&")) {
+		name, value, _ := bytes.Cut(pair, []byte("="))
+		if string(name) != queryUserID {
+			continue
+		}
+		return url.QueryUnescape(string(value))
+	}
+	return "", nil
+}
+
 // onRequest takes the routing key from /ws/{key}, /websocket/connect/{key}
 // or ?userId= on any path. No key means keyless: spread over the nodes.
 func (h *handshake) onRequest(uri []byte) error {
@@ -86,10 +100,7 @@ func (h *handshake) onRequest(uri []byte) error {
 	if len(raw) > 0 {
 		key, err = url.PathUnescape(string(raw))
 	} else if len(query) > 0 {
-		var q url.Values
-		if q, err = url.ParseQuery(string(query)); err == nil {
-			key = q.Get(queryUserID)
-		}
+		key, err = queryKey(query)
 	}
 	if err != nil {
 		return rejectBadKey
