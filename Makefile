@@ -3,7 +3,7 @@ GO      ?= go
 BIN     := bin/wsgate
 PKGS    := ./...
 
-.PHONY: build run test bench lint fuzz clean compare up down
+.PHONY: build run test bench lint fuzz clean compare up down dashboard-check
 
 build:
 	$(GO) build -trimpath -o $(BIN) ./cmd/wsgate
@@ -44,6 +44,11 @@ up:
 
 down:
 	$(COMPOSE) -f deploy/docker-compose.yml down
+
+# The dashboard in headless Chromium (needs Node.js; installs Debian's
+# chromium and playwright-core into bin/ when missing). Not part of `test`.
+dashboard-check:
+	scripts/dashboard-check.sh
 
 clean:
 	rm -rf bin
