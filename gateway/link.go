@@ -139,16 +139,22 @@ func (k *link) queue(a, b []byte) {
 func (l *loop) flushLinks() {
 	for i, k := range l.dirty {
 		k.queued = false
-		if k.conn != nil && len(k.wbuf) > 0 {
-			_, _ = k.conn.Write(k.wbuf)
-		}
-		k.wbuf = k.wbuf[:0]
-		if cap(k.wbuf) > maxGathered {
-			k.wbuf = nil
-		}
+		k.flush()
 		l.dirty[i] = nil
 	}
 	l.dirty = l.dirty[:0]
+}
+
+// flush writes k's gathered output now (gnet keeps what the socket does not
+// take, and sends it before a close).
+func (k *link) flush() {
+	if k.conn != nil && len(k.wbuf) > 0 {
+		_, _ = k.conn.Write(k.wbuf)
+	}
+	k.wbuf = k.wbuf[:0]
+	if cap(k.wbuf) > maxGathered {
+		k.wbuf = nil
+	}
 }
 
 // maxGathered is the largest gathered-output buffer a link keeps between
@@ -190,10 +196,7 @@ func (l *loop) linkFailed(k *link, code uint16, reason string) {
 		}
 	}
 	if k.conn != nil {
-		if len(k.wbuf) > 0 {
-			_, _ = k.conn.Write(k.wbuf) // gnet sends it before closing
-		}
-		k.wbuf = nil
+		k.flush()
 		_ = k.conn.Close()
 		k.conn = nil
 	}

@@ -57,5 +57,5 @@ func (p localPresence) Where(ctx context.Context, user string) ([]presence.Locat
 
 // Online implements Presence: this gateway's clients per node.
 func (p localPresence) Online(context.Context) (map[string]int, error) {
-	return p.g.presence.counts(), nil
+	return p.g.nodeCounts(), nil
 }

@@ -98,7 +98,7 @@ func (w *presenceWriter) flush(ctx context.Context) {
 // reaper takes it for dead and wipes what it is about to write.
 func (w *presenceWriter) resync(ctx context.Context) {
 	g := w.g
-	if _, err := w.store.GatewayAlive(ctx, g.cfg.ID, g.cfg.PresenceTTL, w.counts()); err != nil {
+	if _, err := w.store.GatewayAlive(ctx, g.cfg.ID, g.cfg.PresenceTTL, g.nodeCounts()); err != nil {
 		return // still down; try again next flush
 	}
 	if err := w.store.ResetGateway(ctx, g.cfg.ID); err != nil {
@@ -143,7 +143,7 @@ func (w *presenceWriter) beat(ctx context.Context) {
 	g := w.g
 	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 	defer cancel()
-	revived, err := w.store.GatewayAlive(ctx, g.cfg.ID, g.cfg.PresenceTTL, w.counts())
+	revived, err := w.store.GatewayAlive(ctx, g.cfg.ID, g.cfg.PresenceTTL, g.nodeCounts())
 	if err != nil {
 		g.log.Debug("presence heartbeat failed", "err", err)
 		w.dirty.Store(true)
@@ -159,9 +159,8 @@ func (w *presenceWriter) beat(ctx context.Context) {
 	}
 }
 
-// counts is this gateway's clients per node.
-func (w *presenceWriter) counts() map[string]int {
-	g := w.g
+// nodeCounts is this gateway's clients per node (nodes with clients only).
+func (g *Gateway) nodeCounts() map[string]int {
 	counts := map[string]int{}
 	g.nodesMu.Lock()
 	defer g.nodesMu.Unlock()

@@ -24,10 +24,10 @@ const maxChunk = 64 << 10
 // chunk is the largest piece of a client frame relayed at once: maxChunk,
 // or less when s's backend accepts smaller frame bodies.
 func (s *session) chunk() int {
-	if s.link != nil && s.link.chunk > 0 {
+	if s.link != nil {
 		return s.link.chunk
 	}
-	return maxChunk // closing (the rest is discarded), or a test's link
+	return maxChunk // closing: the rest is discarded
 }
 
 // session is one client connection. It is owned by its loop's goroutine.
