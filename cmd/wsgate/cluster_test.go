@@ -103,26 +103,13 @@ func (e *clusterEnv) backend(t *testing.T, id string) *proc {
 // address it listens on.
 func (e *clusterEnv) backendAt(t *testing.T, id, listen string) (*proc, string) {
 	t.Helper()
-	args := append([]string{"backend", "--id", id, "--listen", listen, "--admin", "-",
-		"--heartbeat", heartbeatEvery, "--node-ttl", nodeTTL, "--drain-timeout", "10s"}, e.common()...)
-	p := start(t, args...)
-	m := p.waitLog(t, `backend started.* listen=(\S+)`)
-	return p, m[1]
-}
-
-// gw is a gateway process and its addresses.
-type gw struct {
-	*proc
-	addr, admin string
+	return startBackend(t, id, listen, append([]string{"--admin", "-",
+		"--heartbeat", heartbeatEvery, "--node-ttl", nodeTTL, "--drain-timeout", "10s"}, e.common()...)...)
 }
 
 func (e *clusterEnv) gateway(t *testing.T) *gw {
 	t.Helper()
-	args := append([]string{"gateway", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0",
-		"--reconcile", reconcileEvery}, e.common()...)
-	p := start(t, args...)
-	m := p.waitLog(t, `gateway started.* listen=(\S+) admin=(\S+)`)
-	return &gw{proc: p, addr: m[1], admin: m[2]}
+	return startGateway(t, append([]string{"--reconcile", reconcileEvery}, e.common()...)...)
 }
 
 // get decodes the JSON answer of GET path on the gateway's admin API.

@@ -107,25 +107,46 @@ func (p *proc) waitLog(t testing.TB, re string) []string {
 	}
 }
 
-// cluster starts n backend processes and a gateway process routing to them
-// and returns the gateway's client and admin addresses.
-func startProcesses(t testing.TB, n int) (gw *proc, addr, adminAddr string, ids []string) {
+// startBackend starts `wsgate backend --id id --listen listen extra...`
+// and returns it, once started, with the address it listens on.
+func startBackend(t testing.TB, id, listen string, extra ...string) (*proc, string) {
 	t.Helper()
-	args := []string{"gateway", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"}
+	p := start(t, append([]string{"backend", "--id", id, "--listen", listen}, extra...)...)
+	return p, p.waitLog(t, `backend started.* listen=(\S+)`)[1]
+}
+
+// gw is a gateway process and its addresses.
+type gw struct {
+	*proc
+	addr, admin string
+}
+
+// startGateway starts `wsgate gateway extra...` with its client and admin
+// listeners on random loopback ports, and returns it once started.
+func startGateway(t testing.TB, extra ...string) *gw {
+	t.Helper()
+	p := start(t, append([]string{"gateway", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"}, extra...)...)
+	m := p.waitLog(t, `gateway started.* listen=(\S+) admin=(\S+)`)
+	return &gw{proc: p, addr: m[1], admin: m[2]}
+}
+
+// startProcesses starts n backend processes (b1..bn) and a gateway process
+// routing to them with a static --backend list.
+func startProcesses(t testing.TB, n int) (g *gw, ids []string) {
+	t.Helper()
+	var args []string
 	for i := range n {
 		id := fmt.Sprintf("b%d", i+1)
-		b := start(t, "backend", "--id", id, "--listen", "127.0.0.1:0")
-		m := b.waitLog(t, `backend started.* listen=(\S+)`)
-		args = append(args, "--backend", id+"="+m[1])
+		_, addr := startBackend(t, id, "127.0.0.1:0")
+		args = append(args, "--backend", id+"="+addr)
 		ids = append(ids, id)
 	}
-	gw = start(t, args...)
-	m := gw.waitLog(t, `gateway started.* listen=(\S+) admin=(\S+)`)
-	return gw, m[1], m[2], ids
+	return startGateway(t, args...), ids
 }
 
 func TestSeparateProcesses(t *testing.T) {
-	gw, addr, adminAddr, ids := startProcesses(t, 2)
+	g, ids := startProcesses(t, 2)
+	addr, adminAddr := g.addr, g.admin
 	seen := map[string]bool{}
 	var clients []*websocket.Conn
 	for i := range 20 {
@@ -163,7 +184,7 @@ func TestSeparateProcesses(t *testing.T) {
 		t.Fatalf("/count = %d", count)
 	}
 	// SIGTERM: every client gets 1001 and the process exits 0.
-	_ = gw.cmd.Process.Signal(syscall.SIGTERM)
+	_ = g.cmd.Process.Signal(syscall.SIGTERM)
 	for _, ws := range clients {
 		_ = ws.SetReadDeadline(time.Now().Add(10 * time.Second))
 		_, _, err := ws.ReadMessage()
@@ -171,7 +192,7 @@ func TestSeparateProcesses(t *testing.T) {
 			t.Fatalf("after SIGTERM: %v, want close 1001", err)
 		}
 	}
-	if err := gw.cmd.Wait(); err != nil {
+	if err := g.cmd.Wait(); err != nil {
 		t.Fatalf("gateway exit: %v", err)
 	}
 }
@@ -212,7 +233,8 @@ func TestBadFlags(t *testing.T) {
 func BenchmarkIdleMemory(b *testing.B) {
 	const clients = 10000
 	for range b.N {
-		_, addr, adminAddr, _ := startProcesses(b, 2)
+		g, _ := startProcesses(b, 2)
+		addr, adminAddr := g.addr, g.admin
 		heap0, rss0 := gatewayMemory(b, adminAddr)
 		conns := make([]net.Conn, 0, clients)
 		for i := range clients {
@@ -293,27 +315,19 @@ func gatewayMemory(b *testing.B, adminAddr string) (heap, rss float64) {
 // process dies leaves the gateway's ring at once (its clients get 1011)
 // and is taken back when it listens again.
 func TestStaticNodeDownAndBack(t *testing.T) {
-	addrs := map[string]string{}
-	procs := map[string]*proc{}
-	args := []string{"gateway", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"}
-	for _, id := range []string{"b1", "b2"} {
-		procs[id] = start(t, "backend", "--id", id, "--listen", "127.0.0.1:0")
-		addrs[id] = procs[id].waitLog(t, `backend started.* listen=(\S+)`)[1]
-		args = append(args, "--backend", id+"="+addrs[id])
-	}
-	p := start(t, args...)
-	m := p.waitLog(t, `gateway started.* listen=(\S+) admin=(\S+)`)
-	g := &gw{proc: p, addr: m[1], admin: m[2]}
+	_, addr1 := startBackend(t, "b1", "127.0.0.1:0")
+	b2, addr2 := startBackend(t, "b2", "127.0.0.1:0")
+	g := startGateway(t, "--backend", "b1="+addr1, "--backend", "b2="+addr2)
 	g.waitMembers(t, "b1,b2")
 	clients := connectAll(t, g, keys("user", 40))
 
-	_ = procs["b2"].cmd.Process.Kill()
+	_ = b2.cmd.Process.Kill()
 	expectMoves(t, clients, func(c *wsClient) bool { return c.node == "b2" }, 1011, 10*time.Second)
 	g.waitMembers(t, "b1")
 	clients = reconnect(t, clients, "b1")
 
 	// Back: the keys b2 owns move to it again, and only those.
-	start(t, "backend", "--id", "b2", "--listen", addrs["b2"]).waitLog(t, `backend started`)
+	startBackend(t, "b2", addr2)
 	g.waitMembers(t, "b1,b2")
 	moved := expectMoves(t, clients, func(c *wsClient) bool { return g.owner(t, c.key) != c.node }, 1012, 10*time.Second)
 	if len(moved) == 0 {
@@ -325,17 +339,17 @@ func TestStaticNodeDownAndBack(t *testing.T) {
 // TestSecondSignalExits: a client that never answers the close holds the
 // drain; a second SIGTERM ends the process at once (exit 130).
 func TestSecondSignalExits(t *testing.T) {
-	gw, addr, _, _ := startProcesses(t, 1)
-	c, err := dialWS(addr, "/ws/stubborn", net.IPv4(127, 0, 0, 1))
+	g, _ := startProcesses(t, 1)
+	c, err := dialWS(g.addr, "/ws/stubborn", net.IPv4(127, 0, 0, 1))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	_ = gw.cmd.Process.Signal(syscall.SIGTERM)
-	gw.waitLog(t, "shutting down")
-	_ = gw.cmd.Process.Signal(syscall.SIGTERM)
+	_ = g.cmd.Process.Signal(syscall.SIGTERM)
+	g.waitLog(t, "shutting down")
+	_ = g.cmd.Process.Signal(syscall.SIGTERM)
 	done := make(chan error, 1)
-	go func() { done <- gw.cmd.Wait() }()
+	go func() { done <- g.cmd.Wait() }()
 	select {
 	case err := <-done:
 		if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 130 {
