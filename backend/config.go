@@ -11,9 +11,10 @@ import (
 
 // Defaults applied by NewNode to zero Config fields.
 const (
-	DefaultMaxMessage    = 16 << 20 // Config.MaxMessage: 16 MiB
-	DefaultFragmentSize  = 64 << 10 // Config.FragmentSize: 64 KiB
-	DefaultMaxLinkBuffer = 64 << 20 // Config.MaxLinkBuffer: 64 MiB
+	DefaultMaxMessage    = 16 << 20          // Config.MaxMessage: 16 MiB
+	DefaultFragmentSize  = 64 << 10          // Config.FragmentSize: 64 KiB
+	DefaultMaxLinkBuffer = 64 << 20          // Config.MaxLinkBuffer: 64 MiB
+	DefaultKeepAlive     = wire.PingInterval // Config.PingInterval: 15 s, as the gateway's --keepalive
 )
 
 // Config configures a Node. Zero values take the documented defaults.
@@ -39,11 +40,13 @@ type Config struct {
 	// fails with ErrBufferFull (a message is always accepted into an empty
 	// buffer, so any size can be sent). Control frames ignore the bound.
 	MaxLinkBuffer int
-	// PingInterval: a link on which nothing was sent for this long gets a
-	// Ping (default wire.PingInterval, 15 s).
+	// PingInterval is the keepalive interval: every link gets a Ping this
+	// often, whatever else is sent (default DefaultKeepAlive, 15 s; the
+	// same value as the gateways' --keepalive).
 	PingInterval time.Duration
 	// LinkTimeout: a link on which nothing was received for this long is
-	// dropped (default wire.DeadAfter, 45 s). It also bounds one write.
+	// dropped (default wire.DeadIntervals x PingInterval, 45 s by default).
+	// It also bounds one write.
 	LinkTimeout time.Duration
 	// HelloTimeout: a link whose Hello has not arrived this long after
 	// accept is dropped (default wire.HelloTimeout, 10 s).
@@ -87,16 +90,20 @@ func (c Config) withDefaults() (Config, error) {
 		c.MaxLinkBuffer = DefaultMaxLinkBuffer
 	}
 	if c.PingInterval == 0 {
-		c.PingInterval = wire.PingInterval
+		c.PingInterval = DefaultKeepAlive
 	}
 	if c.LinkTimeout == 0 {
-		c.LinkTimeout = wire.DeadAfter
+		c.LinkTimeout = wire.DeadIntervals * c.PingInterval
 	}
 	if c.HelloTimeout == 0 {
 		c.HelloTimeout = wire.HelloTimeout
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
+	}
+	if c.LinkTimeout <= c.PingInterval {
+		// The peer pings once per interval: a shorter bound drops live links.
+		return c, fmt.Errorf("backend: Config.LinkTimeout %v must be longer than PingInterval %v", c.LinkTimeout, c.PingInterval)
 	}
 	return c, nil
 }

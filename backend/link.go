@@ -565,14 +565,16 @@ func (l *link) closeConn() {
 }
 
 // writeLoop is the link's writer goroutine: it flushes everything queued
-// in one write per wake-up and sends a Ping after PingInterval without
-// output. It closes the connection when the link is closing or dead and
+// in one write per wake-up and sends a Ping every PingInterval on a fixed
+// schedule, whatever else it writes (docs/protocol.md, "Keepalive": the
+// gateway must hear this side once per interval even when only the gateway
+// sends). It closes the connection when the link is closing or dead and
 // everything queued is written.
 func (l *link) writeLoop() {
 	defer l.n.wg.Done()
 	defer close(l.writerDone)
 	cfg := &l.n.cfg
-	ping := time.NewTimer(cfg.PingInterval)
+	ping := time.NewTicker(cfg.PingInterval)
 	defer ping.Stop()
 	for {
 		select {
@@ -611,7 +613,6 @@ func (l *link) writeLoop() {
 			l.closeConn()
 			return
 		}
-		ping.Reset(cfg.PingInterval)
 	}
 }
 
@@ -646,7 +647,8 @@ func (l *link) teardown(err error) {
 	default:
 		var ne net.Error
 		if errors.As(err, &ne) && ne.Timeout() {
-			l.log.Warn("link silent, dropped", "timeout", l.n.cfg.LinkTimeout)
+			l.n.stats.silent.Add(1)
+			l.log.Warn("link silent, dropped", "gateway", l.peer.NodeID, "timeout", l.n.cfg.LinkTimeout)
 		} else {
 			l.log.Warn("link lost", "err", err)
 		}

@@ -175,6 +175,7 @@ type Stats struct {
 	Links                 int    // gateway links, including those in handshake
 	MessagesIn, BytesIn   uint64 // whole client messages handed to OnMessage, and their payload bytes
 	MessagesOut, BytesOut uint64 // messages queued to clients (a key send or broadcast counts once per session)
+	LinksSilent           uint64 // links dropped because nothing was heard on them for Config.LinkTimeout
 }
 
 // Stats returns the node's counters.
@@ -184,6 +185,7 @@ func (n *Node) Stats() Stats {
 	n.mu.RUnlock()
 	st.MessagesIn, st.BytesIn = n.stats.msgsIn.Load(), n.stats.bytesIn.Load()
 	st.MessagesOut, st.BytesOut = n.stats.msgsOut.Load(), n.stats.bytesOut.Load()
+	st.LinksSilent = n.stats.silent.Load()
 	return st
 }
 
@@ -191,6 +193,7 @@ func (n *Node) Stats() Stats {
 // with atomic adds (no lock on the message path).
 type counters struct {
 	msgsIn, bytesIn, msgsOut, bytesOut atomic.Uint64
+	silent                             atomic.Uint64 // links dropped by the silence rule
 }
 
 func (c *counters) countIn(size int) {

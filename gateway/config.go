@@ -12,22 +12,23 @@ import (
 	"time"
 
 	"github.com/wsgate/wsgate/internal/membership"
+	"github.com/wsgate/wsgate/internal/wire"
 )
 
 // Defaults, applied by Config.setDefaults to every zero field.
 const (
 	DefaultListen           = "127.0.0.1:8080"
 	DefaultAdmin            = "127.0.0.1:8081"
-	DefaultMaxMessage       = 16 << 20        // largest client message, bytes; larger is closed with 1009
-	DefaultMaxHandshake     = 8 << 10         // largest upgrade request, bytes; larger gets 431
-	DefaultMaxKey           = 256             // longest routing key, bytes; longer gets 400
-	DefaultHandshakeTimeout = 5 * time.Second // upgrade request must be complete by then
-	DefaultCloseTimeout     = 3 * time.Second // wait for the client's close frame after ours
-	DefaultRebalanceRate    = 2000            // rebalance closes per second, whole gateway
-	DefaultLinkRetry        = 2 * time.Second // after a failed dial, clients of that node get 1013 for this long
-	DefaultKeepAlive        = 15 * time.Second
-	DefaultMaxClientBacklog = 32 << 20 // bytes queued to one slow client before it is closed with 1008
-	DefaultMaxLinkBacklog   = 64 << 20 // bytes queued to one backend link before senders are closed with 1013
+	DefaultMaxMessage       = 16 << 20          // largest client message, bytes; larger is closed with 1009
+	DefaultMaxHandshake     = 8 << 10           // largest upgrade request, bytes; larger gets 431
+	DefaultMaxKey           = 256               // longest routing key, bytes; longer gets 400
+	DefaultHandshakeTimeout = 5 * time.Second   // upgrade request must be complete by then
+	DefaultCloseTimeout     = 3 * time.Second   // wait for the client's close frame after ours
+	DefaultRebalanceRate    = 2000              // rebalance closes per second, whole gateway
+	DefaultLinkRetry        = 2 * time.Second   // after a failed dial, clients of that node get 1013 for this long
+	DefaultKeepAlive        = wire.PingInterval // link ping interval (both sides, fixed schedule); silent 3x this = dead
+	DefaultMaxClientBacklog = 32 << 20          // bytes queued to one slow client before it is closed with 1008
+	DefaultMaxLinkBacklog   = 64 << 20          // bytes queued to one backend link before senders are closed with 1013
 	DefaultDrainTimeout     = 10 * time.Second
 	DefaultPresenceFlush    = 100 * time.Millisecond // presence batch interval
 	DefaultPresenceTTL      = 10 * time.Second       // a gateway silent this long loses its presence
@@ -49,7 +50,7 @@ type Config struct {
 	CloseTimeout     time.Duration // default DefaultCloseTimeout
 	RebalanceRate    int           // default DefaultRebalanceRate
 	LinkRetry        time.Duration // default DefaultLinkRetry
-	KeepAlive        time.Duration // link ping interval when idle; a link silent for 3x this is dead
+	KeepAlive        time.Duration // link ping interval (fixed schedule); a link silent for 3x this is dead
 	MaxClientBacklog int           // default DefaultMaxClientBacklog
 	MaxLinkBacklog   int           // default DefaultMaxLinkBacklog
 	DrainTimeout     time.Duration // Shutdown waits this long for clients to finish the close handshake

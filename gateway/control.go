@@ -89,6 +89,9 @@ func (c *control) run() {
 		}
 		if wasUp {
 			backoff = 0
+			if ne, ok := errors.AsType[net.Error](err); ok && ne.Timeout() {
+				c.g.metrics.linkSilent(c.node.ID) // heard nothing for 3 keepalive intervals
+			}
 		} else {
 			c.g.setDown(c, true)
 		}

@@ -492,10 +492,12 @@ func (g *Gateway) pace(ctx context.Context) {
 	}
 }
 
-// janitor drives every loop's sweep and the coarse clock.
+// janitor drives every loop's sweep and the coarse clock. It ticks every
+// 250ms, or four times per keepalive interval when that is shorter, so link
+// pings keep their schedule.
 func (g *Gateway) janitor(ctx context.Context) {
 	defer g.wg.Done()
-	tick := time.NewTicker(250 * time.Millisecond)
+	tick := time.NewTicker(max(min(250*time.Millisecond, g.cfg.KeepAlive/4), 5*time.Millisecond))
 	defer tick.Stop()
 	for {
 		select {

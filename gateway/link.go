@@ -214,8 +214,13 @@ func (k *link) maybeRetire() {
 // the system's connect timeout (minutes).
 const linkDialTimeout = 5 * time.Second
 
-// keepalive pings an idle link and closes a silent one, or one that does
-// not come up in time.
+// keepalive applies the link liveness rule (docs/protocol.md, "Keepalive")
+// and closes a link that does not come up in time. The rule holds whatever
+// the direction of the data: each side sends a Ping once per interval on a
+// fixed schedule, whatever else it sends, and answers every Ping; a side
+// that has heard nothing at all for 3 intervals closes the link. (Pinging
+// only an idle-looking link fails under one-way traffic: a backend that
+// only pushes hears nothing from a gateway that only receives.)
 func (k *link) keepalive(now time.Time) {
 	if k.closed {
 		return
@@ -229,14 +234,16 @@ func (k *link) keepalive(now time.Time) {
 		return
 	}
 	every := k.loop.g.cfg.KeepAlive
-	idle := now.Sub(k.lastRecv)
-	switch {
-	case idle > 3*every:
-		k.loop.g.log.Warn("link silent, closing", "node", k.node, "idle", idle.Round(time.Millisecond))
+	if silent := now.Sub(k.lastRecv); silent > wire.DeadIntervals*every {
+		k.loop.g.log.Warn("link silent, closing", "node", k.node, "addr", k.addr,
+			"silent", silent.Round(time.Millisecond), "keepalive", every)
+		k.loop.g.metrics.linkSilent(k.node)
 		k.loop.linkFailed(k, wsframe.CloseInternalError, "backend link lost")
-	case idle > every && now.Sub(k.pinged) > every:
+		return
+	}
+	if now.Sub(k.pinged) >= every {
 		k.pinged = now
-		var b [8]byte
+		var b [wire.PingSize]byte
 		binary.BigEndian.PutUint64(b[:], uint64(now.UnixNano()))
 		k.writeFrame(wire.TypePing, 0, 0, b[:])
 	}

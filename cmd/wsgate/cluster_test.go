@@ -100,16 +100,17 @@ func (e *clusterEnv) backend(t *testing.T, id string) *proc {
 }
 
 // backendAt starts a backend listening on listen and returns it with the
-// address it listens on.
-func (e *clusterEnv) backendAt(t *testing.T, id, listen string) (*proc, string) {
+// address it listens on; extra flags follow the environment's.
+func (e *clusterEnv) backendAt(t *testing.T, id, listen string, extra ...string) (*proc, string) {
 	t.Helper()
-	return startBackend(t, id, listen, append([]string{"--admin", "-",
-		"--heartbeat", heartbeatEvery, "--node-ttl", nodeTTL, "--drain-timeout", "10s"}, e.common()...)...)
+	args := append([]string{"--admin", "-", "--heartbeat", heartbeatEvery, "--node-ttl", nodeTTL, "--drain-timeout", "10s"}, e.common()...)
+	return startBackend(t, id, listen, append(args, extra...)...)
 }
 
-func (e *clusterEnv) gateway(t *testing.T) *gw {
+// gateway starts a gateway process; extra flags follow the environment's.
+func (e *clusterEnv) gateway(t *testing.T, extra ...string) *gw {
 	t.Helper()
-	return startGateway(t, append([]string{"--reconcile", reconcileEvery}, e.common()...)...)
+	return startGateway(t, append(append([]string{"--reconcile", reconcileEvery}, e.common()...), extra...)...)
 }
 
 // get decodes the JSON answer of GET path on the gateway's admin API.
@@ -598,6 +599,46 @@ func TestClusterStartErrors(t *testing.T) {
 		ee, ok := err.(*exec.ExitError)
 		if !ok || ee.ExitCode() != tc.code || !strings.Contains(string(out), tc.want) {
 			t.Errorf("wsgate %v: exit %v, output %q; want exit %d mentioning %q", tc.args, err, out, tc.code, tc.want)
+		}
+	}
+}
+
+// TestClusterPushKeepalive: quiet clients of a multi-gateway cluster under
+// pushes keep their links (issue: every client of a link was closed with
+// 1011 after 3 keepalive intervals of one-way traffic). The processes run
+// with --keepalive 200ms, so 15 intervals pass in the test.
+func TestClusterPushKeepalive(t *testing.T) {
+	const keep = 200 * time.Millisecond
+	ka := []string{"--keepalive", keep.String()}
+	e := newClusterEnv(t)
+	e.backendAt(t, "k1", "127.0.0.1:0", ka...)
+	e.backendAt(t, "k2", "127.0.0.1:0", ka...)
+	gws := []*gw{e.gateway(t, ka...), e.gateway(t, ka...)}
+	for _, g := range gws {
+		g.waitMembers(t, "k1,k2")
+	}
+	ks := keys("quiet", 10)
+	var all []*wsClient
+	for _, g := range gws {
+		all = append(all, connectAll(t, g, ks)...)
+	}
+	// Every round pushes to every user, so each backend->gateway link
+	// carries data several times per interval and the gateway's clients
+	// send nothing: the gateway always hears, the backend never does
+	// unless the gateway pings on schedule.
+	pushes := 0
+	for end := time.Now().Add(15 * keep); time.Now().Before(end); pushes++ {
+		for i, k := range ks {
+			gws[i%2].post(t, "/api/send", `{"userId":"`+k+`","message":"push"}`, nil)
+		}
+		time.Sleep(keep / 4) // the push rate of the scenario, not a wait for a condition
+	}
+	for _, c := range all {
+		if c.isClosed() {
+			t.Fatalf("client %s on %s closed with %d (%v) under pushes", c.key, c.g.addr, c.code, c.err)
+		}
+		if len(c.msgs) == 0 {
+			t.Fatalf("client %s on %s got no push of %d", c.key, c.g.addr, pushes)
 		}
 	}
 }

@@ -36,6 +36,8 @@ func serveBackendAdmin(addr string, node *backend.Node, d *deps, log *slog.Logge
 		counter("bytes_in_total", "Payload bytes of client messages received.", func(s backend.Stats) uint64 { return s.BytesIn }),
 		counter("messages_out_total", "Messages sent to clients (per session reached).", func(s backend.Stats) uint64 { return s.MessagesOut }),
 		counter("bytes_out_total", "Payload bytes sent to clients (per session reached).", func(s backend.Stats) uint64 { return s.BytesOut }),
+		counter("link_silence_drops_total", "Gateway links dropped because nothing was heard on them for 3 keepalive intervals.",
+			func(s backend.Stats) uint64 { return s.LinksSilent }),
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)

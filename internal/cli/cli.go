@@ -94,6 +94,10 @@ func parseArgs(fs *flagSet, args []string) (*slog.Logger, error) {
 	return nil, usageError{fmt.Errorf("--log-format %q: want text or json", *format)}
 }
 
+// keepaliveUsage describes --keepalive, the same flag on gateway, backend
+// and dev (both ends of a link should use the same value).
+const keepaliveUsage = "link keepalive: each side pings every interval; a link silent 3x this is dead (use the same value on gateways and backends)"
+
 // gatewayFlags registers the gateway's tuning flags on fs and returns a
 // function that fills a Config from them.
 func gatewayFlags(fs *flagSet, listen, admin string) func(*gateway.Config) {
@@ -108,7 +112,7 @@ func gatewayFlags(fs *flagSet, listen, admin string) func(*gateway.Config) {
 		hsTO    = fs.Duration("handshake-timeout", gateway.DefaultHandshakeTimeout, "time allowed for the upgrade request")
 		rate    = fs.Int("rebalance-rate", gateway.DefaultRebalanceRate, "clients closed per second when their owner changes")
 		vnodes  = fs.Int("virtual-nodes", 0, "ring virtual nodes per weight unit (default: the ring's)")
-		keep    = fs.Duration("keepalive", gateway.DefaultKeepAlive, "link ping interval; a link silent 3x this is dead")
+		keep    = fs.Duration("keepalive", gateway.DefaultKeepAlive, keepaliveUsage)
 		cBack   = fs.Int("max-client-backlog", gateway.DefaultMaxClientBacklog, "bytes queued to a slow client before it is closed with 1008")
 		lBack   = fs.Int("max-link-backlog", gateway.DefaultMaxLinkBacklog, "bytes queued to a backend link before senders are closed with 1013")
 		drainTO = fs.Duration("drain-timeout", gateway.DefaultDrainTimeout, "on shutdown, how long clients get to finish the close handshake")
@@ -235,6 +239,7 @@ func runBackend(ctx context.Context, args []string) error {
 	drain := fs.Duration("drain-timeout", 30*time.Second, "on shutdown, how long gateways get to move clients away")
 	beat := fs.Duration("heartbeat", 2*time.Second, "heartbeat interval (registry refresh and event)")
 	ttl := fs.Duration("node-ttl", 6*time.Second, "registry TTL: a node silent this long (crashed) drops out")
+	keep := fs.Duration("keepalive", backend.DefaultKeepAlive, keepaliveUsage)
 	plain := fs.String("ws-listen", "", "also serve the demo app as plain WebSocket on host:port (for nginx/HAProxy comparisons)")
 	cf := addClusterFlags(fs)
 	log, err := parseArgs(fs, args)
@@ -252,7 +257,10 @@ func runBackend(ctx context.Context, args []string) error {
 		// One late heartbeat must not drop a live node.
 		return usageError{fmt.Errorf("--node-ttl %v must be at least twice --heartbeat %v", *ttl, *beat)}
 	}
-	node, err := demo.NewNode(backend.Config{ID: *id, Listen: *listen, Logger: log})
+	if *keep < time.Millisecond {
+		return usageError{fmt.Errorf("--keepalive %v: must be at least 1ms", *keep)}
+	}
+	node, err := demo.NewNode(backend.Config{ID: *id, Listen: *listen, Logger: log, PingInterval: *keep})
 	if err != nil {
 		return usageError{err}
 	}

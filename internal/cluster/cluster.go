@@ -22,7 +22,11 @@ import (
 type Config struct {
 	Backends int            // demo backends to start; default 3
 	Gateway  gateway.Config // Members and Nodes are filled in by Start
-	Logger   *slog.Logger   // default slog.Default()
+	// Backend is the template of every demo backend's config: ID, Listen
+	// and Logger are filled in; PingInterval defaults to Gateway.KeepAlive
+	// so both ends of a link keep the same schedule.
+	Backend backend.Config
+	Logger  *slog.Logger // default slog.Default()
 	// DrainTimeout bounds a removed backend's wait for its clients to move;
 	// default 30s.
 	DrainTimeout time.Duration
@@ -98,7 +102,12 @@ func (c *Cluster) AddNode() (string, error) {
 	c.seq++
 	id := fmt.Sprintf("node-%d", c.seq)
 	c.mu.Unlock()
-	n, err := demo.NewNode(backend.Config{ID: id, Listen: "127.0.0.1:0", Logger: c.log})
+	bc := c.cfg.Backend
+	bc.ID, bc.Listen, bc.Logger = id, "127.0.0.1:0", c.log
+	if bc.PingInterval == 0 {
+		bc.PingInterval = c.cfg.Gateway.KeepAlive
+	}
+	n, err := demo.NewNode(bc)
 	if err != nil {
 		return "", err
 	}

@@ -1,21 +1,34 @@
 package testutil
 
 import (
-	"io"
 	"net"
 	"sync"
 	"testing"
 )
 
+// Direction names one half of a proxied connection.
+type Direction int
+
+// Directions of a proxied connection.
+const (
+	// ToTarget carries what the dialling side sends to the target.
+	ToTarget Direction = iota
+	// FromTarget carries what the target sends back.
+	FromTarget
+)
+
 // Proxy is a TCP proxy for tests that need to cut a service off (a broker
-// or Redis "restart") without touching the shared service itself.
+// or Redis "restart") or make a peer go silent (Freeze) without touching
+// the service itself.
 type Proxy struct {
 	ln     net.Listener
 	target string
 
-	mu    sync.Mutex
-	down  bool
-	conns map[net.Conn]struct{}
+	mu     sync.Mutex
+	thawed *sync.Cond // signalled when a direction thaws or the proxy goes down
+	down   bool
+	frozen [2]bool
+	conns  map[net.Conn]struct{}
 }
 
 // NewProxy listens on a random loopback port and forwards to target until
@@ -27,6 +40,7 @@ func NewProxy(t testing.TB, target string) *Proxy {
 		t.Fatal(err)
 	}
 	p := &Proxy{ln: ln, target: target, conns: map[net.Conn]struct{}{}}
+	p.thawed = sync.NewCond(&p.mu)
 	go p.serve()
 	t.Cleanup(func() {
 		ln.Close()
@@ -49,6 +63,19 @@ func (p *Proxy) SetDown(down bool) {
 			c.Close()
 			delete(p.conns, c)
 		}
+		p.thawed.Broadcast()
+	}
+}
+
+// Freeze stops forwarding in direction d on every connection, keeping the
+// sockets open (the sender's bytes pile up unread, as with a peer that
+// hangs or was stopped with SIGSTOP), or resumes it.
+func (p *Proxy) Freeze(d Direction, frozen bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.frozen[d] = frozen
+	if !frozen {
+		p.thawed.Broadcast()
 	}
 }
 
@@ -85,8 +112,8 @@ func (p *Proxy) pipe(c net.Conn) {
 	p.conns[c], p.conns[up] = struct{}{}, struct{}{}
 	p.mu.Unlock()
 	done := make(chan struct{}, 2)
-	go func() { _, _ = io.Copy(up, c); done <- struct{}{} }()
-	go func() { _, _ = io.Copy(c, up); done <- struct{}{} }()
+	go func() { p.copy(up, c, ToTarget); done <- struct{}{} }()
+	go func() { p.copy(c, up, FromTarget); done <- struct{}{} }()
 	<-done
 	c.Close()
 	up.Close()
@@ -94,4 +121,25 @@ func (p *Proxy) pipe(c net.Conn) {
 	delete(p.conns, c)
 	delete(p.conns, up)
 	p.mu.Unlock()
+}
+
+// copy forwards src to dst, holding each read back while d is frozen.
+func (p *Proxy) copy(dst, src net.Conn, d Direction) {
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := src.Read(buf)
+		if n > 0 {
+			p.mu.Lock()
+			for p.frozen[d] && !p.down {
+				p.thawed.Wait()
+			}
+			p.mu.Unlock()
+			if _, werr := dst.Write(buf[:n]); werr != nil {
+				return
+			}
+		}
+		if err != nil {
+			return
+		}
+	}
 }

@@ -55,12 +55,20 @@ const MaxCloseReason = 123
 const lengthOverhead = HeaderSize - 4
 
 // Keepalive and handshake timing (docs/protocol.md, "Keepalive").
+//
+// The liveness rule, both sides: send a Ping every PingInterval on a fixed
+// schedule, whatever else is sent; answer every Ping with a Pong; close a
+// link on which nothing at all was received for DeadIntervals intervals.
+// So each side hears the other at least once per interval whichever way the
+// data flows (pushes only, client messages only, both or none).
 const (
-	// PingInterval: each side sends a Ping after this long without sending
-	// any frame.
+	// PingInterval is the default keepalive interval.
 	PingInterval = 15 * time.Second
-	// DeadAfter: a link on which nothing was received for this long is dead.
-	DeadAfter = 45 * time.Second
+	// DeadIntervals: a link silent (nothing received) for this many
+	// keepalive intervals is dead.
+	DeadIntervals = 3
+	// DeadAfter: the default silence bound, DeadIntervals x PingInterval.
+	DeadAfter = DeadIntervals * PingInterval
 	// HelloTimeout: the backend drops a link whose Hello has not arrived
 	// within this long after the TCP connection was accepted.
 	HelloTimeout = 10 * time.Second
