@@ -39,7 +39,7 @@ func FuzzParseHeader(f *testing.F) {
 // FuzzParseBodies feeds one body to every Parse* function; whatever a parser
 // accepts must re-encode to the same bytes.
 func FuzzParseBodies(f *testing.F) {
-	f.Add(AppendHello(nil, Hello{Version, RoleGateway, 1 << 20, "gw"})[HeaderSize:])
+	f.Add(AppendHello(nil, Hello{Version: Version, Role: RoleGateway, MaxBody: 1 << 20, NodeID: "gw"})[HeaderSize:])
 	f.Add(AppendOpen(nil, 1, false, []byte("u1"), []byte("1.2.3.4:5"), []byte("/ws/u1?x=1"))[HeaderSize:])
 	f.Add(AppendClose(nil, 1, 1000, []byte("bye"))[HeaderSize:])
 	f.Add(AppendSendKey(nil, 0, []byte("k"), []byte("payload"))[HeaderSize:])

@@ -166,6 +166,12 @@ const (
 	// the gateway's routing key, usually empty, and the session belongs to
 	// no key group).
 	FlagKeyless uint8 = 1 << 0
+	// FlagCloseAck on a backend's Hello: the backend answers every Close
+	// the gateway sends for an open session with a Close for the same
+	// session, queued after every frame it had already queued for that
+	// session. The gateway then knows, when the answer arrives, that the
+	// session's last replies are delivered (docs/protocol.md 4.4).
+	FlagCloseAck uint8 = 1 << 0
 )
 
 // MessageFlags is the set of flags defined for TypeMessage.
@@ -296,17 +302,18 @@ type Hello struct {
 	Role    Role
 	MaxBody uint32 // largest frame body the sender accepts from its peer
 	NodeID  string // sender's id (gateway id or backend node id)
+	Flags   uint8  // FlagCloseAck (backend); carried in the frame header, not the body
 }
 
 // helloFixed is the size of Hello's fixed fields (version, role, maxBody,
 // node id length).
 const helloFixed = 2 + 1 + 4 + 2
 
-// AppendHello appends a whole Hello frame (session 0, no flags). A NodeID
+// AppendHello appends a whole Hello frame (session 0, flags h.Flags). A NodeID
 // over MaxString bytes is truncated.
 func AppendHello(dst []byte, h Hello) []byte {
 	id := clip(h.NodeID)
-	dst = AppendHeader(dst, TypeHello, 0, 0, helloFixed+len(id))
+	dst = AppendHeader(dst, TypeHello, h.Flags, 0, helloFixed+len(id))
 	dst = binary.BigEndian.AppendUint16(dst, h.Version)
 	dst = append(dst, byte(h.Role))
 	dst = binary.BigEndian.AppendUint32(dst, h.MaxBody)
