@@ -137,7 +137,7 @@ func (c *chunkReader) Read(p []byte) (int, error) {
 // re-encode to exactly the bytes it consumed.
 func FuzzReader(f *testing.F) {
 	var seed []byte
-	seed = AppendHello(seed, Hello{Version, RoleGateway, 1 << 20, "gw"})
+	seed = AppendHello(seed, Hello{Version: Version, Role: RoleGateway, MaxBody: 1 << 20, NodeID: "gw"})
 	seed = AppendOpen(seed, 1, false, []byte("u1"), []byte("a"), []byte("/ws"))
 	seed = AppendFrame(seed, TypeMessage, FlagBinary|FlagMore, 1, []byte("part one"))
 	seed = AppendFrame(seed, TypeMessage, FlagBinary|FlagContinuation, 1, []byte("part two"))

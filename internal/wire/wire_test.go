@@ -101,13 +101,13 @@ func TestHello(t *testing.T) {
 			t.Errorf("ParseHello = %+v, %v; want %+v", got, err, want)
 		}
 	}
-	long := Hello{Version, RoleGateway, 1 << 20, strings.Repeat("x", MaxString+10)}
+	long := Hello{Version: Version, Role: RoleGateway, MaxBody: 1 << 20, NodeID: strings.Repeat("x", MaxString+10)}
 	_, b := body(t, AppendHello(nil, long), TypeHello)
 	if got, err := ParseHello(b); err != nil || got.NodeID != long.NodeID[:MaxString] {
 		t.Errorf("long node id: %d bytes, %v", len(got.NodeID), err)
 	}
 
-	good := AppendHello(nil, Hello{Version, RoleGateway, 4096, "ab"})[HeaderSize:]
+	good := AppendHello(nil, Hello{Version: Version, Role: RoleGateway, MaxBody: 4096, NodeID: "ab"})[HeaderSize:]
 	for _, bad := range []struct {
 		name string
 		b    []byte
@@ -126,7 +126,7 @@ func TestHello(t *testing.T) {
 }
 
 func TestHelloCheck(t *testing.T) {
-	ok := Hello{Version, RoleGateway, DefaultMaxBody, "gw"}
+	ok := Hello{Version: Version, Role: RoleGateway, MaxBody: DefaultMaxBody, NodeID: "gw"}
 	tests := []struct {
 		h    Hello
 		peer Role
@@ -134,8 +134,8 @@ func TestHelloCheck(t *testing.T) {
 	}{
 		{ok, RoleGateway, nil},
 		{ok, RoleBackend, ErrRole},
-		{Hello{Version + 1, RoleGateway, DefaultMaxBody, ""}, RoleGateway, ErrVersion},
-		{Hello{Version, RoleGateway, MinMaxBody - 1, ""}, RoleGateway, ErrMalformed},
+		{Hello{Version: Version + 1, Role: RoleGateway, MaxBody: DefaultMaxBody, NodeID: ""}, RoleGateway, ErrVersion},
+		{Hello{Version: Version, Role: RoleGateway, MaxBody: MinMaxBody - 1, NodeID: ""}, RoleGateway, ErrMalformed},
 	}
 	for _, tt := range tests {
 		if err := tt.h.Check(tt.peer); !errors.Is(err, tt.err) {
@@ -343,7 +343,7 @@ func TestExampleDump(t *testing.T) {
 
 func TestReaderFrames(t *testing.T) {
 	var stream []byte
-	stream = AppendHello(stream, Hello{Version, RoleGateway, 1 << 20, "gw"})
+	stream = AppendHello(stream, Hello{Version: Version, Role: RoleGateway, MaxBody: 1 << 20, NodeID: "gw"})
 	stream = AppendOpen(stream, 1, false, []byte("u1"), []byte("1.2.3.4:5"), []byte("/ws/u1"))
 	big := bytes.Repeat([]byte("0123456789"), 30000) // 300 kB: forces growth
 	stream = AppendFrame(stream, TypeMessage, FlagBinary, 1, big)
