@@ -88,9 +88,9 @@ func body(t *testing.T, frame []byte, wantType Type) (Header, []byte) {
 
 func TestHello(t *testing.T) {
 	for _, want := range []Hello{
-		{Version, RoleGateway, DefaultMaxBody, "gw-1"},
-		{Version, RoleBackend, MinMaxBody, ""},
-		{0xFFFF, RoleBackend, 0xFFFFFFFF, strings.Repeat("n", 300)},
+		{Version: Version, Role: RoleGateway, MaxBody: DefaultMaxBody, NodeID: "gw-1"},
+		{Version: Version, Role: RoleBackend, MaxBody: MinMaxBody, NodeID: ""},
+		{Version: 0xFFFF, Role: RoleBackend, MaxBody: 0xFFFFFFFF, NodeID: strings.Repeat("n", 300)},
 	} {
 		h, b := body(t, AppendHello(nil, want), TypeHello)
 		if h.Session != 0 || h.Flags != 0 {
