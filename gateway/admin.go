@@ -79,11 +79,19 @@ func (g *Gateway) Info() Info {
 func (g *Gateway) AdminHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		if g.accept != nil && g.accept.stopped.Load() {
+			writeError(w, http.StatusServiceUnavailable, "unhealthy: the accept loop stopped; restart the process")
+			return
+		}
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
 		if r := g.ring.Load(); r == nil || r.Len() == 0 || g.draining.Load() {
 			writeError(w, http.StatusServiceUnavailable, "not ready: no backend on the ring, or draining")
+			return
+		}
+		if why := g.saturated(); why != "" {
+			writeError(w, http.StatusServiceUnavailable, "not ready: "+why)
 			return
 		}
 		deps := map[string]bool{}

@@ -5,10 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net"
 	"os"
 	"runtime"
+	"runtime/debug"
 	"strconv"
+	"strings"
+	"syscall"
 	"time"
 
 	"github.com/wsgate/wsgate/internal/membership"
@@ -32,6 +36,32 @@ const (
 	DefaultDrainTimeout     = 10 * time.Second
 	DefaultPresenceFlush    = 100 * time.Millisecond // presence batch interval
 	DefaultPresenceTTL      = 10 * time.Second       // a gateway silent this long loses its presence
+
+	// Edge limits (docs/operations.md, "Limits").
+
+	// DefaultMaxFrameRate: data frames per second one client may send
+	// (token bucket, burst twice this); beyond it the client is closed
+	// with 1008 "rate limit". Generous for chat, games and dashboards (a
+	// 60 Hz game client sends 60), low enough that one client cannot keep
+	// an event loop busy.
+	DefaultMaxFrameRate = 1000
+	// DefaultPingInterval: how often the gateway pings a client it has
+	// heard nothing from (spread over the interval, one 2-byte frame).
+	DefaultPingInterval = 30 * time.Second
+	// DefaultIdleTimeout: a client from which nothing (not even a pong)
+	// arrives for this long is closed with 1001 "idle timeout".
+	DefaultIdleTimeout = 90 * time.Second
+	// DefaultOutboundShare: without --max-outbound-memory, the bytes queued
+	// toward all clients may use this share of the memory limit
+	// (GOMEMLIMIT, else the cgroup's memory.max, else physical RAM).
+	DefaultOutboundShare = 4 // 1/4
+	// FDReserveMin and FDReserveShare size the descriptors kept free of
+	// client connections for backend links, control links, Redis,
+	// RabbitMQ, the admin listener and rejections being answered: the
+	// default --max-conns is the open-file limit minus
+	// max(FDReserveMin, limit/FDReserveShare) (20,000 -> 19,000).
+	FDReserveMin   = 512
+	FDReserveShare = 20
 )
 
 // Config configures a Gateway. The zero value of every field means its default.
@@ -55,6 +85,16 @@ type Config struct {
 	MaxLinkBacklog   int           // default DefaultMaxLinkBacklog
 	DrainTimeout     time.Duration // Shutdown waits this long for clients to finish the close handshake
 	VirtualNodes     int           // ring virtual nodes per weight unit; 0 = the ring's default
+
+	// Edge limits. For the rates and timeouts below, 0 means the default
+	// and a negative value turns the limit off.
+	MaxConns           int           // client sockets held (handshaking or open); default from the open-file limit (see FDReserveMin)
+	MaxConnsPerIP      int           // client sockets per source address; 0 = off
+	HandshakeRatePerIP float64       // upgrade attempts per second per source address (burst the same); 0 = off
+	MaxFrameRate       int           // data frames per second per client; default DefaultMaxFrameRate; < 0 off
+	PingInterval       time.Duration // server pings; default DefaultPingInterval; < 0 off
+	IdleTimeout        time.Duration // default DefaultIdleTimeout; < 0 off
+	MaxOutboundMemory  int64         // bytes queued toward all clients; default a share of the memory limit; < 0 off
 
 	PresenceFlush time.Duration // default DefaultPresenceFlush
 	PresenceTTL   time.Duration // default DefaultPresenceTTL
@@ -122,9 +162,55 @@ func (c *Config) setDefaults() {
 	defDur(&c.DrainTimeout, DefaultDrainTimeout)
 	defDur(&c.PresenceFlush, DefaultPresenceFlush)
 	defDur(&c.PresenceTTL, DefaultPresenceTTL)
+	if c.MaxConns == 0 {
+		c.MaxConns = defaultMaxConns(openFileLimit())
+	}
+	def(&c.MaxFrameRate, DefaultMaxFrameRate)
+	defDur(&c.PingInterval, DefaultPingInterval)
+	defDur(&c.IdleTimeout, DefaultIdleTimeout)
+	if c.MaxOutboundMemory == 0 {
+		c.MaxOutboundMemory = memoryLimit() / DefaultOutboundShare
+	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
+}
+
+// DefaultMaxConns is the --max-conns default on this process: the
+// open-file limit minus the descriptor reserve.
+func DefaultMaxConns() int { return defaultMaxConns(openFileLimit()) }
+
+// defaultMaxConns leaves the descriptor reserve free of client sockets.
+func defaultMaxConns(nofile int) int {
+	return max(1, nofile-max(FDReserveMin, nofile/FDReserveShare))
+}
+
+// openFileLimit is the process's open-file limit (Go raises the soft limit
+// to the hard one at start).
+func openFileLimit() int {
+	var rl syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl); err != nil || rl.Cur > math.MaxInt32 {
+		return math.MaxInt32
+	}
+	return int(rl.Cur)
+}
+
+// memoryLimit is the memory the process may use: GOMEMLIMIT when set, else
+// the cgroup v2 memory.max when set, else physical RAM.
+func memoryLimit() int64 {
+	if l := debug.SetMemoryLimit(-1); l != math.MaxInt64 {
+		return l
+	}
+	if b, err := os.ReadFile("/sys/fs/cgroup/memory.max"); err == nil {
+		if v, err := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64); err == nil && v > 0 {
+			return v
+		}
+	}
+	var si syscall.Sysinfo_t
+	if err := syscall.Sysinfo(&si); err == nil {
+		return int64(si.Totalram) * int64(si.Unit)
+	}
+	return 4 << 30
 }
 
 // Fanout carries broadcasts to every gateway (see internal/fanout).
@@ -158,10 +244,21 @@ func (c *Config) validate() error {
 		{"--max-client-backlog", c.MaxClientBacklog, 4096},
 		{"--max-link-backlog", c.MaxLinkBacklog, 1 << 20},
 		{"--virtual-nodes", c.VirtualNodes, 0},
+		{"--max-conns", c.MaxConns, 1},
+		{"--max-conns-per-ip", c.MaxConnsPerIP, 0},
 	} {
 		if f.v < f.min {
 			return fmt.Errorf("gateway: %s %d: must be at least %d", f.name, f.v, f.min)
 		}
+	}
+	if c.HandshakeRatePerIP < 0 || math.IsNaN(c.HandshakeRatePerIP) || math.IsInf(c.HandshakeRatePerIP, 0) {
+		return fmt.Errorf("gateway: --handshake-rate-per-ip %v: want a rate >= 0 (0 = off)", c.HandshakeRatePerIP)
+	}
+	if c.MaxOutboundMemory > 0 && c.MaxOutboundMemory < 1<<20 {
+		return fmt.Errorf("gateway: --max-outbound-memory %d: must be at least 1 MiB (or 0 for the default)", c.MaxOutboundMemory)
+	}
+	if c.PingInterval > 0 && c.IdleTimeout > 0 && c.IdleTimeout <= c.PingInterval {
+		return fmt.Errorf("gateway: --idle-timeout %v must be longer than --ping-interval %v (a client answers a ping)", c.IdleTimeout, c.PingInterval)
 	}
 	for _, f := range []struct {
 		name string

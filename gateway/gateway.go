@@ -13,14 +13,13 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
-	"strconv"
+	"os"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/panjf2000/gnet/v2"
-	"golang.org/x/sys/unix"
 
 	"github.com/wsgate/wsgate/internal/membership"
 	"github.com/wsgate/wsgate/internal/ring"
@@ -46,6 +45,12 @@ type Gateway struct {
 	loopsMu sync.Mutex
 	loops   map[gnet.EventLoop]*loop
 	loopArr atomic.Pointer[[]*loop]
+
+	accept  *acceptor
+	limits  *limiter
+	held    atomic.Int64 // client sockets admitted and not yet closed (handshaking, open, closing)
+	fatalCh chan error   // gets the error that makes the gateway unhealthy for good (cap 1)
+	sockDir string       // private directory of gnet's own (unused) listener socket
 
 	clients    atomic.Int64 // open sessions, all loops
 	rebalanced atomic.Int64 // rebalance closes since start
@@ -82,6 +87,8 @@ func New(cfg Config) (*Gateway, error) {
 		controls: make(map[string]*control),
 		down:     make(map[string]bool),
 		kick:     make(chan struct{}, 1),
+		fatalCh:  make(chan error, 1),
+		limits:   newLimiter(cfg.MaxConnsPerIP, cfg.HandshakeRatePerIP),
 	}
 	g.loopArr.Store(&[]*loop{})
 	g.clock.Store(time.Now().UnixNano())
@@ -97,12 +104,25 @@ func New(cfg Config) (*Gateway, error) {
 // Start runs the engine, the admin API and the membership watch. It returns
 // once clients can connect and the first member set is applied.
 func (g *Gateway) Start(ctx context.Context) error {
+	ln, err := listen(&g.cfg)
+	if err != nil {
+		return fmt.Errorf("gateway: --listen %s: %w", g.cfg.Listen, err)
+	}
+	g.addr = ln.Addr().String()
+	// gnet needs a listener of its own; clients come through the acceptor
+	// (accept.go), so gnet's is a Unix socket in a private directory that
+	// nobody dials (OnOpen refuses anything that did not come through the
+	// acceptor anyway).
+	if g.sockDir, err = os.MkdirTemp("", "wsgate-gnet-"); err != nil {
+		_ = ln.Close()
+		return fmt.Errorf("gateway: %w", err)
+	}
 	ctx, g.cancel = context.WithCancel(context.Background())
 	go func() {
-		g.runDone <- gnet.Run(g, "tcp://"+g.cfg.Listen,
+		g.runDone <- gnet.Run(g, "unix://"+filepath.Join(g.sockDir, "loops.sock"),
 			gnet.WithMulticore(true),
 			gnet.WithNumEventLoop(g.cfg.Loops),
-			gnet.WithReusePort(g.cfg.ReusePort),
+			gnet.WithLoadBalancing(gnet.LeastConnections),
 			gnet.WithTCPNoDelay(gnet.TCPNoDelay),
 			gnet.WithLogger(gnetLogger{g.log}),
 		)
@@ -111,7 +131,15 @@ func (g *Gateway) Start(ctx context.Context) error {
 	case <-g.booted:
 	case err := <-g.runDone:
 		g.cancel()
-		return fmt.Errorf("gateway: --listen %s: %w", g.cfg.Listen, err)
+		_ = ln.Close()
+		_ = os.RemoveAll(g.sockDir)
+		return fmt.Errorf("gateway: event loops: %w", err)
+	}
+	g.accept = newAcceptor(g, ln)
+	go g.accept.run()
+	if g.cfg.MaxConns+FDReserveMin/2 > openFileLimit() {
+		g.log.Warn("--max-conns leaves few descriptors for links, Redis and RabbitMQ; new clients are shed when descriptors run out",
+			"max_conns", g.cfg.MaxConns, "open_file_limit", openFileLimit())
 	}
 	if g.cfg.Admin != "-" {
 		a, err := startAdmin(g, g.cfg.Admin)
@@ -241,7 +269,13 @@ func (g *Gateway) Close() {
 	if g.admin != nil {
 		g.admin.close()
 	}
+	if g.accept != nil {
+		g.accept.close()
+	}
 	g.stopEngine()
+	if g.sockDir != "" {
+		_ = os.RemoveAll(g.sockDir)
+	}
 	g.wg.Wait()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	_ = g.cfg.Presence.ResetGateway(ctx, g.cfg.ID)
@@ -280,20 +314,9 @@ func (g *Gateway) loopOf(el gnet.EventLoop) *loop {
 	return l
 }
 
-// OnBoot records the engine and the listener's real address.
+// OnBoot records the engine.
 func (g *Gateway) OnBoot(eng gnet.Engine) gnet.Action {
 	g.eng = eng
-	g.addr = g.cfg.Listen
-	if fd, err := eng.Dup(); err == nil {
-		if sa, err := unix.Getsockname(fd); err == nil {
-			if in, ok := sa.(*unix.SockaddrInet4); ok {
-				g.addr = net.JoinHostPort(net.IP(in.Addr[:]).String(), strconv.Itoa(in.Port))
-			} else if in6, ok := sa.(*unix.SockaddrInet6); ok {
-				g.addr = net.JoinHostPort(net.IP(in6.Addr[:]).String(), strconv.Itoa(in6.Port))
-			}
-		}
-		_ = unix.Close(fd)
-	}
 	close(g.booted)
 	return gnet.None
 }
@@ -302,10 +325,19 @@ func (g *Gateway) OnBoot(eng gnet.Engine) gnet.Action {
 // link dialled by linkTo (its context is the *link).
 func (g *Gateway) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
 	l := g.loopOf(c.EventLoop())
-	if k, ok := c.Context().(*link); ok {
-		return l.linkOpened(k, c), gnet.None
+	switch x := c.Context().(type) {
+	case *link:
+		return l.linkOpened(x, c), gnet.None
+	case *admission:
+		if x != admitted {
+			return nil, gnet.Close
+		}
+	default:
+		return nil, gnet.Close // not from the acceptor (gnet's own socket)
 	}
 	if g.draining.Load() {
+		g.released(c)
+		c.SetContext(nil)
 		return nil, gnet.Close
 	}
 	s := &session{conn: c, loop: l, state: stHandshake,
@@ -331,11 +363,34 @@ func (g *Gateway) OnClose(c gnet.Conn, err error) gnet.Action {
 	switch x := c.Context().(type) {
 	case *session:
 		x.loop.onClose(x)
+		g.released(c)
 	case *link:
 		x.loop.linkClosed(x, err)
 	}
 	return gnet.None
 }
+
+// released gives back the admission of a client connection that closes.
+func (g *Gateway) released(c gnet.Conn) {
+	g.held.Add(-1)
+	if g.limits.on() {
+		g.limits.release(peerIP(c.RemoteAddr()))
+	}
+}
+
+// fatal reports an error after which the gateway cannot serve new clients:
+// /healthz fails and Fatal delivers it, so the process exits non-zero and a
+// supervisor restarts it.
+func (g *Gateway) fatal(err error) {
+	select {
+	case g.fatalCh <- err:
+	default:
+	}
+}
+
+// Fatal delivers the error that left the gateway unable to serve new
+// clients (its accept loop stopped). The caller should exit non-zero.
+func (g *Gateway) Fatal() <-chan error { return g.fatalCh }
 
 // watch applies each member set from the membership source.
 func (g *Gateway) watch(sets <-chan []membership.Node, first chan struct{}) {

@@ -44,6 +44,7 @@ type metrics struct {
 	ringSwaps   prometheus.Counter
 	links       *prometheus.GaugeVec
 	silent      *prometheus.CounterVec
+	rejected    *prometheus.CounterVec
 	hsOK        prometheus.Counter
 }
 
@@ -79,6 +80,8 @@ func newMetrics(g *Gateway) *metrics {
 			Help: "1 when the control link to a backend is up."}, []string{"node"}),
 		silent: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "link_silence_drops_total",
 			Help: "Backend links closed because nothing was heard on them for 3 keepalive intervals, by node."}, []string{"node"}),
+		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "rejected_total",
+			Help: "Clients refused or closed by an edge limit, by reason (docs/operations.md, Limits)."}, []string{"reason"}),
 	}
 	m.hsOK = m.handshakes.WithLabelValues("ok")
 	for name, up := range g.cfg.Health {
@@ -86,7 +89,7 @@ func newMetrics(g *Gateway) *metrics {
 			Help: "1 when the dependency (redis, rabbitmq) is reachable.", ConstLabels: prometheus.Labels{"dependency": name}},
 			func() float64 { return b2f(up()) }))
 	}
-	reg.MustRegister(m.handshakes, m.closes, m.rebalance, m.slow, m.ringMembers, m.ringVersion, m.ringSwaps, m.links, m.silent,
+	reg.MustRegister(m.handshakes, m.closes, m.rebalance, m.slow, m.ringMembers, m.ringVersion, m.ringSwaps, m.links, m.silent, m.rejected,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: ns, Name: "connections",
 			Help: "Open client WebSocket sessions."}, func() float64 { return float64(g.clients.Load()) }),
 		f("messages_in_total", "Client messages relayed to backends.", func(s *loopStats) *atomic.Uint64 { return &s.msgsIn }),
@@ -106,6 +109,7 @@ func (m *metrics) handshakeFailed(why string)  { m.handshakes.WithLabelValues(wh
 func (m *metrics) protocolClose(code uint16)   { m.closes.WithLabelValues(strconv.Itoa(int(code))).Inc() }
 func (m *metrics) rebalanceClose()             { m.rebalance.Inc() }
 func (m *metrics) slowClient()                 { m.slow.Inc() }
+func (m *metrics) reject(reason string)        { m.rejected.WithLabelValues(reason).Inc() }
 func (m *metrics) linkSilent(node string)      { m.silent.WithLabelValues(node).Inc() }
 func (m *metrics) linkUp(node string, up bool) { m.links.WithLabelValues(node).Set(b2f(up)) }
 func (m *metrics) forgetNode(node string)      { m.links.DeleteLabelValues(node) }

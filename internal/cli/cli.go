@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"strconv"
 	"time"
 
 	"github.com/wsgate/wsgate/backend"
@@ -116,12 +117,32 @@ func gatewayFlags(fs *flagSet, listen, admin string) func(*gateway.Config) {
 		cBack   = fs.Int("max-client-backlog", gateway.DefaultMaxClientBacklog, "bytes queued to a slow client before it is closed with 1008")
 		lBack   = fs.Int("max-link-backlog", gateway.DefaultMaxLinkBacklog, "bytes queued to a backend link before senders are closed with 1013")
 		drainTO = fs.Duration("drain-timeout", gateway.DefaultDrainTimeout, "on shutdown, how long clients get to finish the close handshake")
+		closeTO = fs.Duration("close-timeout", gateway.DefaultCloseTimeout, "close handshake bound: a client's last replies and its close answer wait at most this long")
+		// Edge limits (docs/operations.md, "Limits").
+		maxConns = fs.Int("max-conns", 0, "most client connections held; beyond: HTTP 503 (default: open-file limit minus a reserve, "+
+			strconv.Itoa(gateway.DefaultMaxConns())+" here)")
+		perIP   = fs.Int("max-conns-per-ip", 0, "most client connections per source address; beyond: HTTP 429 (0 = off)")
+		hsRate  = fs.Float("handshake-rate-per-ip", 0, "upgrades per second per source address, burst the same; beyond: HTTP 429 (0 = off)")
+		frRate  = fs.Int("max-frame-rate", gateway.DefaultMaxFrameRate, "data frames per second a client may send (burst 2x); beyond: close 1008 (0 = off)")
+		pingIvl = fs.Duration("ping-interval", gateway.DefaultPingInterval, "ping clients heard nothing from for this long (0 = off)")
+		idleTO  = fs.Duration("idle-timeout", gateway.DefaultIdleTimeout, "close clients silent this long, pongs included, with 1001 (0 = off)")
+		outMem  = fs.Bytes("max-outbound-memory", 0, "bytes queued toward all clients; over it the largest backlogs get 1008 (default: 1/4 of GOMEMLIMIT, cgroup limit or RAM)")
 	)
+	off := func(v int64) int64 { // flag 0 = off; Config 0 = default, < 0 = off
+		if v == 0 {
+			return -1
+		}
+		return v
+	}
 	return func(c *gateway.Config) {
 		c.Listen, c.Admin, c.ID, c.Loops, c.ReusePort = *l, *a, *id, *loops, *reuse
 		c.MaxMessage, c.MaxHandshake, c.HandshakeTimeout = *maxMsg, *maxHS, *hsTO
 		c.RebalanceRate, c.VirtualNodes, c.KeepAlive, c.DrainTimeout = *rate, *vnodes, *keep, *drainTO
-		c.MaxClientBacklog, c.MaxLinkBacklog = *cBack, *lBack
+		c.MaxClientBacklog, c.MaxLinkBacklog, c.CloseTimeout = *cBack, *lBack, *closeTO
+		c.MaxConns, c.MaxConnsPerIP, c.HandshakeRatePerIP = *maxConns, *perIP, *hsRate
+		c.MaxFrameRate = int(off(int64(*frRate)))
+		c.PingInterval, c.IdleTimeout = time.Duration(off(int64(*pingIvl))), time.Duration(off(int64(*idleTO)))
+		c.MaxOutboundMemory = *outMem
 	}
 }
 
@@ -155,7 +176,12 @@ func runDev(ctx context.Context, args []string, stdout io.Writer) error {
 
 Ctrl-C stops the cluster (clients get close 1001).
 `, *n, g.Addr(), admin)
-	<-ctx.Done()
+	select {
+	case <-ctx.Done():
+	case err := <-g.Fatal():
+		_ = c.Shutdown(context.Background())
+		return err
+	}
 	log.Info("shutting down")
 	sctx, cancel := context.WithTimeout(context.Background(), cfg.DrainTimeout+5*time.Second)
 	defer cancel()
@@ -224,7 +250,12 @@ func runGateway(ctx context.Context, args []string) error {
 	if err := g.Start(ctx); err != nil {
 		return err
 	}
-	<-ctx.Done()
+	select {
+	case <-ctx.Done():
+	case err := <-g.Fatal():
+		g.Close()
+		return err // exit 1: a supervisor restarts the process
+	}
 	log.Info("shutting down: closing clients with 1001")
 	return g.Shutdown(context.Background())
 }

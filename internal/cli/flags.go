@@ -60,6 +60,49 @@ func (f *flagSet) Duration(name string, def time.Duration, usage string) *time.D
 	return f.FlagSet.Duration(name, envOr(f, name, def, time.ParseDuration, "a duration like 5s"), help(name, usage))
 }
 
+func (f *flagSet) Float(name string, def float64, usage string) *float64 {
+	return f.FlagSet.Float64(name, envOr(f, name, def, func(s string) (float64, error) { return strconv.ParseFloat(s, 64) }, "a number"), help(name, usage))
+}
+
+// Bytes is a byte-size flag: a plain number or one with a KiB, MiB, GiB
+// (or K, M, G) suffix, e.g. 512MiB.
+func (f *flagSet) Bytes(name string, def int64, usage string) *int64 {
+	v := byteSize(envOr(f, name, def, parseBytes, "a size like 512MiB"))
+	f.FlagSet.Var(&v, name, help(name, usage))
+	return (*int64)(&v)
+}
+
+type byteSize int64
+
+func (b *byteSize) String() string { return strconv.FormatInt(int64(*b), 10) }
+func (b *byteSize) Set(s string) error {
+	v, err := parseBytes(s)
+	if err != nil {
+		return err
+	}
+	*b = byteSize(v)
+	return nil
+}
+
+// parseBytes reads "123", "64KiB", "512MiB", "2GiB" (K, M, G alike).
+func parseBytes(s string) (int64, error) {
+	num, mult := strings.TrimSpace(s), int64(1)
+	for _, u := range []struct {
+		suffix string
+		mult   int64
+	}{{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"K", 1 << 10}, {"M", 1 << 20}, {"G", 1 << 30}} {
+		if rest, ok := strings.CutSuffix(num, u.suffix); ok {
+			num, mult = rest, u.mult
+			break
+		}
+	}
+	n, err := strconv.ParseInt(strings.TrimSpace(num), 10, 64)
+	if err != nil || n < 0 || n > (1<<62)/mult {
+		return 0, fmt.Errorf("%q: want a size like 512MiB", s)
+	}
+	return n * mult, nil
+}
+
 // list is a repeatable flag; WSGATE_<NAME> holds a space-separated list.
 type list []string
 
