@@ -154,7 +154,7 @@ func (l *link) handshake() error {
 		return reply(wire.CodeProtocol, "expected Hello", err)
 	case err != nil:
 		return err
-	case h.Type != wire.TypeHello || h.Session != 0 || h.Flags != 0:
+	case h.Type != wire.TypeHello || h.Session != 0: // unknown Hello flags are ignored
 		return reply(wire.CodeProtocol, "expected Hello", fmt.Errorf("first frame is %v", h.Type))
 	}
 	// The version comes first so that a Hello of another version, whatever
@@ -178,6 +178,7 @@ func (l *link) handshake() error {
 		Role:    wire.RoleBackend,
 		MaxBody: wire.DefaultMaxBody,
 		NodeID:  cfg.ID,
+		Flags:   wire.FlagCloseAck, // handle answers every gateway Close
 	})
 	if _, err := l.c.Write(out); err != nil {
 		return err
@@ -232,7 +233,14 @@ func (l *link) handle(h wire.Header, body []byte) error {
 			return protoErr("bad Close body")
 		}
 		if s := l.lookup(h.Session); s != nil {
-			l.endRemote(s, code, strings.ToValidUTF8(string(reason), "\uFFFD"), false)
+			// FlagCloseAck: answer with a Close queued after every frame
+			// already queued for s (endRemote appends it unless we sent
+			// our own Close first).
+			ack := code
+			if !validCloseCode(ack) {
+				ack = closeNormal // 1005, 1006, ...: not sendable on the WebSocket wire
+			}
+			l.endRemote(s, code, strings.ToValidUTF8(string(reason), "\uFFFD"), ack, "")
 		}
 		return nil
 	case wire.TypePing, wire.TypePong:
@@ -354,7 +362,7 @@ func (l *link) handleMessage(h wire.Header, body []byte) error {
 			return protoErr("session %d: new message before the previous one ended", s.id)
 		}
 		if len(body) > limit {
-			l.endRemote(s, closeTooBig, "message too big", true)
+			l.endRemote(s, closeTooBig, "message too big", closeTooBig, "message too big")
 			return nil
 		}
 		if !more {
@@ -376,7 +384,7 @@ func (l *link) handleMessage(h wire.Header, body []byte) error {
 		return protoErr("session %d: FlagBinary changed within a message", s.id)
 	}
 	if len(body) > limit-len(s.rbuf) {
-		l.endRemote(s, closeTooBig, "message too big", true)
+		l.endRemote(s, closeTooBig, "message too big", closeTooBig, "message too big")
 		return nil
 	}
 	s.rbuf = append(s.rbuf, body...)
@@ -664,6 +672,6 @@ func (l *link) teardown(err error) {
 	}
 	l.smu.Unlock()
 	for _, s := range sessions {
-		l.endRemote(s, code, reason, false)
+		l.endRemote(s, code, reason, 0, "")
 	}
 }

@@ -70,6 +70,7 @@ var (
 
 // WebSocket close codes the SDK reports in OnClose or sends.
 const (
+	closeNormal    = 1000
 	closeGoingAway = 1001
 	closeAbnormal  = 1006
 	closeTooBig    = 1009

@@ -835,11 +835,14 @@ func TestShutdownWaitsForSessions(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("Shutdown did not return after the last session left")
 	}
+	// The gateway's Closes are acknowledged (FlagCloseAck), then the link
+	// closes with Error CodeGoingAway.
 	frames := g.ExpectEOF()
-	if len(frames) != 1 {
+	if len(frames) != 3 || frames[0].Type != wire.TypeClose || frames[0].Session != 1 ||
+		frames[1].Type != wire.TypeClose || frames[1].Session != 2 {
 		t.Fatalf("frames before EOF: %v", frames)
 	}
-	if code, _ := gwtest.ParseError(t, frames[0]); code != wire.CodeGoingAway {
+	if code, _ := gwtest.ParseError(t, frames[2]); code != wire.CodeGoingAway {
 		t.Fatalf("Error code %d", code)
 	}
 	if err := n.Shutdown(context.Background()); err != nil {

@@ -157,9 +157,12 @@ func (l *link) endLocal(s *Session, code uint16, reason string) {
 }
 
 // endRemote ends s on the reader goroutine (gateway Close, message too big,
-// link teardown) and calls OnClose. With sendClose a Close frame tells the
-// gateway to close the client.
-func (l *link) endRemote(s *Session, code uint16, reason string, sendClose bool) {
+// link teardown) and calls OnClose(code, reason). A non-zero sendCode
+// queues a Close frame (sendCode, sendReason) for s first, after every
+// frame already queued for it: it tells the gateway to close the client, or
+// acknowledges the gateway's Close (FlagCloseAck). No Close is queued if
+// one was already (the service closed s) or the link is dead.
+func (l *link) endRemote(s *Session, code uint16, reason string, sendCode uint16, sendReason string) {
 	s.mu.Lock()
 	if s.ended {
 		s.mu.Unlock()
@@ -168,8 +171,8 @@ func (l *link) endRemote(s *Session, code uint16, reason string, sendClose bool)
 	s.ended = true
 	s.mu.Unlock()
 	l.wmu.Lock()
-	if sendClose && !s.outClosed && !l.dead {
-		l.wbuf = wire.AppendClose(l.wbuf, s.id, code, []byte(reason))
+	if sendCode != 0 && !s.outClosed && !l.dead {
+		l.wbuf = wire.AppendClose(l.wbuf, s.id, sendCode, []byte(sendReason))
 		l.wake()
 	}
 	s.outClosed = true

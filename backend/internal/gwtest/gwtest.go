@@ -39,7 +39,7 @@ type Conn struct {
 	t     testing.TB
 	C     net.Conn
 	R     *wire.Reader
-	Hello wire.Hello // the node's Hello (after Dial)
+	Hello wire.Hello // the node's Hello (after Dial), Flags from its header
 
 	wmu     sync.Mutex
 	pending []Frame // read but not yet consumed (another session's frames)
@@ -77,6 +77,7 @@ func Dial(t testing.TB, addr, id string) *Conn {
 	if err := h.Check(wire.RoleBackend); err != nil {
 		t.Fatalf("gwtest: Hello %+v: %v", h, err)
 	}
+	h.Flags = f.Flags
 	c.Hello = h
 	return c
 }
