@@ -40,7 +40,11 @@ type Gateway struct {
 	booted   chan struct{}
 	runDone  chan error
 	draining atomic.Bool
-	clock    atomic.Int64 // coarse unix nanos, updated by the janitor
+	clock    atomic.Int64  // coarse unix nanos, updated by the janitor
+	epoch    int64         // unix nanos at New: the origin of the sessions' coarse timestamps
+	tick     time.Duration // the janitor's period
+
+	lastRelease atomic.Int64 // unix nanos of the last releaseMemory
 
 	loopsMu sync.Mutex
 	loops   map[gnet.EventLoop]*loop
@@ -91,7 +95,9 @@ func New(cfg Config) (*Gateway, error) {
 		limits:   newLimiter(cfg.MaxConnsPerIP, cfg.HandshakeRatePerIP),
 	}
 	g.loopArr.Store(&[]*loop{})
-	g.clock.Store(time.Now().UnixNano())
+	g.epoch = time.Now().UnixNano()
+	g.clock.Store(g.epoch)
+	g.tick = max(min(250*time.Millisecond, cfg.KeepAlive/4), 5*time.Millisecond)
 	g.metrics = newMetrics(g)
 	g.presence = &presenceWriter{g: g, store: cfg.Presence}
 	if cfg.Presence == nil {
@@ -552,8 +558,9 @@ func (g *Gateway) pace(ctx context.Context) {
 // pings keep their schedule.
 func (g *Gateway) janitor(ctx context.Context) {
 	defer g.wg.Done()
-	tick := time.NewTicker(max(min(250*time.Millisecond, g.cfg.KeepAlive/4), 5*time.Millisecond))
+	tick := time.NewTicker(g.tick)
 	defer tick.Stop()
+	lastLimits := time.Now()
 	for {
 		select {
 		case <-ctx.Done():
@@ -562,6 +569,10 @@ func (g *Gateway) janitor(ctx context.Context) {
 			g.clock.Store(now.UnixNano())
 			for _, l := range g.loopList() {
 				_ = l.exec(func() { l.sweep(now) })
+			}
+			if now.Sub(lastLimits) >= 10*time.Second {
+				lastLimits = now
+				g.limits.sweep(now)
 			}
 		}
 	}

@@ -30,7 +30,15 @@ var (
 		ws.RejectionReason("key too long"))
 	rejectDraining = ws.RejectConnectionError(ws.RejectionStatus(http.StatusServiceUnavailable),
 		ws.RejectionReason("gateway shutting down"))
+	rejectDupHeader = ws.RejectConnectionError(ws.RejectionStatus(http.StatusBadRequest),
+		ws.RejectionReason("duplicated upgrade header"))
+	resp400BareLF = []byte("HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Type: text/plain\r\nContent-Length: 43\r\n\r\nrequest lines must end in CRLF, not bare LF")
 )
+
+// singleHeaders are the upgrade headers that must appear once: a request
+// that repeats one is ambiguous (which key is answered? which host is
+// routed?) and is refused with 400, as nginx refuses a repeated Host.
+var singleHeaders = [...]string{"Sec-WebSocket-Key", "Sec-WebSocket-Version", "Host", "Upgrade"}
 
 // handshake is a loop's reusable upgrade machinery. gobwas/ws reads from a
 // blocking io.Reader, so the loop first buffers a complete request (up to
@@ -49,6 +57,7 @@ type handshake struct {
 	key     []byte
 	keyless bool
 	member  *ring.Member
+	seen    [len(singleHeaders)]bool // which of singleHeaders the request had so far
 }
 
 func (h *handshake) init(l *loop) {
@@ -57,6 +66,7 @@ func (h *handshake) init(l *loop) {
 		ReadBufferSize:  l.g.cfg.MaxHandshake,
 		WriteBufferSize: 512,
 		OnRequest:       h.onRequest,
+		OnHeader:        h.onHeader,
 		OnBeforeUpgrade: h.onBeforeUpgrade,
 	}
 }
@@ -113,6 +123,38 @@ func (h *handshake) onRequest(uri []byte) error {
 	return nil
 }
 
+// onHeader refuses a request that repeats one of singleHeaders.
+func (h *handshake) onHeader(key, _ []byte) error {
+	for i, name := range singleHeaders {
+		if len(key) == len(name) && bytes.EqualFold(key, []byte(name)) {
+			if h.seen[i] {
+				return rejectDupHeader
+			}
+			h.seen[i] = true
+		}
+	}
+	return nil
+}
+
+// bareLF reports whether a line of the request ends in LF without CR.
+// HTTP/1.1 (RFC 9112 2.2) lets a server reject such a request with 400;
+// gateways that accepted it while a proxy in front did not would read
+// headers differently (request smuggling), and waiting for a CRLFCRLF
+// that never comes would hold the client until the handshake timeout.
+func bareLF(b []byte) bool {
+	for i := bytes.IndexByte(b, '\n'); i >= 0; {
+		if i == 0 || b[i-1] != '\r' {
+			return true
+		}
+		j := bytes.IndexByte(b[i+1:], '\n')
+		if j < 0 {
+			break
+		}
+		i += 1 + j
+	}
+	return false
+}
+
 // onBeforeUpgrade routes the request once every header is known valid; a
 // request that cannot be routed is refused with 503 before it is upgraded.
 func (h *handshake) onBeforeUpgrade() (ws.HandshakeHeader, error) {
@@ -140,6 +182,16 @@ func (h *handshake) onBeforeUpgrade() (ws.HandshakeHeader, error) {
 func (l *loop) handshakeTraffic(s *session, c gnet.Conn) (act gnet.Action, done bool) {
 	buf, _ := c.Peek(0)
 	end := bytes.Index(buf, crlfcrlf)
+	head := buf
+	if end >= 0 {
+		head = buf[:end+4]
+	}
+	if bareLF(head) {
+		l.g.metrics.handshakeFailed("bad_request")
+		_, _ = c.Write(resp400BareLF)
+		s.state = stClosed
+		return gnet.Close, false
+	}
 	max := l.g.cfg.MaxHandshake
 	if end < 0 && len(buf) <= max {
 		return gnet.None, false // need more
@@ -155,6 +207,7 @@ func (l *loop) handshakeTraffic(s *session, c gnet.Conn) (act gnet.Action, done 
 	h.r.Reset(buf[:n])
 	h.w = l.out[:0]
 	h.member = nil
+	h.seen = [len(singleHeaders)]bool{}
 	_, err := h.up.Upgrade(h)
 	// Read before the write: when a write fails (the client reset the
 	// connection) gnet closes the conn inside Write, calling OnClose and
@@ -177,6 +230,7 @@ func (l *loop) handshakeTraffic(s *session, c gnet.Conn) (act gnet.Action, done 
 	l.g.metrics.handshakeOK()
 
 	s.state = stOpen
+	l.startLimits(s)
 	s.id = l.newSessionID()
 	s.key = string(h.key)
 	s.keyless = h.keyless
@@ -205,6 +259,8 @@ func rejectReason(err error) string {
 		return "draining"
 	case rejectBadKey, rejectLongKey:
 		return "bad_key"
+	case rejectDupHeader:
+		return "duplicate_header"
 	case ws.ErrHandshakeBadMethod:
 		return "bad_method"
 	case ws.ErrHandshakeUpgradeRequired, ws.ErrHandshakeBadSecVersion:

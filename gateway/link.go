@@ -33,6 +33,7 @@ type link struct {
 	retired  bool   // the node left the ring or moved: no new sessions; closes when empty
 	closed   bool
 	hello    bool // the backend's Hello arrived
+	closeAck bool // the backend's Hello has wire.FlagCloseAck: it answers our Close for a session
 	// chunk is the largest Message body sent on k: the protocol's minimum
 	// until the backend's Hello tells its MaxBody, then min(maxChunk, it).
 	chunk int
@@ -192,6 +193,7 @@ func (l *loop) linkFailed(k *link, code uint16, reason string) {
 	}
 	for _, s := range l.sessions {
 		if s.link == k {
+			l.finishClientClose(s)
 			l.closeSession(s, code, reason, true)
 		}
 	}
@@ -288,7 +290,7 @@ func (l *loop) linkFrame(k *link, h wire.Header, body []byte) error {
 	switch h.Type {
 	case wire.TypeMessage:
 		s := l.sessions[h.Session]
-		if s == nil || s.link != k || s.state != stOpen {
+		if s == nil || s.link != k || !s.deliverable() {
 			return nil // closed meanwhile
 		}
 		op := wsframe.OpText
@@ -309,6 +311,10 @@ func (l *loop) linkFrame(k *link, h wire.Header, body []byte) error {
 		if err != nil {
 			return err
 		}
+		if s.state == stClientClosed {
+			l.finishClientClose(s) // the acknowledgment: every reply before it is delivered
+			return nil
+		}
 		if !wsframe.ValidCloseCode(code) {
 			code = wsframe.CloseNormal
 		}
@@ -321,7 +327,7 @@ func (l *loop) linkFrame(k *link, h wire.Header, body []byte) error {
 		frame := l.frameOnce(h.Flags, payload)
 		for s := l.byKey[string(key)]; s != nil; {
 			next := s.nextKey // writeClient may close s and unlink it
-			if s.link == k && s.state == stOpen {
+			if s.link == k && s.deliverable() {
 				l.writeRaw(s, frame)
 			}
 			s = next
@@ -352,6 +358,7 @@ func (l *loop) linkFrame(k *link, h wire.Header, body []byte) error {
 			return errors.New("backend sent a second hello")
 		}
 		k.hello = true
+		k.closeAck = h.Flags&wire.FlagCloseAck != 0
 		k.chunk = int(min(uint32(maxChunk), hello.MaxBody))
 	case wire.TypeError:
 		code, text, _ := wire.ParseError(body)

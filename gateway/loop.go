@@ -33,6 +33,13 @@ type loop struct {
 
 	stats loopStats
 
+	// Edge limits (edge.go).
+	walk        []*session   // open sessions, visited in turn for pings and the idle timeout
+	cursor      int          // next index of walk to visit
+	backlogged  []*session   // sessions that had bytes queued at their last write
+	outEstimate int64        // bytes queued to this loop's clients: last measure plus writes since
+	outbound    atomic.Int64 // last measured bytes queued to this loop's clients (read by other loops)
+
 	dirty     []*link       // links with gathered output, written by flushLinks
 	flushTask gnet.Runnable // runs flushLinks; made once, so scheduling a flush does not allocate it
 
@@ -112,8 +119,12 @@ func (l *loop) sweep(now time.Time) {
 	for s := range l.timed {
 		if s.deadline <= nowNano {
 			delete(l.timed, s)
-			if s.state == stHandshake {
+			switch s.state {
+			case stHandshake:
 				l.g.metrics.handshakeFailed("timeout")
+			case stClientClosed:
+				l.finishClientClose(s) // the backend did not acknowledge in time
+				continue
 			}
 			s.state = stClosed
 			_ = s.conn.Close()
@@ -121,6 +132,12 @@ func (l *loop) sweep(now time.Time) {
 	}
 	for _, k := range l.links {
 		k.keepalive(now)
+	}
+	l.walkSessions(l.g.tick)
+	if l.g.cfg.MaxOutboundMemory > 0 {
+		l.enforceBudget()
+	} else {
+		l.measureBacklog()
 	}
 	for id, t := range l.down {
 		if now.After(t) {
@@ -132,14 +149,22 @@ func (l *loop) sweep(now time.Time) {
 // writeRaw writes a framed message to a client (see writeClient).
 func (l *loop) writeRaw(s *session, frame []byte) {
 	_, _ = s.conn.Write(frame)
-	l.checkBacklog(s)
+	l.checkBacklog(s, len(frame))
 }
 
-// checkBacklog closes a client that has fallen too far behind.
-func (l *loop) checkBacklog(s *session) {
-	if s.conn.OutboundBuffered() > l.g.cfg.MaxClientBacklog {
+// checkBacklog runs after wrote bytes were written to s: it closes a
+// client that has fallen too far behind (--max-client-backlog) and keeps
+// the gateway-wide outbound budget.
+func (l *loop) checkBacklog(s *session, wrote int) {
+	q := s.conn.OutboundBuffered()
+	switch {
+	case q == 0:
+	case q > l.g.cfg.MaxClientBacklog:
 		l.g.metrics.slowClient()
-		l.closeSession(s, wsframe.ClosePolicyViolation, "slow client", false)
+		l.g.metrics.reject("client_backlog")
+		l.closeSlow(s, "slow client")
+	default:
+		l.noteBacklog(s, q, wrote)
 	}
 }
 
@@ -154,5 +179,5 @@ func (l *loop) writeClient(s *session, fin bool, op wsframe.OpCode, payload []by
 		_, _ = s.conn.Writev(l.iov)
 		l.iov[1] = nil
 	}
-	l.checkBacklog(s)
+	l.checkBacklog(s, len(hdr)+len(payload))
 }

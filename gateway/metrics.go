@@ -96,6 +96,19 @@ func newMetrics(g *Gateway) *metrics {
 		f("bytes_in_total", "Client payload bytes relayed to backends.", func(s *loopStats) *atomic.Uint64 { return &s.bytesIn }),
 		f("messages_out_total", "Backend messages relayed to clients (per session).", func(s *loopStats) *atomic.Uint64 { return &s.msgsOut }),
 		f("bytes_out_total", "Backend payload bytes relayed to clients.", func(s *loopStats) *atomic.Uint64 { return &s.bytesOut }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: ns, Name: "outbound_queued_bytes",
+			Help: "Bytes queued toward clients, gateway-wide (measured every janitor tick); bounded by --max-outbound-memory."},
+			func() float64 {
+				var sum int64
+				for _, l := range g.loopList() {
+					sum += l.outbound.Load()
+				}
+				return float64(sum)
+			}),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: ns, Name: "held_connections",
+			Help: "Client sockets held (handshaking, open or closing); bounded by --max-conns."}, func() float64 { return float64(g.held.Load()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: ns, Name: "max_connections",
+			Help: "The --max-conns limit."}, func() float64 { return float64(g.cfg.MaxConns) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: ns, Name: "broadcast_deliveries_total",
 			Help: "Broadcast messages written to clients."}, func() float64 { return float64(g.bcasts.Load()) }),
 		collectors.NewGoCollector(),

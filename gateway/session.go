@@ -15,6 +15,11 @@ const (
 	stOpen                   // upgraded; frames flow both ways
 	stClosing                // we sent a close frame and wait for the client's
 	stClosed                 // done; the conn is closing
+	// stClientClosed: the client sent a close frame; the backend was told
+	// and its replies still in flight are delivered until it acknowledges
+	// (wire.FlagCloseAck) or CloseTimeout passes; then the gateway answers
+	// the client's close.
+	stClientClosed
 )
 
 // maxChunk caps one relayed piece of a large client frame, so a big message
@@ -56,7 +61,19 @@ type session struct {
 
 	deadline         int64 // unix nanos; meaningful while in loop.timed
 	prevKey, nextKey *session
+
+	// Edge limits (edge.go).
+	seen       uint32  // coarse seconds (since the gateway started) of the last input
+	rateAt     uint32  // coarse milliseconds of the last frame-rate refill
+	tokens     float32 // frame-rate bucket
+	slot       int32   // index in loop.walk; -1 when not there
+	closeCode  uint16  // stClientClosed: the code to echo to the client
+	backlogged bool    // in loop.backlogged
 }
+
+// deliverable reports whether backend output for s still goes to the
+// client: while open, and while the client's close waits for the backend.
+func (s *session) deliverable() bool { return s.state == stOpen || s.state == stClientClosed }
 
 // onTraffic processes every complete piece of input from the client.
 func (l *loop) onTraffic(s *session, c gnet.Conn) gnet.Action {
@@ -65,7 +82,8 @@ func (l *loop) onTraffic(s *session, c gnet.Conn) gnet.Action {
 			return act
 		}
 	}
-	for s.state == stOpen || s.state == stClosing {
+	s.seen = l.g.nowSec()
+	for s.state == stOpen || s.state == stClosing || s.state == stClientClosed {
 		if s.remaining > 0 {
 			n := c.InboundBuffered()
 			if n == 0 {
@@ -127,6 +145,10 @@ func (l *loop) onTraffic(s *session, c gnet.Conn) gnet.Action {
 			}
 			s.op, s.msgLen, s.relayed = h.Op, 0, false
 			s.utf8.Reset()
+		}
+		if !l.allowFrame(s) {
+			l.g.metrics.reject("frame_rate")
+			return l.fail(s, errRateLimit)
 		}
 		// Compare before adding: a 64-bit frame length could wrap the sum.
 		if h.Length > int64(l.g.cfg.MaxMessage)-s.msgLen {
@@ -204,6 +226,9 @@ func (l *loop) control(s *session, op wsframe.OpCode, payload []byte) gnet.Actio
 			s.state = stClosed
 			return gnet.Close
 		}
+		if s.state == stClientClosed {
+			return gnet.None // a second close while the first is answered: ignored
+		}
 		// RFC 6455 5.5.1: "If an endpoint receives a Close frame and did not
 		// previously send a Close frame, the endpoint MUST send a Close frame
 		// in response ... typically echoing the status code it received."
@@ -211,12 +236,35 @@ func (l *loop) control(s *session, op wsframe.OpCode, payload []byte) gnet.Actio
 		if code == wsframe.CloseNoStatus {
 			echo = 0
 		}
+		if k := s.link; k != nil && k.closeAck {
+			// As a transparent proxy would: the backend learns of the close
+			// first, and the replies it already sent reach the client before
+			// the gateway's close frame (finishClientClose).
+			k.write(wire.AppendClose(l.out[:0], s.id, code, reason))
+			s.state, s.closeCode = stClientClosed, echo
+			s.deadline = time.Now().Add(l.g.cfg.CloseTimeout).UnixNano()
+			l.timed[s] = struct{}{}
+			return gnet.None
+		}
 		_, _ = s.conn.Write(wsframe.AppendClose(l.out[:0], echo, ""))
 		l.detach(s, code, reason)
 		s.state = stClosed
 		return gnet.Close
 	}
 	return gnet.None
+}
+
+// finishClientClose answers the close of a client in stClientClosed once
+// the backend acknowledged it (or did not in time, or its link is gone).
+func (l *loop) finishClientClose(s *session) {
+	if s.state != stClientClosed {
+		return
+	}
+	delete(l.timed, s)
+	_, _ = s.conn.Write(wsframe.AppendClose(l.out[:0], s.closeCode, ""))
+	l.unlink(s) // the backend was told already
+	s.state = stClosed
+	_ = s.conn.Close()
 }
 
 // fail closes s for a protocol error: a close frame with the error's code,
@@ -286,6 +334,10 @@ func (l *loop) onClose(s *session) {
 		// Never registered (ids start at 1): still in the handshake, or
 		// refused (4xx/5xx, timeout) before it was counted.
 		return
+	}
+	l.stopLimits(s)
+	if s.state == stClientClosed {
+		l.unlink(s) // the backend knows already
 	}
 	// An abrupt close: RFC 6455 7.1.5 "the WebSocket Connection Close Code
 	// is considered to be 1006".

@@ -1,0 +1,253 @@
+package gateway
+
+import (
+	"runtime/debug"
+	"slices"
+	"time"
+
+	"github.com/wsgate/wsgate/internal/wsframe"
+)
+
+// Per-client edge limits: the frame rate, server pings and the idle
+// timeout, and the gateway-wide budget of bytes queued toward clients.
+// Everything here runs on the session's loop; the per-message cost is a
+// few arithmetic operations on fields of the session (no map, no lock, no
+// allocation).
+
+// pingFrame is the server's ping to a client: FIN, opcode 9, no payload,
+// unmasked (RFC 6455 5.5.2). It is the same two bytes for every client, so
+// it is "framed" once, here.
+var pingFrame = []byte{0x89, 0x00}
+
+// coarse clock readings: the janitor stores unix nanos in g.clock every
+// tick (at most 250 ms apart).
+func (g *Gateway) nowMs() uint32  { return uint32((g.clock.Load() - g.epoch) / int64(time.Millisecond)) }
+func (g *Gateway) nowSec() uint32 { return uint32((g.clock.Load() - g.epoch) / int64(time.Second)) }
+
+// allowFrame takes a token from s's frame-rate bucket (rate MaxFrameRate
+// per second, burst twice that). It is called once per client data frame.
+func (l *loop) allowFrame(s *session) bool {
+	r := l.g.cfg.MaxFrameRate
+	if r <= 0 {
+		return true
+	}
+	now := l.g.nowMs()
+	// uint32 subtraction: correct across the 49-day wrap of the ms clock.
+	s.tokens = min(s.tokens+float32(now-s.rateAt)*float32(r)/1000, float32(2*r))
+	s.rateAt = now
+	if s.tokens < 1 {
+		return false
+	}
+	s.tokens--
+	return true
+}
+
+// startLimits initialises s's limit state when it opens: a full frame-rate
+// bucket, "heard now", and a place in the loop's walk.
+func (l *loop) startLimits(s *session) {
+	s.tokens = float32(2 * max(l.g.cfg.MaxFrameRate, 0))
+	s.rateAt = l.g.nowMs()
+	s.seen = l.g.nowSec()
+	s.slot = int32(len(l.walk))
+	l.walk = append(l.walk, s)
+}
+
+// stopLimits takes s out of the loop's walk and backlog list.
+func (l *loop) stopLimits(s *session) {
+	if i := int(s.slot); i >= 0 && i < len(l.walk) && l.walk[i] == s {
+		last := len(l.walk) - 1
+		l.walk[i] = l.walk[last]
+		l.walk[i].slot = int32(i)
+		l.walk[last] = nil
+		l.walk = l.walk[:last]
+	}
+	s.slot = -1
+	// s stays in l.backlogged until the next budget pass drops it (closed).
+}
+
+// walkPeriod is how long the loop takes to visit every session once for
+// pings and the idle timeout: the ping interval, or a quarter of the idle
+// timeout when pings are off; 0 when both are off.
+func (g *Gateway) walkPeriod() time.Duration {
+	switch {
+	case g.cfg.PingInterval > 0:
+		return g.cfg.PingInterval
+	case g.cfg.IdleTimeout > 0:
+		return g.cfg.IdleTimeout / 4
+	}
+	return 0
+}
+
+// walkSessions visits the next slice of the loop's sessions: each is
+// visited once per walkPeriod, spread evenly over the janitor's ticks, so
+// pings to a million clients go out as a steady trickle, not a burst. A
+// session silent for IdleTimeout is closed; one silent for half the ping
+// interval gets a ping.
+func (l *loop) walkSessions(tick time.Duration) {
+	period := l.g.walkPeriod()
+	if period <= 0 || len(l.walk) == 0 {
+		return
+	}
+	n := max(1, int(int64(len(l.walk))*int64(tick)/int64(period)))
+	now := l.g.nowSec()
+	idleSec := uint32(max(l.g.cfg.IdleTimeout, 0) / time.Second)
+	pingSec := uint32(max(l.g.cfg.PingInterval, 0) / time.Second / 2)
+	for range n {
+		if l.cursor >= len(l.walk) {
+			l.cursor = 0
+		}
+		s := l.walk[l.cursor]
+		l.cursor++
+		if s.state != stOpen {
+			continue
+		}
+		silent := now - s.seen
+		switch {
+		case l.g.cfg.IdleTimeout > 0 && silent >= max(idleSec, 1):
+			l.idleClose(s)
+		case l.g.cfg.PingInterval > 0 && silent >= pingSec:
+			_, _ = s.conn.Write(pingFrame)
+		}
+	}
+}
+
+// idleClose closes a client nothing was heard from for the idle timeout:
+// with 1001 "idle timeout" when its socket takes the close frame at once,
+// else (nothing drains: the peer is dead) by dropping the connection.
+func (l *loop) idleClose(s *session) {
+	l.g.metrics.reject("idle_timeout")
+	if s.conn.OutboundBuffered() == 0 {
+		l.closeSession(s, wsframe.CloseGoingAway, "idle timeout", false)
+		return
+	}
+	l.drop(s, wsframe.CloseGoingAway, "idle timeout")
+}
+
+// drop tells the backend that s closed and closes the connection without
+// a close handshake.
+func (l *loop) drop(s *session, code uint16, reason string) {
+	l.detach(s, code, []byte(reason))
+	s.state = stClosed
+	_ = s.conn.Close()
+}
+
+// noteBacklog records that s has bytes queued (after a write to it) for
+// the outbound budget, and enforces the budget when this loop's share of
+// the queued bytes may be over it.
+func (l *loop) noteBacklog(s *session, queued, wrote int) {
+	if !s.backlogged {
+		s.backlogged = true
+		l.backlogged = append(l.backlogged, s)
+	}
+	budget := l.g.cfg.MaxOutboundMemory
+	if budget <= 0 {
+		return
+	}
+	l.outEstimate += int64(min(queued, wrote))
+	if l.outEstimate+l.g.outboundOthers(l) > budget {
+		l.enforceBudget()
+	}
+}
+
+// outboundOthers is the sum of the other loops' last measured backlogs.
+func (g *Gateway) outboundOthers(self *loop) int64 {
+	var sum int64
+	for _, l := range g.loopList() {
+		if l != self {
+			sum += l.outbound.Load()
+		}
+	}
+	return sum
+}
+
+// measureBacklog sums the bytes queued to this loop's clients and forgets
+// the clients whose backlog drained or that are gone.
+func (l *loop) measureBacklog() int64 {
+	var sum int64
+	keep := l.backlogged[:0]
+	for _, s := range l.backlogged {
+		if l.sessions[s.id] != s { // gone: its conn may be reused, do not touch it
+			s.backlogged = false
+			continue
+		}
+		n := s.conn.OutboundBuffered()
+		if n == 0 {
+			s.backlogged = false
+			continue
+		}
+		sum += int64(n)
+		keep = append(keep, s)
+	}
+	clear(l.backlogged[len(keep):])
+	l.backlogged = keep
+	l.outEstimate = sum
+	l.outbound.Store(sum)
+	return sum
+}
+
+// enforceBudget measures the queued bytes and, while the gateway is over
+// --max-outbound-memory, closes this loop's clients with the largest
+// backlogs (1008 "slow consumer"; their share of the excess is in
+// proportion to this loop's share of the queued bytes). A closed client's
+// bytes stay queued behind its close frame for a short grace, then the
+// connection is dropped.
+func (l *loop) enforceBudget() {
+	budget := l.g.cfg.MaxOutboundMemory
+	mine := l.measureBacklog()
+	total := mine + l.g.outboundOthers(l)
+	if budget <= 0 || total <= budget || mine == 0 {
+		return
+	}
+	excess := (total - budget) * mine / total
+	victims := slices.Clone(l.backlogged)
+	slices.SortFunc(victims, func(a, b *session) int { return b.conn.OutboundBuffered() - a.conn.OutboundBuffered() })
+	var freed int64
+	for _, s := range victims {
+		if freed >= excess {
+			break
+		}
+		if s.state != stOpen {
+			continue // already closing: its bytes go with it
+		}
+		freed += int64(s.conn.OutboundBuffered())
+		l.g.metrics.reject("slow_consumer")
+		l.closeSlow(s, "slow consumer")
+	}
+	if freed >= 16<<20 {
+		l.g.releaseMemory()
+	}
+}
+
+// closeSlow closes a client that does not read: a 1008 close frame after
+// its backlog, and a short grace (at most a second) before the connection
+// is dropped with whatever is still queued.
+func (l *loop) closeSlow(s *session, reason string) {
+	l.closeSession(s, wsframe.ClosePolicyViolation, reason, false)
+	if s.state == stClosing {
+		s.deadline = min(s.deadline, time.Now().Add(slowGrace).UnixNano())
+	}
+}
+
+// slowGrace is how long a slow consumer closed for its backlog keeps its
+// connection to take the close frame.
+const slowGrace = time.Second
+
+// releaseMemory returns freed buffer memory to the OS soon after a burst
+// of slow-consumer closes, instead of at the next GC cycle the heap's
+// growth would trigger (which, after a shrink, may be far away). At most
+// once per releaseEvery; runs off the loop.
+func (g *Gateway) releaseMemory() {
+	now := time.Now().UnixNano()
+	last := g.lastRelease.Load()
+	if now-last < int64(releaseEvery) || !g.lastRelease.CompareAndSwap(last, now) {
+		return
+	}
+	go func() {
+		// Let the closes finish (grace) so their buffers are garbage.
+		time.Sleep(slowGrace + 250*time.Millisecond)
+		debug.FreeOSMemory()
+	}()
+}
+
+// releaseEvery bounds how often releaseMemory forces a collection.
+const releaseEvery = 2 * time.Second
