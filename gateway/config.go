@@ -59,7 +59,8 @@ const (
 	// client connections for backend links, control links, Redis,
 	// RabbitMQ, the admin listener and rejections being answered: the
 	// default --max-conns is the open-file limit minus
-	// max(FDReserveMin, limit/FDReserveShare) (20,000 -> 19,000).
+	// max(FDReserveMin, limit/FDReserveShare), the reserve being at most a
+	// quarter of the limit (20,000 -> 19,000; 1,024 -> 768; 256 -> 192).
 	FDReserveMin   = 512
 	FDReserveShare = 20
 )
@@ -182,7 +183,7 @@ func DefaultMaxConns() int { return defaultMaxConns(openFileLimit()) }
 
 // defaultMaxConns leaves the descriptor reserve free of client sockets.
 func defaultMaxConns(nofile int) int {
-	return max(1, nofile-max(FDReserveMin, nofile/FDReserveShare))
+	return max(1, nofile-min(max(FDReserveMin, nofile/FDReserveShare), nofile/4))
 }
 
 // openFileLimit is the process's open-file limit (Go raises the soft limit

@@ -21,8 +21,11 @@ var pingFrame = []byte{0x89, 0x00}
 
 // coarse clock readings: the janitor stores unix nanos in g.clock every
 // tick (at most 250 ms apart).
-func (g *Gateway) nowMs() uint32  { return uint32((g.clock.Load() - g.epoch) / int64(time.Millisecond)) }
-func (g *Gateway) nowSec() uint32 { return uint32((g.clock.Load() - g.epoch) / int64(time.Second)) }
+// Both are milliseconds since the gateway started, in a uint32: durations
+// are computed by uint32 subtraction, which is right across the 49-day wrap
+// for any gap shorter than that (the idle timeout closes silent clients
+// long before).
+func (g *Gateway) nowMs() uint32 { return uint32((g.clock.Load() - g.epoch) / int64(time.Millisecond)) }
 
 // allowFrame takes a token from s's frame-rate bucket (rate MaxFrameRate
 // per second, burst twice that). It is called once per client data frame.
@@ -47,7 +50,7 @@ func (l *loop) allowFrame(s *session) bool {
 func (l *loop) startLimits(s *session) {
 	s.tokens = float32(2 * max(l.g.cfg.MaxFrameRate, 0))
 	s.rateAt = l.g.nowMs()
-	s.seen = l.g.nowSec()
+	s.seen = l.g.nowMs()
 	s.slot = int32(len(l.walk))
 	l.walk = append(l.walk, s)
 }
@@ -89,9 +92,9 @@ func (l *loop) walkSessions(tick time.Duration) {
 		return
 	}
 	n := max(1, int(int64(len(l.walk))*int64(tick)/int64(period)))
-	now := l.g.nowSec()
-	idleSec := uint32(max(l.g.cfg.IdleTimeout, 0) / time.Second)
-	pingSec := uint32(max(l.g.cfg.PingInterval, 0) / time.Second / 2)
+	now := l.g.nowMs()
+	idleMs := uint32(max(l.g.cfg.IdleTimeout, 0) / time.Millisecond)
+	pingMs := uint32(max(l.g.cfg.PingInterval, 0) / time.Millisecond / 2)
 	for range n {
 		if l.cursor >= len(l.walk) {
 			l.cursor = 0
@@ -103,9 +106,9 @@ func (l *loop) walkSessions(tick time.Duration) {
 		}
 		silent := now - s.seen
 		switch {
-		case l.g.cfg.IdleTimeout > 0 && silent >= max(idleSec, 1):
+		case l.g.cfg.IdleTimeout > 0 && silent >= idleMs:
 			l.idleClose(s)
-		case l.g.cfg.PingInterval > 0 && silent >= pingSec:
+		case l.g.cfg.PingInterval > 0 && silent >= pingMs:
 			_, _ = s.conn.Write(pingFrame)
 		}
 	}

@@ -35,14 +35,15 @@ type Gateway struct {
 	ring    ring.Handle
 	metrics *metrics
 
-	eng      gnet.Engine
-	addr     string // actual client listener address
-	booted   chan struct{}
-	runDone  chan error
-	draining atomic.Bool
-	clock    atomic.Int64  // coarse unix nanos, updated by the janitor
-	epoch    int64         // unix nanos at New: the origin of the sessions' coarse timestamps
-	tick     time.Duration // the janitor's period
+	eng         gnet.Engine
+	addr        string        // actual client listener address
+	loopsUp     chan struct{} // closed by the first OnTick: the event loops run
+	loopsUpOnce sync.Once
+	runDone     chan error
+	draining    atomic.Bool
+	clock       atomic.Int64  // coarse unix nanos, updated by the janitor
+	epoch       int64         // unix nanos at New: the origin of the sessions' coarse timestamps
+	tick        time.Duration // the janitor's period
 
 	lastRelease atomic.Int64 // unix nanos of the last releaseMemory
 
@@ -84,7 +85,7 @@ func New(cfg Config) (*Gateway, error) {
 	g := &Gateway{
 		cfg:      cfg,
 		log:      cfg.Logger.With("component", "gateway"),
-		booted:   make(chan struct{}),
+		loopsUp:  make(chan struct{}),
 		runDone:  make(chan error, 1),
 		loops:    make(map[gnet.EventLoop]*loop),
 		perNode:  make(map[string]*atomic.Int64),
@@ -97,7 +98,7 @@ func New(cfg Config) (*Gateway, error) {
 	g.loopArr.Store(&[]*loop{})
 	g.epoch = time.Now().UnixNano()
 	g.clock.Store(g.epoch)
-	g.tick = max(min(250*time.Millisecond, cfg.KeepAlive/4), 5*time.Millisecond)
+	g.tick = janitorTick(&g.cfg)
 	g.metrics = newMetrics(g)
 	g.presence = &presenceWriter{g: g, store: cfg.Presence}
 	if cfg.Presence == nil {
@@ -131,10 +132,11 @@ func (g *Gateway) Start(ctx context.Context) error {
 			gnet.WithLoadBalancing(gnet.LeastConnections),
 			gnet.WithTCPNoDelay(gnet.TCPNoDelay),
 			gnet.WithLogger(gnetLogger{g.log}),
+			gnet.WithTicker(true), // OnTick tells when the loops run
 		)
 	}()
 	select {
-	case <-g.booted:
+	case <-g.loopsUp:
 	case err := <-g.runDone:
 		g.cancel()
 		_ = ln.Close()
@@ -143,7 +145,7 @@ func (g *Gateway) Start(ctx context.Context) error {
 	}
 	g.accept = newAcceptor(g, ln)
 	go g.accept.run()
-	if g.cfg.MaxConns+FDReserveMin/2 > openFileLimit() {
+	if g.cfg.MaxConns > DefaultMaxConns() {
 		g.log.Warn("--max-conns leaves few descriptors for links, Redis and RabbitMQ; new clients are shed when descriptors run out",
 			"max_conns", g.cfg.MaxConns, "open_file_limit", openFileLimit())
 	}
@@ -320,11 +322,19 @@ func (g *Gateway) loopOf(el gnet.EventLoop) *loop {
 	return l
 }
 
-// OnBoot records the engine.
+// OnBoot records the engine. gnet calls it before it creates the event
+// loops: connections can be handed to the engine only after OnTick.
 func (g *Gateway) OnBoot(eng gnet.Engine) gnet.Action {
 	g.eng = eng
-	close(g.booted)
 	return gnet.None
+}
+
+// OnTick runs once the event loops are registered (gnet starts its ticker
+// after them): the acceptor may hand connections over from then on. The
+// ticker is not needed after that.
+func (g *Gateway) OnTick() (time.Duration, gnet.Action) {
+	g.loopsUpOnce.Do(func() { close(g.loopsUp) })
+	return 24 * time.Hour, gnet.None
 }
 
 // OnOpen starts a client session in the handshake state, or completes a
@@ -553,9 +563,20 @@ func (g *Gateway) pace(ctx context.Context) {
 	}
 }
 
-// janitor drives every loop's sweep and the coarse clock. It ticks every
-// 250ms, or four times per keepalive interval when that is shorter, so link
-// pings keep their schedule.
+// janitorTick is the janitor's period: 250ms, or a quarter of the link
+// keepalive, the client ping interval or the idle timeout when one is
+// shorter (so each keeps its schedule), at least 5ms.
+func janitorTick(c *Config) time.Duration {
+	t := 250 * time.Millisecond
+	for _, d := range []time.Duration{c.KeepAlive, c.PingInterval, c.IdleTimeout} {
+		if d > 0 {
+			t = min(t, d/4)
+		}
+	}
+	return max(t, 5*time.Millisecond)
+}
+
+// janitor drives every loop's sweep and the coarse clock.
 func (g *Gateway) janitor(ctx context.Context) {
 	defer g.wg.Done()
 	tick := time.NewTicker(g.tick)

@@ -30,8 +30,7 @@ var (
 		ws.RejectionReason("key too long"))
 	rejectDraining = ws.RejectConnectionError(ws.RejectionStatus(http.StatusServiceUnavailable),
 		ws.RejectionReason("gateway shutting down"))
-	rejectDupHeader = ws.RejectConnectionError(ws.RejectionStatus(http.StatusBadRequest),
-		ws.RejectionReason("duplicated upgrade header"))
+	resp400Dup    = []byte("HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Type: text/plain\r\nContent-Length: 50\r\n\r\nduplicated Host, Upgrade or Sec-WebSocket-* header")
 	resp400BareLF = []byte("HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Type: text/plain\r\nContent-Length: 43\r\n\r\nrequest lines must end in CRLF, not bare LF")
 )
 
@@ -57,7 +56,6 @@ type handshake struct {
 	key     []byte
 	keyless bool
 	member  *ring.Member
-	seen    [len(singleHeaders)]bool // which of singleHeaders the request had so far
 }
 
 func (h *handshake) init(l *loop) {
@@ -66,7 +64,6 @@ func (h *handshake) init(l *loop) {
 		ReadBufferSize:  l.g.cfg.MaxHandshake,
 		WriteBufferSize: 512,
 		OnRequest:       h.onRequest,
-		OnHeader:        h.onHeader,
 		OnBeforeUpgrade: h.onBeforeUpgrade,
 	}
 }
@@ -123,17 +120,29 @@ func (h *handshake) onRequest(uri []byte) error {
 	return nil
 }
 
-// onHeader refuses a request that repeats one of singleHeaders.
-func (h *handshake) onHeader(key, _ []byte) error {
-	for i, name := range singleHeaders {
-		if len(key) == len(name) && bytes.EqualFold(key, []byte(name)) {
-			if h.seen[i] {
-				return rejectDupHeader
+// dupHeader reports whether the request head repeats one of
+// singleHeaders (gobwas/ws checks the upgrade headers but keeps the last
+// of a repeated one). req ends with CRLFCRLF.
+func dupHeader(req []byte) bool {
+	var seen [len(singleHeaders)]bool
+	_, rest, _ := bytes.Cut(req, []byte("\r\n")) // skip the request line
+	for len(rest) > 0 {
+		var line []byte
+		line, rest, _ = bytes.Cut(rest, []byte("\r\n"))
+		name, _, ok := bytes.Cut(line, []byte(":"))
+		if !ok {
+			continue
+		}
+		for i, h := range singleHeaders {
+			if len(name) == len(h) && bytes.EqualFold(name, []byte(h)) {
+				if seen[i] {
+					return true
+				}
+				seen[i] = true
 			}
-			h.seen[i] = true
 		}
 	}
-	return nil
+	return false
 }
 
 // bareLF reports whether a line of the request ends in LF without CR.
@@ -207,7 +216,12 @@ func (l *loop) handshakeTraffic(s *session, c gnet.Conn) (act gnet.Action, done 
 	h.r.Reset(buf[:n])
 	h.w = l.out[:0]
 	h.member = nil
-	h.seen = [len(singleHeaders)]bool{}
+	if dupHeader(buf[:n]) {
+		l.g.metrics.handshakeFailed("duplicate_header")
+		_, _ = c.Write(resp400Dup)
+		s.state = stClosed
+		return gnet.Close, false
+	}
 	_, err := h.up.Upgrade(h)
 	// Read before the write: when a write fails (the client reset the
 	// connection) gnet closes the conn inside Write, calling OnClose and
@@ -259,8 +273,6 @@ func rejectReason(err error) string {
 		return "draining"
 	case rejectBadKey, rejectLongKey:
 		return "bad_key"
-	case rejectDupHeader:
-		return "duplicate_header"
 	case ws.ErrHandshakeBadMethod:
 		return "bad_method"
 	case ws.ErrHandshakeUpgradeRequired, ws.ErrHandshakeBadSecVersion:

@@ -63,7 +63,7 @@ type session struct {
 	prevKey, nextKey *session
 
 	// Edge limits (edge.go).
-	seen       uint32  // coarse seconds (since the gateway started) of the last input
+	seen       uint32  // coarse milliseconds (since the gateway started) of the last input
 	rateAt     uint32  // coarse milliseconds of the last frame-rate refill
 	tokens     float32 // frame-rate bucket
 	slot       int32   // index in loop.walk; -1 when not there
@@ -82,7 +82,7 @@ func (l *loop) onTraffic(s *session, c gnet.Conn) gnet.Action {
 			return act
 		}
 	}
-	s.seen = l.g.nowSec()
+	s.seen = l.g.nowMs()
 	for s.state == stOpen || s.state == stClosing || s.state == stClientClosed {
 		if s.remaining > 0 {
 			n := c.InboundBuffered()
