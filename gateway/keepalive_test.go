@@ -44,7 +44,10 @@ type keepRig struct {
 	proxy *testutil.Proxy
 }
 
-func startKeepRig(t *testing.T) *keepRig {
+func startKeepRig(t *testing.T) *keepRig { return startSinkRig(t, nil) }
+
+// startSinkRig starts a keepRig whose gateway config tune may change.
+func startSinkRig(t *testing.T, tune func(*gateway.Config)) *keepRig {
 	t.Helper()
 	r := &keepRig{app: &sink{}}
 	n, err := backend.NewNode(backend.Config{ID: "kn", Listen: "127.0.0.1:0", Logger: testLogger(), PingInterval: testKeepAlive}, r.app)
@@ -61,8 +64,12 @@ func startKeepRig(t *testing.T) *keepRig {
 	if err != nil {
 		t.Fatal(err)
 	}
-	g, err := gateway.New(gateway.Config{Listen: "127.0.0.1:0", Admin: "127.0.0.1:0", Members: src,
-		KeepAlive: testKeepAlive, LinkRetry: time.Hour, Logger: testLogger()})
+	cfg := gateway.Config{Listen: "127.0.0.1:0", Admin: "127.0.0.1:0", Members: src,
+		KeepAlive: testKeepAlive, LinkRetry: time.Hour, Logger: testLogger()}
+	if tune != nil {
+		tune(&cfg)
+	}
+	g, err := gateway.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -372,5 +373,68 @@ func TestCloseWithoutLoss(t *testing.T) {
 	}
 	if got != n {
 		t.Fatalf("got %d of %d replies before the close", got, n)
+	}
+}
+
+// TestOutboundBudget: clients that stop reading while the backend pushes
+// to them are closed (1008 "slow consumer", largest backlogs first) once
+// the bytes queued toward all clients pass --max-outbound-memory, long
+// before any one of them reaches --max-client-backlog; a client that reads
+// gets every message and stays.
+func TestOutboundBudget(t *testing.T) {
+	const budget = 2 << 20
+	r := startSinkRig(t, func(cfg *gateway.Config) { cfg.MaxOutboundMemory = budget })
+	fast := r.connect(t, "fast")
+	// Slow clients: upgraded, tiny receive buffer, never read.
+	var slow []net.Conn
+	for i := range 4 {
+		nd := net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
+			return rc.Control(func(fd uintptr) { _ = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096) })
+		}}
+		conn, err := nd.Dial("tcp", r.gw.Addr())
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { conn.Close() })
+		fmt.Fprintf(conn, "GET /ws/slow%d HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"+
+			"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n", i)
+		slow = append(slow, conn)
+	}
+	testutil.CheckFor(t, 5*time.Second, 10*time.Millisecond, func() error {
+		if n := r.node.SessionCount(); n != 5 {
+			return fmt.Errorf("%d sessions, want 5", n)
+		}
+		return nil
+	})
+	payload := make([]byte, 64<<10)
+	const rounds = 100 // 6.4 MB toward each slow client: 12x the budget in all
+	for range rounds {
+		for i := range slow {
+			r.node.SendToKey("slow"+strconv.Itoa(i), true, payload)
+		}
+		r.node.SendToKey("fast", true, payload[:1024])
+	}
+	testutil.CheckFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+		if n := r.node.SessionCount(); n != 1 {
+			return fmt.Errorf("%d sessions left, want only the fast client's", n)
+		}
+		return nil
+	})
+	if n := rejected(t, r.gw, "slow_consumer"); n < 1 {
+		t.Fatalf("rejected{slow_consumer} = %d", n)
+	}
+	if n := rejected(t, r.gw, "client_backlog"); n != 0 {
+		t.Fatalf("rejected{client_backlog} = %d: the per-client limit tripped, not the budget", n)
+	}
+	testutil.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+		if n := fast.got.Load(); n != rounds {
+			return fmt.Errorf("fast client got %d of %d messages", n, rounds)
+		}
+		return nil
+	})
+	select {
+	case <-fast.closed:
+		t.Fatalf("fast client closed: %d %q", fast.code, fast.reason)
+	default:
 	}
 }
