@@ -36,6 +36,9 @@ func TestMain(m *testing.M) {
 		fmt.Fprintf(os.Stderr, "build: %v\n%s", err, out)
 		os.Exit(1)
 	}
+	if b := os.Getenv("WSGATE_TEST_BINARY"); b != "" {
+		binary = b // run the process tests against another build (e.g. an older release)
+	}
 	code := m.Run()
 	os.RemoveAll(dir)
 	os.Exit(code)
@@ -55,7 +58,13 @@ type logBuf struct {
 
 func start(t testing.TB, args ...string) *proc {
 	t.Helper()
-	cmd := exec.Command(binary, args...)
+	return startCmd(t, binary, args...)
+}
+
+// startCmd starts name args... (the wsgate binary, or a shell running it).
+func startCmd(t testing.TB, name string, args ...string) *proc {
+	t.Helper()
+	cmd := exec.Command(name, args...)
 	stderr, _ := cmd.StderrPipe()
 	cmd.Stdout = io.Discard
 	if err := cmd.Start(); err != nil {
