@@ -220,8 +220,20 @@ type Fanout interface {
 	Subscribe(ctx context.Context, handle func([]byte))
 }
 
-// validate reports the first bad field by its flag name.
+// ConfigError is a Config value New refuses; its text names the flag.
+type ConfigError struct{ msg string }
+
+func (e *ConfigError) Error() string { return e.msg }
+
+// validate reports the first bad field by its flag name, as a *ConfigError.
 func (c *Config) validate() error {
+	if err := c.check(); err != nil {
+		return &ConfigError{err.Error()}
+	}
+	return nil
+}
+
+func (c *Config) check() error {
 	if c.Members == nil {
 		return errors.New("gateway: no membership source (give --backend id=host:port, or run wsgate dev)")
 	}

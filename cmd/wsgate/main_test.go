@@ -216,6 +216,13 @@ func TestBadFlags(t *testing.T) {
 		{[]string{"gateway", "--backend", "a=127.0.0.1:1", "--backend", "a=127.0.0.1:2"}, `"a" given twice`},
 		{[]string{"gateway", "--backend", "a=127.0.0.1:1", "--max-message", "1"}, "--max-message 1"},
 		{[]string{"dev", "--backends", "0"}, "--backends 0"},
+		{[]string{"dev", "--max-conns", "-5"}, "--max-conns -5"},
+		{[]string{"dev", "--max-conns-per-ip", "-1"}, "--max-conns-per-ip"},
+		{[]string{"dev", "--handshake-rate-per-ip", "-2"}, "--handshake-rate-per-ip"},
+		{[]string{"dev", "--max-outbound-memory", "12"}, "--max-outbound-memory 12"},
+		{[]string{"dev", "--max-outbound-memory", "lots"}, "max-outbound-memory: \"lots\": want a size"},
+		{[]string{"dev", "--ping-interval", "30s", "--idle-timeout", "10s"}, "--idle-timeout 10s"},
+		{[]string{"backend", "--keepalive", "0s"}, "--keepalive"},
 		{[]string{"dev", "--log-level", "loud"}, "--log-level"},
 		{[]string{"frobnicate"}, "unknown command"},
 	}

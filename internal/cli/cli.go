@@ -161,6 +161,9 @@ func runDev(ctx context.Context, args []string, stdout io.Writer) error {
 	fill(&cfg)
 	cfg.Logger = log
 	c, err := cluster.Start(cluster.Config{Backends: *n, Gateway: cfg, Logger: log})
+	if ce := (*gateway.ConfigError)(nil); errors.As(err, &ce) {
+		return usageError{err}
+	}
 	if err != nil {
 		return err
 	}
