@@ -15,6 +15,10 @@ const (
 	DefaultFragmentSize  = 64 << 10          // Config.FragmentSize: 64 KiB
 	DefaultMaxLinkBuffer = 64 << 20          // Config.MaxLinkBuffer: 64 MiB
 	DefaultKeepAlive     = wire.PingInterval // Config.PingInterval: 15 s, as the gateway's --keepalive
+
+	DefaultMaxLinks          = 1024     // Config.MaxLinks
+	DefaultMaxPendingLinks   = 64       // Config.MaxPendingLinks
+	DefaultMaxLinkReassembly = 64 << 20 // Config.MaxLinkReassembly: 64 MiB (at least MaxMessage)
 )
 
 // Config configures a Node. Zero values take the documented defaults.
@@ -49,8 +53,28 @@ type Config struct {
 	// It also bounds one write.
 	LinkTimeout time.Duration
 	// HelloTimeout: a link whose Hello has not arrived this long after
-	// accept is dropped (default wire.HelloTimeout, 10 s).
+	// accept is dropped (default wire.HelloTimeout, 10 s). It bounds the
+	// whole handshake: a peer trickling bytes does not extend it.
 	HelloTimeout time.Duration
+
+	// MaxLinks is the most links the node holds at once, counting those
+	// still in the Hello handshake (default 1024). A connection accepted
+	// beyond it is closed at once, before anything is read from it, and
+	// counted in Stats.LinksRejected.MaxLinks.
+	MaxLinks int
+	// MaxPendingLinks is the most links in the Hello handshake at once
+	// (default 64), so that peers that connect and send nothing, or trickle
+	// a Hello, cannot hold many descriptors for HelloTimeout each. A
+	// connection accepted beyond it is closed at once and counted in
+	// Stats.LinksRejected.MaxPending.
+	MaxPendingLinks int
+	// MaxLinkReassembly bounds the memory one link's sessions use for
+	// fragmented client messages in progress (default 64 MiB, and at least
+	// MaxMessage). A fragment that would take a link over it, once the
+	// buffers of ended and idle sessions are reclaimed, closes its session
+	// with 1013 "link reassembly limit" (like MaxMessage, the session fails,
+	// not the link: the gateway relays many clients' fragments interleaved).
+	MaxLinkReassembly int
 }
 
 // withDefaults validates c and fills in defaults. Errors name the field.
@@ -77,6 +101,9 @@ func (c Config) withDefaults() (Config, error) {
 	nonNeg("PingInterval", int64(c.PingInterval))
 	nonNeg("LinkTimeout", int64(c.LinkTimeout))
 	nonNeg("HelloTimeout", int64(c.HelloTimeout))
+	nonNeg("MaxLinks", int64(c.MaxLinks))
+	nonNeg("MaxPendingLinks", int64(c.MaxPendingLinks))
+	nonNeg("MaxLinkReassembly", int64(c.MaxLinkReassembly))
 	if err := errors.Join(errs...); err != nil {
 		return c, err
 	}
@@ -98,12 +125,25 @@ func (c Config) withDefaults() (Config, error) {
 	if c.HelloTimeout == 0 {
 		c.HelloTimeout = wire.HelloTimeout
 	}
+	if c.MaxLinks == 0 {
+		c.MaxLinks = DefaultMaxLinks
+	}
+	if c.MaxPendingLinks == 0 {
+		c.MaxPendingLinks = DefaultMaxPendingLinks
+	}
+	if c.MaxLinkReassembly == 0 {
+		c.MaxLinkReassembly = max(DefaultMaxLinkReassembly, c.MaxMessage)
+	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
 	if c.LinkTimeout <= c.PingInterval {
 		// The peer pings once per interval: a shorter bound drops live links.
 		return c, fmt.Errorf("backend: Config.LinkTimeout %v must be longer than PingInterval %v", c.LinkTimeout, c.PingInterval)
+	}
+	if c.MaxLinkReassembly < c.MaxMessage {
+		// One message could never be reassembled.
+		return c, fmt.Errorf("backend: Config.MaxLinkReassembly %d must be at least MaxMessage %d", c.MaxLinkReassembly, c.MaxMessage)
 	}
 	return c, nil
 }

@@ -46,6 +46,14 @@ type link struct {
 	frag   int        // outgoing fragment size: min(FragmentSize, peer MaxBody)
 	maxOut int        // largest body the gateway accepts
 
+	// Reassembly budget (Config.MaxLinkReassembly), owned by the reader
+	// goroutine: rbytes is the sum of cap(s.rbuf) over rheld, the sessions
+	// of the link that hold a reassembly buffer (including ended sessions
+	// whose buffer is not reclaimed yet).
+	rbytes int
+	rheld  map[*Session]struct{}
+	shook  bool // the handshake slot was released (handshakeDone)
+
 	// smu guards sessions. Taken after Node.mu, before wmu.
 	smu      sync.Mutex
 	sessions map[uint32]*Session
@@ -94,6 +102,7 @@ func newLink(n *Node, c net.Conn) *link {
 		c:          c,
 		log:        n.log.With("remote", c.RemoteAddr().String()),
 		sessions:   make(map[uint32]*Session),
+		rheld:      make(map[*Session]struct{}),
 		wakeCh:     make(chan struct{}, 1),
 		stop:       make(chan struct{}),
 		writerDone: make(chan struct{}),
@@ -120,11 +129,27 @@ func protoErr(format string, args ...any) error {
 // errPeerError: the gateway sent an Error frame; the link closes.
 var errPeerError = errors.New("gateway sent Error")
 
+// errBadHello: the handshake failed on a bad first frame (answered with an
+// Error frame and counted).
+var errBadHello = errors.New("bad Hello")
+
 // serve runs the link on its reader goroutine.
 func (l *link) serve() {
 	defer l.n.wg.Done()
 	if err := l.handshake(); err != nil {
-		l.log.Warn("link handshake failed", "err", err)
+		var ne net.Error
+		switch {
+		case errors.As(err, &ne) && ne.Timeout():
+			l.n.reject(rejectHelloTimeout, remoteAddr(l.c))
+			l.log.Debug("link handshake timed out", "err", err)
+		case errors.Is(err, errBadHello), errors.Is(err, io.EOF):
+			l.log.Debug("link handshake failed", "err", err) // counted (bad Hello) or the peer left
+		default:
+			l.log.Warn("link handshake failed", "err", err)
+		}
+		// Released after counting: a link no longer pending has its
+		// rejection, if any, in Stats.
+		l.handshakeDone()
 		l.closeConn()
 		l.n.wg.Done() // the writer was counted but never started
 		l.n.removeLink(l)
@@ -133,8 +158,15 @@ func (l *link) serve() {
 	l.log = l.log.With("gateway", l.peer.NodeID)
 	l.log.Info("link up", "peer_max_body", l.peer.MaxBody)
 	go l.writeLoop()
-	err := l.readLoop()
-	l.teardown(err)
+	l.teardown(l.readLoop())
+}
+
+// handshakeDone releases l's MaxPendingLinks slot once. Reader goroutine.
+func (l *link) handshakeDone() {
+	if !l.shook {
+		l.shook = true
+		l.n.handshakeDone()
+	}
 }
 
 // handshake reads the gateway's Hello and answers with ours. A bad Hello is
@@ -143,8 +175,9 @@ func (l *link) handshake() error {
 	cfg := &l.n.cfg
 	_ = l.c.SetDeadline(time.Now().Add(cfg.HelloTimeout))
 	reply := func(code uint16, text string, err error) error {
+		l.n.reject(rejectBadHello, remoteAddr(l.c))
 		_, _ = l.c.Write(wire.AppendError(nil, code, text))
-		return err
+		return fmt.Errorf("%w: %w", errBadHello, err)
 	}
 	h, body, err := l.rd.ReadFrame()
 	switch {
@@ -173,6 +206,8 @@ func (l *link) handshake() error {
 	l.peer = hello
 	l.maxOut = int(min(hello.MaxBody, math.MaxInt32)) // fits int everywhere
 	l.frag = min(cfg.FragmentSize, l.maxOut)
+	// The handshake slot is free before the gateway sees our Hello.
+	l.handshakeDone()
 	out := wire.AppendHello(nil, wire.Hello{
 		Version: wire.Version,
 		Role:    wire.RoleBackend,
@@ -373,8 +408,13 @@ func (l *link) handleMessage(h wire.Header, body []byte) error {
 			}
 			return nil
 		}
+		s.rbuf = s.rbuf[:0]
+		if !l.growRbuf(s, len(body)) {
+			l.shed(s)
+			return nil
+		}
 		s.inMsg, s.rbin = true, bin
-		s.rbuf = append(s.rbuf[:0], body...)
+		s.rbuf = append(s.rbuf, body...)
 		return nil
 	}
 	if !s.inMsg {
@@ -385,6 +425,10 @@ func (l *link) handleMessage(h wire.Header, body []byte) error {
 	}
 	if len(body) > limit-len(s.rbuf) {
 		l.endRemote(s, closeTooBig, "message too big", closeTooBig, "message too big")
+		return nil
+	}
+	if !l.growRbuf(s, len(body)) {
+		l.shed(s)
 		return nil
 	}
 	s.rbuf = append(s.rbuf, body...)
@@ -398,11 +442,79 @@ func (l *link) handleMessage(h wire.Header, body []byte) error {
 		l.finish(s)
 	}
 	if cap(s.rbuf) > releaseRbuf {
-		s.rbuf = nil
+		l.setRbuf(s, nil)
 	} else {
-		s.rbuf = s.rbuf[:0]
+		s.rbuf = s.rbuf[:0] // kept for the next message, still counted
 	}
 	return nil
+}
+
+// setRbuf replaces s.rbuf with b and keeps the link's reassembly budget
+// accounts. Reader goroutine only.
+func (l *link) setRbuf(s *Session, b []byte) {
+	l.rbytes += cap(b) - cap(s.rbuf)
+	s.rbuf = b
+	if cap(b) == 0 {
+		delete(l.rheld, s)
+	} else {
+		l.rheld[s] = struct{}{}
+	}
+}
+
+// growRbuf makes room for extra more bytes in s.rbuf within the link's
+// reassembly budget, reclaiming the buffers of other sessions that are
+// ended or between messages if needed. It returns false if even an exact
+// fit would take the link over MaxLinkReassembly. Reader goroutine only.
+func (l *link) growRbuf(s *Session, extra int) bool {
+	need := len(s.rbuf) + extra
+	if need <= cap(s.rbuf) {
+		return true
+	}
+	size := max(need, min(2*cap(s.rbuf), l.n.cfg.MaxMessage)) // amortized growth
+	room := l.n.cfg.MaxLinkReassembly - (l.rbytes - cap(s.rbuf))
+	if size > room {
+		l.reclaimRbufs(s)
+		room = l.n.cfg.MaxLinkReassembly - (l.rbytes - cap(s.rbuf))
+		if need > room {
+			return false
+		}
+		size = min(size, room) // all the room left, to copy less often
+	}
+	b := make([]byte, len(s.rbuf), size)
+	copy(b, s.rbuf)
+	l.setRbuf(s, b)
+	return true
+}
+
+// reclaimRbufs releases the reassembly buffers of the link's sessions,
+// other than keep, that are not in the middle of a message or have ended
+// (a session the service closed outside its handlers ends without the
+// reader noticing). Reader goroutine only; it runs only when the budget is
+// short, so its cost (one pass over the holders) is paid rarely.
+func (l *link) reclaimRbufs(keep *Session) {
+	for s := range l.rheld {
+		if s == keep {
+			continue
+		}
+		s.mu.Lock()
+		ended := s.ended
+		s.mu.Unlock()
+		if ended || !s.inMsg {
+			s.inMsg = false
+			l.setRbuf(s, nil)
+		}
+	}
+}
+
+// shed closes s because its message does not fit the link's reassembly
+// budget: 1013 (try again later), since the message itself is allowed.
+func (l *link) shed(s *Session) {
+	l.n.stats.shed.Add(1)
+	if l.n.stats.shedLog.allow() {
+		l.log.Warn("session closed: link reassembly buffers full (logged at most every 10s)",
+			"session", s.id, "limit", l.n.cfg.MaxLinkReassembly, "reassembly_bytes", l.rbytes)
+	}
+	l.endRemote(s, closeTryAgain, reassemblyReason, closeTryAgain, reassemblyReason)
 }
 
 // wake tells the writer there is output. Called with wmu held.

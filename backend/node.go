@@ -27,7 +27,6 @@ import (
 	"net"
 	"sync"
 	"sync/atomic"
-	"time"
 )
 
 // Handler is implemented by the service. Calls for one session are
@@ -42,8 +41,10 @@ type Handler interface {
 	OnMessage(s *Session, binary bool, data []byte)
 	// OnClose is called once when the session ends: the client left (the
 	// gateway's code and reason), the service closed it (its own code and
-	// reason), a message was too big (1009), the link was lost (1006,
-	// "link lost") or the node closed (1001, "node shutting down").
+	// reason), a message was too big (1009), a fragmented message did not
+	// fit the link's reassembly budget (1013, "link reassembly limit"; see
+	// Config.MaxLinkReassembly), the link was lost (1006, "link lost") or
+	// the node closed (1001, "node shutting down").
 	OnClose(s *Session, code uint16, reason string)
 	// OnPush handles an admin push to a key (a wire Push) and returns how
 	// many sessions it delivered to. data is valid only during the call.
@@ -74,6 +75,11 @@ const (
 	closeGoingAway = 1001
 	closeAbnormal  = 1006
 	closeTooBig    = 1009
+	closeTryAgain  = 1013
+
+	// reassemblyReason is the close reason of a session closed by
+	// Config.MaxLinkReassembly.
+	reassemblyReason = "link reassembly limit"
 )
 
 // Node accepts links from gateways and dispatches their sessions to a
@@ -94,10 +100,14 @@ type Node struct {
 	drained   chan struct{}      // closed (by checkDrained) once draining && sessions == 0
 	isDrained bool               // drained is closed
 	links     map[*link]struct{} // every accepted link, including in handshake
+	pending   int                // links still in the Hello handshake
 	keys      map[string][]*Session
 	sessions  int
 
 	stats counters // lock-free; read by Stats
+
+	lnOnce     sync.Once
+	acceptStop chan struct{} // closed (closeListener) when the listener is closed
 
 	// wg counts the accept goroutine, every link's reader and writer
 	// goroutines and every OnClose goroutine started by Session.Close.
@@ -118,12 +128,13 @@ func NewNode(cfg Config, h Handler) (*Node, error) {
 		return nil, err
 	}
 	return &Node{
-		cfg:     cfg,
-		h:       h,
-		log:     cfg.Logger.With("node", cfg.ID),
-		drained: make(chan struct{}),
-		links:   make(map[*link]struct{}),
-		keys:    make(map[string][]*Session),
+		cfg:        cfg,
+		h:          h,
+		log:        cfg.Logger.With("node", cfg.ID),
+		drained:    make(chan struct{}),
+		acceptStop: make(chan struct{}),
+		links:      make(map[*link]struct{}),
+		keys:       make(map[string][]*Session),
 	}, nil
 }
 
@@ -172,18 +183,55 @@ func (n *Node) SessionCount() int {
 
 // Stats are a node's counters since it started.
 type Stats struct {
-	Sessions              int    // open sessions, over all links
-	Links                 int    // gateway links, including those in handshake
-	MessagesIn, BytesIn   uint64 // whole client messages handed to OnMessage, and their payload bytes
-	MessagesOut, BytesOut uint64 // messages queued to clients (a key send or broadcast counts once per session)
-	LinksSilent           uint64 // links dropped because nothing was heard on them for Config.LinkTimeout
+	Sessions              int           // open sessions, over all links
+	Links                 int           // gateway links, including those in handshake
+	MessagesIn, BytesIn   uint64        // whole client messages handed to OnMessage, and their payload bytes
+	MessagesOut, BytesOut uint64        // messages queued to clients (a key send or broadcast counts once per session)
+	LinksSilent           uint64        // links dropped because nothing was heard on them for Config.LinkTimeout
+	LinksPending          int           // links still in the Hello handshake (included in Links)
+	LinksRejected         LinksRejected // connections closed before they became links, by reason
+	// SessionsReassemblyShed counts sessions closed with 1013 because a
+	// fragment would have taken their link over Config.MaxLinkReassembly.
+	SessionsReassemblyShed uint64
+}
+
+// LinksRejected counts connections the node closed before they became
+// links, by reason (the Prometheus label in ByReason is in parentheses).
+type LinksRejected struct {
+	MaxLinks     uint64 // (max_links) accepted while Config.MaxLinks links were held; closed at once
+	MaxPending   uint64 // (max_pending) accepted while Config.MaxPendingLinks were in the handshake; closed at once
+	HelloTimeout uint64 // (hello_timeout) no complete Hello within Config.HelloTimeout
+	FDExhausted  uint64 // (fd_exhausted) accepted and closed on the reserve descriptor while the process was out of descriptors
+	BadHello     uint64 // (bad_hello) the first frame was not an acceptable gateway Hello (answered with an Error frame)
+}
+
+// ByReason returns the counters keyed by reason label: "max_links",
+// "max_pending", "hello_timeout", "fd_exhausted" and "bad_hello" (always
+// all five).
+func (r LinksRejected) ByReason() map[string]uint64 {
+	return map[string]uint64{
+		rejectReasons[rejectMaxLinks]:     r.MaxLinks,
+		rejectReasons[rejectMaxPending]:   r.MaxPending,
+		rejectReasons[rejectHelloTimeout]: r.HelloTimeout,
+		rejectReasons[rejectFDExhausted]:  r.FDExhausted,
+		rejectReasons[rejectBadHello]:     r.BadHello,
+	}
 }
 
 // Stats returns the node's counters.
 func (n *Node) Stats() Stats {
 	n.mu.RLock()
-	st := Stats{Sessions: n.sessions, Links: len(n.links)}
+	st := Stats{Sessions: n.sessions, Links: len(n.links), LinksPending: n.pending}
 	n.mu.RUnlock()
+	rj := &n.stats.rejected
+	st.LinksRejected = LinksRejected{
+		MaxLinks:     rj[rejectMaxLinks].Load(),
+		MaxPending:   rj[rejectMaxPending].Load(),
+		HelloTimeout: rj[rejectHelloTimeout].Load(),
+		FDExhausted:  rj[rejectFDExhausted].Load(),
+		BadHello:     rj[rejectBadHello].Load(),
+	}
+	st.SessionsReassemblyShed = n.stats.shed.Load()
 	st.MessagesIn, st.BytesIn = n.stats.msgsIn.Load(), n.stats.bytesIn.Load()
 	st.MessagesOut, st.BytesOut = n.stats.msgsOut.Load(), n.stats.bytesOut.Load()
 	st.LinksSilent = n.stats.silent.Load()
@@ -195,6 +243,10 @@ func (n *Node) Stats() Stats {
 type counters struct {
 	msgsIn, bytesIn, msgsOut, bytesOut atomic.Uint64
 	silent                             atomic.Uint64 // links dropped by the silence rule
+	rejected                           [numRejectReasons]atomic.Uint64
+	rejectLog                          [numRejectReasons]logEvery
+	shed                               atomic.Uint64 // sessions closed by MaxLinkReassembly
+	shedLog                            logEvery
 }
 
 func (c *counters) countIn(size int) {
@@ -268,11 +320,8 @@ func (n *Node) Shutdown(ctx context.Context) error {
 		n.checkDrained()
 		n.log.Info("backend draining", "sessions", n.sessions)
 	}
-	ln := n.ln
 	n.mu.Unlock()
-	if ln != nil {
-		_ = ln.Close() // a second close only returns an error
-	}
+	n.closeListener()
 
 	select {
 	case <-n.drained:
@@ -309,51 +358,30 @@ func (n *Node) Close() error {
 	n.closed = true
 	n.draining = true
 	n.checkDrained()
-	ln := n.ln
 	if first {
 		for l := range n.links {
 			l.closeHard()
 		}
 	}
 	n.mu.Unlock()
-	if ln != nil && first {
-		_ = ln.Close()
-	}
+	n.closeListener()
 	n.wg.Wait()
 	return nil
 }
 
-// acceptLoop accepts links until the listener is closed.
-func (n *Node) acceptLoop(ln net.Listener) {
-	defer n.wg.Done()
-	backoff := time.Duration(0)
-	for {
-		c, err := ln.Accept()
-		if err != nil {
-			if errors.Is(err, net.ErrClosed) {
-				return
-			}
-			// Out of file descriptors and the like: back off and retry.
-			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
-			n.log.Warn("accept failed", "err", err, "retry_in", backoff)
-			time.Sleep(backoff)
-			continue
+// closeListener closes the listener (if Start made one) and wakes the
+// accept loop from a backoff. Idempotent; called after draining is set, so
+// Start can no longer create a listener.
+func (n *Node) closeListener() {
+	n.lnOnce.Do(func() {
+		n.mu.RLock()
+		ln := n.ln
+		n.mu.RUnlock()
+		if ln != nil {
+			_ = ln.Close()
 		}
-		backoff = 0
-		l := newLink(n, c)
-		n.mu.Lock()
-		refuse := n.closed || n.draining
-		if !refuse {
-			n.links[l] = struct{}{}
-			n.wg.Add(2) // reader (serve) and writer
-		}
-		n.mu.Unlock()
-		if refuse {
-			_ = c.Close()
-			continue
-		}
-		go l.serve()
-	}
+		close(n.acceptStop)
+	})
 }
 
 // removeLink forgets l (its reader is ending).

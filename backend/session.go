@@ -124,7 +124,8 @@ func (l *link) finish(s *Session) {
 	s.pending = false
 	s.mu.Unlock()
 	if pending {
-		s.rbuf, s.inMsg = nil, false
+		l.setRbuf(s, nil)
+		s.inMsg = false
 		l.remove(s)
 		l.n.h.OnClose(s, code, reason)
 	}
@@ -177,7 +178,8 @@ func (l *link) endRemote(s *Session, code uint16, reason string, sendCode uint16
 	}
 	s.outClosed = true
 	l.wmu.Unlock()
-	s.rbuf, s.inMsg = nil, false
+	l.setRbuf(s, nil)
+	s.inMsg = false
 	l.remove(s)
 	l.n.h.OnClose(s, code, reason)
 }
