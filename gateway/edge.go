@@ -1,7 +1,9 @@
 package gateway
 
 import (
+	"runtime"
 	"runtime/debug"
+	rtmetrics "runtime/metrics"
 	"slices"
 	"time"
 
@@ -142,7 +144,7 @@ func (l *loop) noteBacklog(s *session, queued, wrote int) {
 		s.backlogged = true
 		l.backlogged = append(l.backlogged, s)
 	}
-	budget := l.g.cfg.MaxOutboundMemory
+	budget := l.g.queueBudget()
 	if budget <= 0 {
 		return
 	}
@@ -150,6 +152,15 @@ func (l *loop) noteBacklog(s *session, queued, wrote int) {
 	if l.outEstimate+l.g.outboundOthers(l) > budget {
 		l.enforceBudget()
 	}
+}
+
+// queueBudget is the most bytes that may be queued toward clients: three
+// quarters of --max-outbound-memory. The last quarter is the garbage
+// collector's headroom (tuneMemoryLimit): buffers of closed slow consumers
+// and written messages are garbage until a collection, so the memory the
+// backlogs cost is more than the bytes queued at any moment.
+func (g *Gateway) queueBudget() int64 {
+	return g.cfg.MaxOutboundMemory - g.cfg.MaxOutboundMemory/4
 }
 
 // outboundOthers is the sum of the other loops' last measured backlogs.
@@ -195,7 +206,7 @@ func (l *loop) measureBacklog() int64 {
 // bytes stay queued behind its close frame for a short grace, then the
 // connection is dropped.
 func (l *loop) enforceBudget() {
-	budget := l.g.cfg.MaxOutboundMemory
+	budget := l.g.queueBudget()
 	mine := l.measureBacklog()
 	total := mine + l.g.outboundOthers(l)
 	if budget <= 0 || total <= budget || mine == 0 {
@@ -216,7 +227,7 @@ func (l *loop) enforceBudget() {
 		l.g.metrics.reject("slow_consumer")
 		l.closeSlow(s, "slow consumer")
 	}
-	if freed >= 16<<20 {
+	if freed > 0 {
 		l.g.releaseMemory()
 	}
 }
@@ -235,10 +246,12 @@ func (l *loop) closeSlow(s *session, reason string) {
 // connection to take the close frame.
 const slowGrace = time.Second
 
-// releaseMemory returns freed buffer memory to the OS soon after a burst
-// of slow-consumer closes, instead of at the next GC cycle the heap's
-// growth would trigger (which, after a shrink, may be far away). At most
-// once per releaseEvery; runs off the loop.
+// releaseMemory returns freed buffer memory to the OS soon after
+// slow-consumer closes, instead of at the next GC cycle the heap's growth
+// would trigger (which, after a shrink, may be far away). Two collections:
+// the first moves pooled buffers to sync.Pool's victim cache, the second
+// (inside FreeOSMemory) frees them and returns the pages. At most once per
+// releaseEvery; runs off the loop.
 func (g *Gateway) releaseMemory() {
 	now := time.Now().UnixNano()
 	last := g.lastRelease.Load()
@@ -248,8 +261,33 @@ func (g *Gateway) releaseMemory() {
 	go func() {
 		// Let the closes finish (grace) so their buffers are garbage.
 		time.Sleep(slowGrace + 250*time.Millisecond)
+		runtime.GC()
 		debug.FreeOSMemory()
 	}()
+}
+
+// tuneMemoryLimit keeps the Go runtime's soft memory limit at the live
+// heap that is not client backlog plus --max-outbound-memory, so that
+// garbage left by a push flood (buffers of closed slow consumers, messages
+// already written) is collected before the heap grows past the budget:
+// with the default GOGC the heap may otherwise reach twice the live data
+// before a collection. Only when the operator set no
+// GOMEMLIMIT; the janitor calls it every second. Off the loops.
+func (g *Gateway) tuneMemoryLimit() {
+	if !g.ownsMemLimit || g.cfg.MaxOutboundMemory <= 0 {
+		return
+	}
+	sample := []rtmetrics.Sample{{Name: "/gc/heap/live:bytes"}}
+	rtmetrics.Read(sample)
+	if sample[0].Value.Kind() != rtmetrics.KindUint64 {
+		return
+	}
+	var queued int64
+	for _, l := range g.loopList() {
+		queued += l.outbound.Load()
+	}
+	live := int64(sample[0].Value.Uint64())
+	debug.SetMemoryLimit(max(live-queued, 0) + g.cfg.MaxOutboundMemory)
 }
 
 // releaseEvery bounds how often releaseMemory forces a collection.

@@ -13,8 +13,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -45,7 +47,8 @@ type Gateway struct {
 	epoch       int64         // unix nanos at New: the origin of the sessions' coarse timestamps
 	tick        time.Duration // the janitor's period
 
-	lastRelease atomic.Int64 // unix nanos of the last releaseMemory
+	lastRelease  atomic.Int64 // unix nanos of the last releaseMemory
+	ownsMemLimit bool         // no GOMEMLIMIT was set: tuneMemoryLimit manages the runtime's soft limit
 
 	loopsMu sync.Mutex
 	loops   map[gnet.EventLoop]*loop
@@ -99,6 +102,7 @@ func New(cfg Config) (*Gateway, error) {
 	g.epoch = time.Now().UnixNano()
 	g.clock.Store(g.epoch)
 	g.tick = janitorTick(&g.cfg)
+	g.ownsMemLimit = debug.SetMemoryLimit(-1) == math.MaxInt64
 	g.metrics = newMetrics(g)
 	g.presence = &presenceWriter{g: g, store: cfg.Presence}
 	if cfg.Presence == nil {
@@ -281,6 +285,9 @@ func (g *Gateway) Close() {
 		g.accept.close()
 	}
 	g.stopEngine()
+	if g.ownsMemLimit {
+		debug.SetMemoryLimit(math.MaxInt64)
+	}
 	if g.sockDir != "" {
 		_ = os.RemoveAll(g.sockDir)
 	}
@@ -581,7 +588,7 @@ func (g *Gateway) janitor(ctx context.Context) {
 	defer g.wg.Done()
 	tick := time.NewTicker(g.tick)
 	defer tick.Stop()
-	lastLimits := time.Now()
+	lastLimits, lastMem := time.Now(), time.Now()
 	for {
 		select {
 		case <-ctx.Done():
@@ -594,6 +601,10 @@ func (g *Gateway) janitor(ctx context.Context) {
 			if now.Sub(lastLimits) >= 10*time.Second {
 				lastLimits = now
 				g.limits.sweep(now)
+			}
+			if now.Sub(lastMem) >= time.Second {
+				lastMem = now
+				g.tuneMemoryLimit()
 			}
 		}
 	}

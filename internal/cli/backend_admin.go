@@ -41,6 +41,12 @@ func serveBackendAdmin(addr string, node *backend.Node, d *deps, log *slog.Logge
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
+	for reason := range (backend.LinksRejected{}).ByReason() {
+		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: ns, Name: "links_rejected_total",
+			Help:        "Connections to the link port closed before they became links, by reason (docs/operations.md, Limits).",
+			ConstLabels: prometheus.Labels{"reason": reason}},
+			func() float64 { return float64(node.Stats().LinksRejected.ByReason()[reason]) }))
+	}
 	if d != nil {
 		for name, up := range d.health() {
 			reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: ns, Name: "dependency_up",

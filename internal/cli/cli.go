@@ -274,6 +274,8 @@ func runBackend(ctx context.Context, args []string) error {
 	beat := fs.Duration("heartbeat", 2*time.Second, "heartbeat interval (registry refresh and event)")
 	ttl := fs.Duration("node-ttl", 6*time.Second, "registry TTL: a node silent this long (crashed) drops out")
 	keep := fs.Duration("keepalive", backend.DefaultKeepAlive, keepaliveUsage)
+	maxLinks := fs.Int("max-links", backend.DefaultMaxLinks, "most gateway links held (beyond: closed at once)")
+	maxPending := fs.Int("max-pending-links", backend.DefaultMaxPendingLinks, "most links still in the Hello handshake (beyond: closed at once)")
 	plain := fs.String("ws-listen", "", "also serve the demo app as plain WebSocket on host:port (for nginx/HAProxy comparisons)")
 	cf := addClusterFlags(fs)
 	log, err := parseArgs(fs, args)
@@ -294,7 +296,11 @@ func runBackend(ctx context.Context, args []string) error {
 	if *keep < time.Millisecond {
 		return usageError{fmt.Errorf("--keepalive %v: must be at least 1ms", *keep)}
 	}
-	node, err := demo.NewNode(backend.Config{ID: *id, Listen: *listen, Logger: log, PingInterval: *keep})
+	if *maxLinks < 1 || *maxPending < 1 {
+		return usageError{fmt.Errorf("--max-links %d, --max-pending-links %d: both must be at least 1", *maxLinks, *maxPending)}
+	}
+	node, err := demo.NewNode(backend.Config{ID: *id, Listen: *listen, Logger: log, PingInterval: *keep,
+		MaxLinks: *maxLinks, MaxPendingLinks: *maxPending})
 	if err != nil {
 		return usageError{err}
 	}
