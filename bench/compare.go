@@ -244,7 +244,7 @@ func startTarget(ctx context.Context, cfg CompareConfig, name string, backends [
 			return nil, err
 		}
 		t.admin = "127.0.0.1:" + strconv.Itoa(ap)
-		args := []string{cfg.Binary, "gateway", "--listen", addr, "--admin", t.admin, "--log-level", "warn"}
+		args := []string{cfg.Binary, "gateway", "--listen", addr, "--admin", t.admin, "--log-level", "warn", "--pprof"}
 		if cfg.GatewayLoops > 0 {
 			args = append(args, "--loops", strconv.Itoa(cfg.GatewayLoops))
 		}

@@ -186,6 +186,9 @@ func httpGet(ctx context.Context, url string) ([]byte, error) {
 // httpDo sends a request with an optional JSON body and returns the body
 // of a 2xx answer.
 func httpDo(ctx context.Context, method, url, body string) ([]byte, error) {
+	if body == "" && method == http.MethodPost {
+		body = "{}" // the admin API takes state changes as JSON only
+	}
 	var r io.Reader
 	if body != "" {
 		r = strings.NewReader(body)

@@ -1,52 +1,32 @@
 package gateway
 
 import (
-	"context"
-	"errors"
-	"io"
 	"net"
 	"net/netip"
-	"os"
 	"strconv"
-	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/panjf2000/gnet/v2"
 	"golang.org/x/sys/unix"
 )
 
-// acceptor is the gateway's own accept loop. gnet's acceptor stops for
-// good on the first accept error other than EAGAIN/ECONNRESET (EMFILE from
-// a flood of raw connects ends it), and it cannot refuse a connection
-// before the event loops see it; so the client listener is a plain Go
-// listener, and each admitted connection is handed to an event loop with
-// Engine.Register (gnet dups the descriptor onto the loop). Rejections are
-// answered here, off the loops.
+// Admission: every accepted client connection passes the connection
+// limits in OnOpen, on its event loop, before it may send a byte of its
+// request. A refused one gets its HTTP answer at once and a lingering
+// close (the client can read the answer; a reset would lose it).
 //
-// Invariant: run is the only goroutine that accepts; admission counters are
-// atomics (held) or the limiter's mutex (per address).
-type acceptor struct {
-	g       *Gateway
-	ln      *net.TCPListener
-	reserve *os.File      // a spare descriptor, given up to shed one connection when descriptors run out
-	slots   chan struct{} // rejections being answered at once (each holds a socket for at most rejectLinger)
+// Descriptor exhaustion: gnet (patched, third_party/gnet) reports an
+// accept that failed for want of descriptors to acceptError and sheds the
+// pending connections through a reserve descriptor instead of shutting the
+// engine down; --max-conns keeps client sockets below the open-file limit
+// so that links, Redis and RabbitMQ keep theirs.
 
-	starved   atomic.Bool  // descriptors ran out; cleared by the next successful accept (for the log)
-	starvedAt atomic.Int64 // unix nanos of the last accept that failed for want of descriptors
-	stopped   atomic.Bool  // the accept loop ended with an error: the gateway is unhealthy
-	done      chan struct{}
-}
-
-// Rejection bounds: a rejected connection gets its answer and up to
-// rejectLinger to read it (lingering close, so the answer is not lost to a
-// reset); at most rejectSlots are answered at once, the rest are closed
-// without an answer.
+// Rejection bounds: a rejected connection is answered and given up to
+// rejectLinger to read the answer; at most rejectSlots linger at once, the
+// rest are closed right after the answer.
 const (
 	rejectLinger = time.Second
 	rejectSlots  = 128
-	// maxAcceptBackoff bounds the pause after running out of descriptors.
-	maxAcceptBackoff = time.Second
 	// starvedFor: /readyz fails this long after descriptors last ran out.
 	starvedFor = 2 * time.Second
 )
@@ -64,172 +44,90 @@ func httpReject(code int, status, retry, body string) []byte {
 		"\r\nContent-Type: text/plain\r\nContent-Length: " + strconv.Itoa(len(body)) + "\r\n\r\n" + body)
 }
 
-// listen opens the client listener: SO_REUSEADDR (Go's default on Unix, so
-// a restarted gateway binds at once), SO_REUSEPORT with cfg.ReusePort, TCP
-// keepalive on every accepted socket (dead peers free their slot even with
-// server pings off).
-func listen(cfg *Config) (*net.TCPListener, error) {
-	lc := net.ListenConfig{
-		KeepAliveConfig: net.KeepAliveConfig{Enable: true, Idle: 60 * time.Second, Interval: 15 * time.Second, Count: 4},
-		Control: func(_, _ string, rc syscall.RawConn) error {
-			var serr error
-			err := rc.Control(func(fd uintptr) {
-				serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEADDR, 1)
-				if serr == nil && cfg.ReusePort {
-					serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEPORT, 1)
-				}
-			})
-			if err != nil {
-				return err
-			}
-			return serr
-		},
-	}
-	ln, err := lc.Listen(context.Background(), "tcp", cfg.Listen)
-	if err != nil {
-		return nil, err
-	}
-	return ln.(*net.TCPListener), nil
-}
-
-func newAcceptor(g *Gateway, ln *net.TCPListener) *acceptor {
-	a := &acceptor{g: g, ln: ln, slots: make(chan struct{}, rejectSlots), done: make(chan struct{})}
-	a.reserve, _ = os.Open(os.DevNull)
-	return a
-}
-
-// run accepts until the listener is closed.
-func (a *acceptor) run() {
-	defer close(a.done)
-	g := a.g
-	backoff := time.Duration(0)
-	for {
-		c, err := a.ln.AcceptTCP()
-		if err != nil {
-			if errors.Is(err, net.ErrClosed) {
-				return
-			}
-			if errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) || errors.Is(err, syscall.ENOBUFS) || errors.Is(err, syscall.ENOMEM) {
-				// Out of descriptors: give the reserve back to take one
-				// pending connection off the queue and close it (its
-				// client sees a close, not a hang), then pause so the
-				// loops can free descriptors (nginx and libuv do the same).
-				a.starvedAt.Store(time.Now().UnixNano())
-				if !a.starved.Swap(true) {
-					g.log.Error("out of file descriptors: shedding new connections until some close", "err", err,
-						"held", g.held.Load(), "max_conns", g.cfg.MaxConns)
-				}
-				a.shedOne()
-				g.metrics.reject("fd_exhausted")
-				backoff = min(max(2*backoff, 5*time.Millisecond), maxAcceptBackoff)
-				time.Sleep(backoff)
-				continue
-			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				continue
-			}
-			// Anything else is not expected to heal: report unhealthy, so
-			// a supervisor restarts the process.
-			g.log.Error("accept loop stopped; the gateway takes no new clients", "err", err)
-			a.stopped.Store(true)
-			g.fatal(errors.New("gateway: accept failed: " + err.Error()))
-			return
-		}
-		if a.starved.Swap(false) {
-			g.log.Warn("file descriptors available again; accepting")
-		}
-		backoff = 0
-		a.admit(c)
-	}
-}
-
-// shedOne accepts one pending connection with the reserve descriptor's
-// slot and closes it at once.
-func (a *acceptor) shedOne() {
-	if a.reserve == nil {
-		return
-	}
-	_ = a.reserve.Close()
-	a.reserve = nil
-	if c, err := a.ln.AcceptTCP(); err == nil {
-		_ = c.SetLinger(0)
-		_ = c.Close()
-	}
-	a.reserve, _ = os.Open(os.DevNull)
-}
-
-// admit applies the connection limits to c and hands it to an event loop,
-// or answers the rejection.
-func (a *acceptor) admit(c *net.TCPConn) {
-	g := a.g
-	if g.draining.Load() {
-		_ = c.Close()
-		return
-	}
+// admit applies the connection limits to a new client connection. It
+// returns nil, or the answer that refuses it and the reason for metrics.
+// Runs on the connection's loop; held and the limiter are shared by the
+// loops (an atomic, and a mutex taken only when a per-address limit is on).
+func (g *Gateway) admit(c gnet.Conn) (resp []byte, reason string) {
 	if g.held.Add(1) > int64(g.cfg.MaxConns) {
 		g.held.Add(-1)
-		a.reject(c, resp503Conns, "max_conns")
-		return
+		return resp503Conns, "max_conns"
 	}
-	ip := peerIP(c.RemoteAddr())
-	if why := g.limits.admit(ip); why != "" {
+	if !g.limits.on() {
+		return nil, ""
+	}
+	switch g.limits.admit(peerIP(c.RemoteAddr())) {
+	case "":
+		return nil, ""
+	case "handshake_rate":
 		g.held.Add(-1)
-		resp := resp429Conns
-		if why == "handshake_rate" {
-			resp = resp429Rate
-		}
-		a.reject(c, resp, why)
-		return
-	}
-	ctx := gnet.NewContext(gnet.NewNetConnContext(context.Background(), c), admitted)
-	if _, err := g.eng.Register(ctx); err != nil {
-		// The engine is stopping, or gnet's worker pool is full.
-		g.held.Add(-1)
-		g.limits.release(ip)
-		_ = c.Close()
-		return
-	}
-	// gnet closes c after dup'ing its descriptor onto the loop.
-}
-
-// admission marks a connection handed to the loops by the acceptor.
-type admission struct{ _ byte }
-
-// admitted is the context of every admitted connection; OnOpen closes any
-// client connection without it.
-var admitted = &admission{}
-
-// reject answers c with resp and closes it after the client had the
-// chance to read it, counting the rejection by reason.
-func (a *acceptor) reject(c *net.TCPConn, resp []byte, reason string) {
-	a.g.metrics.reject(reason)
-	select {
-	case a.slots <- struct{}{}:
+		return resp429Rate, "handshake_rate"
 	default:
-		a.g.metrics.reject("reject_overflow")
-		_ = c.SetLinger(0)
-		_ = c.Close()
-		return
+		g.held.Add(-1)
+		return resp429Conns, "per_ip_conns"
 	}
-	go func() {
-		defer func() { <-a.slots }()
-		_ = c.SetDeadline(time.Now().Add(rejectLinger))
-		if _, err := c.Write(resp); err == nil {
-			_ = c.CloseWrite()
-			_, _ = io.Copy(io.Discard, io.LimitReader(c, 64<<10))
-		}
-		_ = c.Close()
-	}()
 }
 
-// close stops accepting and waits for the loop to end.
-func (a *acceptor) close() {
-	_ = a.ln.Close()
-	<-a.done
-	if a.reserve != nil {
-		_ = a.reserve.Close()
+// reject answers a refused connection and closes it: half-closed at once
+// (FIN after the answer), then closed once the client closes its side or
+// rejectLinger passes, discarding what it sends meanwhile. Beyond
+// rejectSlots lingering connections, it is closed right after the answer.
+func (l *loop) reject(s *session, c gnet.Conn, resp []byte, reason string) gnet.Action {
+	g := l.g
+	g.metrics.reject(reason)
+	_, _ = c.Write(resp)
+	s.state = stRejected
+	if g.lingering.Add(1) > rejectSlots {
+		g.lingering.Add(-1)
+		g.metrics.reject("reject_overflow")
+		return gnet.Close
 	}
+	s.lingers = true
+	_ = unix.Shutdown(c.Fd(), unix.SHUT_WR) // gnet wrote the answer already, or keeps it queued: see below
+	if c.OutboundBuffered() > 0 {
+		// The socket did not take the answer whole (never on a fresh
+		// connection): send it, then close.
+		return gnet.Close
+	}
+	s.deadline = time.Now().Add(rejectLinger).UnixNano()
+	l.timed[s] = struct{}{}
+	return gnet.None
+}
+
+// acceptError is gnet's report of an accept that failed for want of
+// descriptors (or memory): the pending connections were shed.
+func (g *Gateway) acceptError(err error) {
+	now := time.Now().UnixNano()
+	last := g.starvedAt.Swap(now)
+	g.metrics.reject("fd_exhausted")
+	if now-last > int64(10*time.Second) {
+		g.log.Error("out of file descriptors: shedding new connections until some close", "err", err,
+			"held", g.held.Load(), "max_conns", g.cfg.MaxConns)
+	}
+}
+
+// saturated names why the gateway cannot take a new client now (at its
+// connection cap, or out of descriptors), or returns "".
+func (g *Gateway) saturated() string {
+	switch {
+	case g.held.Load() >= int64(g.cfg.MaxConns):
+		return "at the connection limit (--max-conns " + strconv.Itoa(g.cfg.MaxConns) + ")"
+	case time.Since(time.Unix(0, g.starvedAt.Load())) < starvedFor || !descriptorFree():
+		return "out of file descriptors; shedding new connections"
+	}
+	return ""
+}
+
+// descriptorFree reports whether the process can open one more descriptor
+// now (the accepts that failed may be seconds old, and nothing new may have
+// tried since).
+func descriptorFree() bool {
+	fd, err := unix.Open("/dev/null", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return false
+	}
+	_ = unix.Close(fd)
+	return true
 }
 
 // peerIP is the address part of a TCP peer address (IPv4-mapped IPv6
@@ -239,18 +137,4 @@ func peerIP(addr net.Addr) netip.Addr {
 		return ta.AddrPort().Addr().Unmap()
 	}
 	return netip.Addr{}
-}
-
-// saturated names why the gateway cannot take a new client now (at its
-// connection cap, or out of descriptors), or returns "".
-func (g *Gateway) saturated() string {
-	switch {
-	case g.held.Load() >= int64(g.cfg.MaxConns):
-		return "at the connection limit (--max-conns " + strconv.Itoa(g.cfg.MaxConns) + ")"
-	case g.accept != nil && time.Since(time.Unix(0, g.accept.starvedAt.Load())) < starvedFor:
-		return "out of file descriptors; shedding new connections"
-	case g.accept != nil && g.accept.stopped.Load():
-		return "the accept loop stopped"
-	}
-	return ""
 }

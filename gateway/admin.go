@@ -36,7 +36,8 @@ func startAdmin(g *Gateway, addr string) (*adminServer, error) {
 		return nil, errors.New("gateway: --admin " + addr + ": " + err.Error())
 	}
 	a := &adminServer{addr: ln.Addr().String()}
-	a.srv = &http.Server{Handler: g.AdminHandler(), ReadHeaderTimeout: 5 * time.Second}
+	a.srv = &http.Server{Handler: g.AdminHandler(), ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout: 30 * time.Second, IdleTimeout: 2 * time.Minute, MaxHeaderBytes: 64 << 10}
 	go func() { _ = a.srv.Serve(ln) }()
 	return a, nil
 }
@@ -75,12 +76,13 @@ func (g *Gateway) Info() Info {
 }
 
 // AdminHandler returns the admin API: the dashboard at /, /healthz,
-// /readyz, /metrics, /count, /send and /api/*.
+// /readyz, /metrics, /count and /api/* (and /debug/pprof with Pprof),
+// behind the trust rules of guardAdmin.
 func (g *Gateway) AdminHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
-		if g.accept != nil && g.accept.stopped.Load() {
-			writeError(w, http.StatusServiceUnavailable, "unhealthy: the accept loop stopped; restart the process")
+		if g.engineDown.Load() {
+			writeError(w, http.StatusServiceUnavailable, "unhealthy: the event loops stopped; restart the process")
 			return
 		}
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
@@ -124,24 +126,14 @@ func (g *Gateway) AdminHandler() http.Handler {
 		}
 		writeJSON(w, http.StatusOK, map[string]any{"userId": user, "online": len(locs) > 0, "sessions": locs})
 	})
-	mux.HandleFunc("GET /debug/pprof/", pprof.Index)
-	mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
-	mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
+	if g.cfg.Pprof {
+		mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+		mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
+	}
 	mux.Handle("GET /metrics", promhttp.HandlerFor(g.metrics.reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /count", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, g.Clients())
-	})
-	mux.HandleFunc("GET /send", func(w http.ResponseWriter, r *http.Request) {
-		user := r.URL.Query().Get("userId")
-		if user == "" {
-			writeError(w, http.StatusBadRequest, "query parameter userId is required")
-			return
-		}
-		n, err := g.Push(r.Context(), user, []byte(r.URL.Query().Get("message")))
-		if err != nil {
-			g.log.Warn("push failed", "user", user, "err", err)
-		}
-		writeJSON(w, http.StatusOK, n > 0)
 	})
 	mux.HandleFunc("POST /api/send", func(w http.ResponseWriter, r *http.Request) {
 		var body struct {
@@ -217,7 +209,7 @@ func (g *Gateway) AdminHandler() http.Handler {
 			writeJSON(w, http.StatusAccepted, map[string]string{"id": id, "status": "draining"})
 		}
 	})
-	return mux
+	return g.guardAdmin(mux)
 }
 
 // Nodes lists the members with this gateway's and the cluster's client

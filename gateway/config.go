@@ -111,6 +111,15 @@ type Config struct {
 	// Health names dependencies (redis, rabbitmq) and reports whether each
 	// is reachable, for /readyz and metrics.
 	Health map[string]func() bool
+	// AdminToken, when set, is the bearer token the admin API asks for
+	// (docs/operations.md, "Security"); without it the admin listener must
+	// be on a loopback address. Never logged, never in /api/info.
+	AdminToken string
+	// MetricsAuth: /metrics needs the admin token too.
+	MetricsAuth bool
+	// Pprof serves /debug/pprof on the admin listener.
+	Pprof bool
+
 	// Nodes, when set, lets the admin API add and remove backends (dev mode).
 	Nodes NodeManager
 	// Logger; default slog.Default().
@@ -243,6 +252,9 @@ func (c *Config) check() error {
 	if c.Admin != "-" {
 		if _, _, err := net.SplitHostPort(c.Admin); err != nil {
 			return fmt.Errorf("gateway: --admin %q: %v", c.Admin, err)
+		}
+		if c.AdminToken == "" && !IsLoopbackAddr(c.Admin) {
+			return fmt.Errorf("gateway: --admin %s is not a loopback address: give the admin API a token with --admin-token-file (or WSGATE_ADMIN_TOKEN), or listen on 127.0.0.1", c.Admin)
 		}
 	}
 	for _, f := range []struct {

@@ -14,14 +14,15 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
-	"os"
-	"path/filepath"
+	"net"
 	"runtime/debug"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/panjf2000/gnet/v2"
+	"golang.org/x/sys/unix"
 
 	"github.com/wsgate/wsgate/internal/membership"
 	"github.com/wsgate/wsgate/internal/ring"
@@ -54,11 +55,12 @@ type Gateway struct {
 	loops   map[gnet.EventLoop]*loop
 	loopArr atomic.Pointer[[]*loop]
 
-	accept  *acceptor
-	limits  *limiter
-	held    atomic.Int64 // client sockets admitted and not yet closed (handshaking, open, closing)
-	fatalCh chan error   // gets the error that makes the gateway unhealthy for good (cap 1)
-	sockDir string       // private directory of gnet's own (unused) listener socket
+	limits     *limiter
+	held       atomic.Int64 // client sockets admitted and not yet closed (handshaking, open, closing)
+	lingering  atomic.Int64 // refused connections waiting for their client to read the answer
+	starvedAt  atomic.Int64 // unix nanos of the last accept that failed for want of descriptors
+	engineDown atomic.Bool  // the event loops stopped while not shutting down
+	fatalCh    chan error   // gets the error that makes the gateway unhealthy for good (cap 1)
 
 	clients    atomic.Int64 // open sessions, all loops
 	rebalanced atomic.Int64 // rebalance closes since start
@@ -115,26 +117,20 @@ func New(cfg Config) (*Gateway, error) {
 // Start runs the engine, the admin API and the membership watch. It returns
 // once clients can connect and the first member set is applied.
 func (g *Gateway) Start(ctx context.Context) error {
-	ln, err := listen(&g.cfg)
-	if err != nil {
-		return fmt.Errorf("gateway: --listen %s: %w", g.cfg.Listen, err)
-	}
-	g.addr = ln.Addr().String()
-	// gnet needs a listener of its own; clients come through the acceptor
-	// (accept.go), so gnet's is a Unix socket in a private directory that
-	// nobody dials (OnOpen refuses anything that did not come through the
-	// acceptor anyway).
-	if g.sockDir, err = os.MkdirTemp("", "wsgate-gnet-"); err != nil {
-		_ = ln.Close()
-		return fmt.Errorf("gateway: %w", err)
-	}
 	ctx, g.cancel = context.WithCancel(context.Background())
 	go func() {
-		g.runDone <- gnet.Run(g, "unix://"+filepath.Join(g.sockDir, "loops.sock"),
+		g.runDone <- gnet.Run(g, "tcp://"+g.cfg.Listen,
 			gnet.WithMulticore(true),
 			gnet.WithNumEventLoop(g.cfg.Loops),
-			gnet.WithLoadBalancing(gnet.LeastConnections),
+			gnet.WithReuseAddr(true), // a restarted gateway binds at once, TIME_WAIT or not
+			gnet.WithReusePort(g.cfg.ReusePort),
 			gnet.WithTCPNoDelay(gnet.TCPNoDelay),
+			// Set on the listener, inherited by accepted sockets (Linux):
+			// a peer that vanished frees its slot even with pings off.
+			gnet.WithTCPKeepAlive(60*time.Second),
+			gnet.WithTCPKeepInterval(15*time.Second),
+			gnet.WithTCPKeepCount(4),
+			gnet.WithAcceptErrorHandler(g.acceptError),
 			gnet.WithLogger(gnetLogger{g.log}),
 			gnet.WithTicker(true), // OnTick tells when the loops run
 		)
@@ -143,12 +139,16 @@ func (g *Gateway) Start(ctx context.Context) error {
 	case <-g.loopsUp:
 	case err := <-g.runDone:
 		g.cancel()
-		_ = ln.Close()
-		_ = os.RemoveAll(g.sockDir)
-		return fmt.Errorf("gateway: event loops: %w", err)
+		return fmt.Errorf("gateway: --listen %s: %w", g.cfg.Listen, err)
 	}
-	g.accept = newAcceptor(g, ln)
-	go g.accept.run()
+	go func() {
+		err := <-g.runDone
+		if !g.draining.Load() {
+			g.engineDown.Store(true)
+			g.log.Error("event loops stopped; the gateway takes no clients", "err", err)
+			g.fatal(fmt.Errorf("gateway: event loops stopped: %v", err))
+		}
+	}()
 	if g.cfg.MaxConns > DefaultMaxConns() {
 		g.log.Warn("--max-conns leaves few descriptors for links, Redis and RabbitMQ; new clients are shed when descriptors run out",
 			"max_conns", g.cfg.MaxConns, "open_file_limit", openFileLimit())
@@ -281,15 +281,9 @@ func (g *Gateway) Close() {
 	if g.admin != nil {
 		g.admin.close()
 	}
-	if g.accept != nil {
-		g.accept.close()
-	}
 	g.stopEngine()
 	if g.ownsMemLimit {
 		debug.SetMemoryLimit(math.MaxInt64)
-	}
-	if g.sockDir != "" {
-		_ = os.RemoveAll(g.sockDir)
 	}
 	g.wg.Wait()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
@@ -329,16 +323,27 @@ func (g *Gateway) loopOf(el gnet.EventLoop) *loop {
 	return l
 }
 
-// OnBoot records the engine. gnet calls it before it creates the event
-// loops: connections can be handed to the engine only after OnTick.
+// OnBoot records the engine and the listener's real address. gnet calls
+// it before it creates the event loops (see OnTick).
 func (g *Gateway) OnBoot(eng gnet.Engine) gnet.Action {
 	g.eng = eng
+	g.addr = g.cfg.Listen
+	if fd, err := eng.Dup(); err == nil {
+		if sa, err := unix.Getsockname(fd); err == nil {
+			if in, ok := sa.(*unix.SockaddrInet4); ok {
+				g.addr = net.JoinHostPort(net.IP(in.Addr[:]).String(), strconv.Itoa(in.Port))
+			} else if in6, ok := sa.(*unix.SockaddrInet6); ok {
+				g.addr = net.JoinHostPort(net.IP(in6.Addr[:]).String(), strconv.Itoa(in6.Port))
+			}
+		}
+		_ = unix.Close(fd)
+	}
 	return gnet.None
 }
 
 // OnTick runs once the event loops are registered (gnet starts its ticker
-// after them): the acceptor may hand connections over from then on. The
-// ticker is not needed after that.
+// after them): Start returns only then, so links can be dialled on the
+// loops. The ticker is not needed after that.
 func (g *Gateway) OnTick() (time.Duration, gnet.Action) {
 	g.loopsUpOnce.Do(func() { close(g.loopsUp) })
 	return 24 * time.Hour, gnet.None
@@ -348,25 +353,19 @@ func (g *Gateway) OnTick() (time.Duration, gnet.Action) {
 // link dialled by linkTo (its context is the *link).
 func (g *Gateway) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
 	l := g.loopOf(c.EventLoop())
-	switch x := c.Context().(type) {
-	case *link:
-		return l.linkOpened(x, c), gnet.None
-	case *admission:
-		if x != admitted {
-			return nil, gnet.Close
-		}
-	default:
-		return nil, gnet.Close // not from the acceptor (gnet's own socket)
+	if k, ok := c.Context().(*link); ok {
+		return l.linkOpened(k, c), gnet.None
 	}
 	if g.draining.Load() {
-		g.released(c)
-		c.SetContext(nil)
 		return nil, gnet.Close
 	}
 	s := &session{conn: c, loop: l, state: stHandshake,
 		deadline: time.Now().Add(g.cfg.HandshakeTimeout).UnixNano()}
-	l.timed[s] = struct{}{}
 	c.SetContext(s)
+	if resp, why := g.admit(c); resp != nil {
+		return nil, l.reject(s, c, resp, why)
+	}
+	l.timed[s] = struct{}{}
 	return nil, gnet.None
 }
 
@@ -385,6 +384,13 @@ func (g *Gateway) OnTraffic(c gnet.Conn) gnet.Action {
 func (g *Gateway) OnClose(c gnet.Conn, err error) gnet.Action {
 	switch x := c.Context().(type) {
 	case *session:
+		if x.state == stRejected {
+			if x.lingers {
+				g.lingering.Add(-1)
+			}
+			delete(x.loop.timed, x)
+			return gnet.None
+		}
 		x.loop.onClose(x)
 		g.released(c)
 	case *link:

@@ -348,17 +348,20 @@ func TestPush(t *testing.T) {
 			t.Fatalf("push: %+v %v", m, err)
 		}
 	}
-	var ok bool
-	if admin(t, c, "GET", "/send?userId=dave&message=yo", "", &ok); !ok {
-		t.Fatal("GET /send for a connected user answered false")
+	if st := admin(t, c, "POST", "/api/send", `{"userId":"dave","message":"yo"}`, &res); st != 200 || res.Delivered != 1 {
+		t.Fatalf("POST /api/send to dave: %d %+v", st, res)
 	}
 	var m welcome
 	_ = other.SetReadDeadline(time.Now().Add(5 * time.Second))
 	if err := other.ReadJSON(&m); err != nil || m.Content != "yo" || m.Type != 1 {
-		t.Fatalf("push via /send: %+v %v", m, err)
+		t.Fatalf("push to dave: %+v %v", m, err)
 	}
-	if admin(t, c, "GET", "/send?userId=nobody&message=x", "", &ok); ok {
-		t.Fatal("GET /send for an absent user answered true")
+	if st := admin(t, c, "POST", "/api/send", `{"userId":"nobody","message":"x"}`, &res); st != 200 || res.Delivered != 0 {
+		t.Fatalf("POST /api/send to an absent user: %d %+v", st, res)
+	}
+	// The old system's state-changing GET is gone (a cross-site <img> could trigger it).
+	if st := admin(t, c, "GET", "/send?userId=dave&message=yo", "", nil); st != http.StatusNotFound && st != http.StatusMethodNotAllowed {
+		t.Fatalf("GET /send: %d, want 404", st)
 	}
 	var e struct{ Error string }
 	for _, body := range []string{`{`, `{"message":"x"}`, `{"userId":1}`, `{"userId":"a","extra":1}`} {

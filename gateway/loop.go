@@ -125,6 +125,9 @@ func (l *loop) sweep(now time.Time) {
 			case stClientClosed:
 				l.finishClientClose(s) // the backend did not acknowledge in time
 				continue
+			case stRejected:
+				_ = s.conn.Close() // its lingering time is up
+				continue
 			}
 			s.state = stClosed
 			_ = s.conn.Close()

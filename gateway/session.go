@@ -20,6 +20,9 @@ const (
 	// (wire.FlagCloseAck) or CloseTimeout passes; then the gateway answers
 	// the client's close.
 	stClientClosed
+	// stRejected: refused by a connection limit; its answer is written and
+	// the connection lingers until the client closes or rejectLinger passes.
+	stRejected
 )
 
 // maxChunk caps one relayed piece of a large client frame, so a big message
@@ -69,6 +72,7 @@ type session struct {
 	slot       int32   // index in loop.walk; -1 when not there
 	closeCode  uint16  // stClientClosed: the code to echo to the client
 	backlogged bool    // in loop.backlogged
+	lingers    bool    // stRejected: counted in Gateway.lingering
 }
 
 // deliverable reports whether backend output for s still goes to the
@@ -77,6 +81,10 @@ func (s *session) deliverable() bool { return s.state == stOpen || s.state == st
 
 // onTraffic processes every complete piece of input from the client.
 func (l *loop) onTraffic(s *session, c gnet.Conn) gnet.Action {
+	if s.state == stRejected {
+		_, _ = c.Discard(c.InboundBuffered()) // a refused client's request goes unread
+		return gnet.None
+	}
 	if s.state == stHandshake {
 		if act, done := l.handshakeTraffic(s, c); !done {
 			return act

@@ -361,15 +361,14 @@ func TestClusterProcesses(t *testing.T) {
 		if err := json.Unmarshal([]byte(only.next(t)), &ev); err != nil || ev.Type != 1 || ev.Content != "via gateway 2" {
 			t.Fatalf("push arrived as %+v %v", ev, err)
 		}
-		var ok bool
-		g2.get(t, "/send?userId=lonely-user&message=again", &ok)
-		if !ok {
-			t.Fatal("GET /send answered false")
+		g2.post(t, "/api/send", `{"userId":"lonely-user","message":"again"}`, &res)
+		if res.Delivered != 1 {
+			t.Fatalf("delivered %d, want 1", res.Delivered)
 		}
 		only.next(t)
-		g2.get(t, "/send?userId=nobody-at-all&message=x", &ok)
-		if ok {
-			t.Fatal("GET /send for an absent user answered true")
+		g2.post(t, "/api/send", `{"userId":"nobody-at-all","message":"x"}`, &res)
+		if res.Delivered != 0 {
+			t.Fatalf("delivered %d to an absent user, want 0", res.Delivered)
 		}
 		// Presence is written in batches off the event loops: poll.
 		testutil.CheckFor(t, 5*time.Second, 20*time.Millisecond, func() error {

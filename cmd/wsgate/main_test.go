@@ -140,8 +140,8 @@ func startGateway(t testing.TB, extra ...string) *gw {
 }
 
 // startProcesses starts n backend processes (b1..bn) and a gateway process
-// routing to them with a static --backend list.
-func startProcesses(t testing.TB, n int) (g *gw, ids []string) {
+// routing to them with a static --backend list (extra: more gateway flags).
+func startProcesses(t testing.TB, n int, extra ...string) (g *gw, ids []string) {
 	t.Helper()
 	var args []string
 	for i := range n {
@@ -150,7 +150,7 @@ func startProcesses(t testing.TB, n int) (g *gw, ids []string) {
 		args = append(args, "--backend", id+"="+addr)
 		ids = append(ids, id)
 	}
-	return startGateway(t, args...), ids
+	return startGateway(t, append(args, extra...)...), ids
 }
 
 func TestSeparateProcesses(t *testing.T) {
@@ -223,6 +223,8 @@ func TestBadFlags(t *testing.T) {
 		{[]string{"dev", "--max-outbound-memory", "lots"}, "max-outbound-memory: \"lots\": want a size"},
 		{[]string{"dev", "--ping-interval", "30s", "--idle-timeout", "10s"}, "--idle-timeout 10s"},
 		{[]string{"backend", "--keepalive", "0s"}, "--keepalive"},
+		{[]string{"gateway", "--backend", "a=127.0.0.1:1", "--admin", "0.0.0.0:0"}, "--admin-token-file"},
+		{[]string{"gateway", "--backend", "a=127.0.0.1:1", "--admin-token-file", "/nonexistent/token"}, "--admin-token-file"},
 		{[]string{"dev", "--log-level", "loud"}, "--log-level"},
 		{[]string{"frobnicate"}, "unknown command"},
 	}
@@ -249,7 +251,7 @@ func TestBadFlags(t *testing.T) {
 func BenchmarkIdleMemory(b *testing.B) {
 	const clients = 10000
 	for range b.N {
-		g, _ := startProcesses(b, 2)
+		g, _ := startProcesses(b, 2, "--pprof") // gatewayMemory forces a GC through pprof
 		addr, adminAddr := g.addr, g.admin
 		heap0, rss0 := gatewayMemory(b, adminAddr)
 		conns := make([]net.Conn, 0, clients)

@@ -3,6 +3,8 @@ package cli
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"flag"
 	"fmt"
@@ -10,6 +12,7 @@ import (
 	"log/slog"
 	"os"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/wsgate/wsgate/backend"
@@ -100,8 +103,8 @@ func parseArgs(fs *flagSet, args []string) (*slog.Logger, error) {
 const keepaliveUsage = "link keepalive: each side pings every interval; a link silent 3x this is dead (use the same value on gateways and backends)"
 
 // gatewayFlags registers the gateway's tuning flags on fs and returns a
-// function that fills a Config from them.
-func gatewayFlags(fs *flagSet, listen, admin string) func(*gateway.Config) {
+// function that fills a Config from them (after parsing).
+func gatewayFlags(fs *flagSet, listen, admin string) func(*gateway.Config) error {
 	var (
 		l       = fs.String("listen", listen, "client WebSocket listener host:port")
 		a       = fs.String("admin", admin, "admin HTTP host:port (- disables)")
@@ -127,6 +130,10 @@ func gatewayFlags(fs *flagSet, listen, admin string) func(*gateway.Config) {
 		pingIvl = fs.Duration("ping-interval", gateway.DefaultPingInterval, "ping clients heard nothing from for this long (0 = off)")
 		idleTO  = fs.Duration("idle-timeout", gateway.DefaultIdleTimeout, "close clients silent this long, pongs included, with 1001 (0 = off)")
 		outMem  = fs.Bytes("max-outbound-memory", 0, "bytes queued toward all clients; over it the largest backlogs get 1008 (default: 1/4 of GOMEMLIMIT, cgroup limit or RAM)")
+		// Trust (docs/operations.md, "Security").
+		tokenFile   = fs.String("admin-token-file", "", "file holding the admin API's bearer token (or the token itself in env WSGATE_ADMIN_TOKEN); required for a non-loopback --admin")
+		metricsAuth = fs.Bool("metrics-auth", false, "/metrics needs the admin token too")
+		pprofOn     = fs.Bool("pprof", false, "serve /debug/pprof on the admin listener")
 	)
 	off := func(v int64) int64 { // flag 0 = off; Config 0 = default, < 0 = off
 		if v == 0 {
@@ -134,7 +141,12 @@ func gatewayFlags(fs *flagSet, listen, admin string) func(*gateway.Config) {
 		}
 		return v
 	}
-	return func(c *gateway.Config) {
+	return func(c *gateway.Config) error {
+		tok, err := secret(*tokenFile, "admin-token-file", "WSGATE_ADMIN_TOKEN")
+		if err != nil {
+			return err
+		}
+		c.AdminToken, c.MetricsAuth, c.Pprof = tok, *metricsAuth, *pprofOn
 		c.Listen, c.Admin, c.ID, c.Loops, c.ReusePort = *l, *a, *id, *loops, *reuse
 		c.MaxMessage, c.MaxHandshake, c.HandshakeTimeout = *maxMsg, *maxHS, *hsTO
 		c.RebalanceRate, c.VirtualNodes, c.KeepAlive, c.DrainTimeout = *rate, *vnodes, *keep, *drainTO
@@ -143,7 +155,37 @@ func gatewayFlags(fs *flagSet, listen, admin string) func(*gateway.Config) {
 		c.MaxFrameRate = int(off(int64(*frRate)))
 		c.PingInterval, c.IdleTimeout = time.Duration(off(int64(*pingIvl))), time.Duration(off(int64(*idleTO)))
 		c.MaxOutboundMemory = *outMem
+		return nil
 	}
+}
+
+// secret reads a secret from the file a flag names, or from an environment
+// variable holding the secret itself. Secrets never come from a flag's
+// value (ps would show them) and are never logged.
+func secret(file, flagName, env string) (string, error) {
+	if file != "" {
+		b, err := os.ReadFile(file)
+		if err != nil {
+			return "", usageError{fmt.Errorf("--%s: %w", flagName, err)}
+		}
+		s := strings.TrimSpace(string(b))
+		if len(s) < 16 {
+			return "", usageError{fmt.Errorf("--%s %s: the secret must be at least 16 characters", flagName, file)}
+		}
+		return s, nil
+	}
+	s := strings.TrimSpace(os.Getenv(env))
+	if s != "" && len(s) < 16 {
+		return "", usageError{fmt.Errorf("%s: the secret must be at least 16 characters", env)}
+	}
+	return s, nil
+}
+
+// randomSecret is a fresh 128-bit secret, hex-encoded (wsgate dev makes its own).
+func randomSecret() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
 }
 
 func runDev(ctx context.Context, args []string, stdout io.Writer) error {
@@ -158,8 +200,17 @@ func runDev(ctx context.Context, args []string, stdout io.Writer) error {
 		return usageError{fmt.Errorf("--backends %d: want 1..64", *n)}
 	}
 	var cfg gateway.Config
-	fill(&cfg)
+	if err := fill(&cfg); err != nil {
+		return err
+	}
 	cfg.Logger = log
+	tokenNote, auth := "", ""
+	if cfg.AdminToken == "" && cfg.Admin != "-" && !gateway.IsLoopbackAddr(cfg.Admin) {
+		// dev makes its own secret rather than expose an open admin API.
+		cfg.AdminToken = randomSecret()
+		tokenNote = "\n  Admin token (made for this run; the dashboard asks for it once):\n    " + cfg.AdminToken + "\n"
+		auth = "-H 'Authorization: Bearer " + cfg.AdminToken + "' "
+	}
 	c, err := cluster.Start(cluster.Config{Backends: *n, Gateway: cfg, Logger: log})
 	if ce := (*gateway.ConfigError)(nil); errors.As(err, &ce) {
 		return usageError{err}
@@ -174,11 +225,11 @@ func runDev(ctx context.Context, args []string, stdout io.Writer) error {
   Dashboard:  http://%[3]s/
   WebSocket:  ws://%[2]s/ws/{userId}   (also /websocket/connect/{userId}, or ?userId=)
   Admin API:  http://%[3]s/api/nodes   /api/ring?key=K   /metrics   /healthz
-  Push:       curl -d '{"userId":"alice","message":"hi"}' http://%[3]s/api/send
-  Scale:      curl -X POST http://%[3]s/api/nodes ; curl -X DELETE http://%[3]s/api/nodes/{id}
-
+  Push:       curl %[5]s-H 'Content-Type: application/json' -d '{"userId":"alice","message":"hi"}' http://%[3]s/api/send
+  Scale:      curl %[5]s-H 'Content-Type: application/json' -d '{}' http://%[3]s/api/nodes ; curl %[5]s-X DELETE http://%[3]s/api/nodes/{id}
+%[4]s
 Ctrl-C stops the cluster (clients get close 1001).
-`, *n, g.Addr(), admin)
+`, *n, g.Addr(), admin, tokenNote, auth)
 	select {
 	case <-ctx.Done():
 	case err := <-g.Fatal():
@@ -207,7 +258,9 @@ func runGateway(ctx context.Context, args []string) error {
 	}
 	var cfg gateway.Config
 	var members *membership.Cluster
-	fill(&cfg)
+	if err := fill(&cfg); err != nil {
+		return err
+	}
 	cfg.Logger = log
 	if cfg.ID == "" {
 		cfg.ID = instanceID(cfg.Listen)
