@@ -364,6 +364,9 @@ func (l *link) handleOpen(h wire.Header, body []byte) error {
 		remote:  string(o.RemoteAddr),
 		target:  string(o.Target),
 	}
+	if len(o.Claims) > 0 {
+		s.claims = append([]byte(nil), o.Claims...) // o aliases the read buffer
+	}
 	l.smu.Lock()
 	l.sessions[s.id] = s
 	l.smu.Unlock()

@@ -17,6 +17,7 @@ type Session struct {
 	keyless bool
 	remote  string
 	target  string
+	claims  []byte // verified JWT claims from the gateway (Open with wire.FlagClaims), or nil
 
 	// Reassembly state, owned by the link's reader goroutine.
 	rbuf  []byte // fragments of the message in progress
@@ -52,6 +53,12 @@ func (s *Session) RemoteAddr() string { return s.remote }
 
 // Target returns the client's request path and query, e.g. "/ws/u1?x=1".
 func (s *Session) Target() string { return s.target }
+
+// Claims returns the client's verified JWT claims (the token's payload,
+// JSON, as the gateway verified it), or nil when the gateway does not
+// authenticate clients or the client is anonymous. The gateway routes by
+// one claim (sub by default), so Key() equals it for authenticated clients.
+func (s *Session) Claims() []byte { return s.claims }
 
 // Node returns the node the session belongs to.
 func (s *Session) Node() *Node { return s.l.n }

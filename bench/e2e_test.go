@@ -19,7 +19,7 @@ import (
 func TestScenariosAgainstDevCluster(t *testing.T) {
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	c, err := cluster.Start(cluster.Config{Backends: 3, Logger: log,
-		Gateway: gateway.Config{Listen: "127.0.0.1:0", Admin: "127.0.0.1:0"}})
+		Gateway: gateway.Config{Listen: "127.0.0.1:0", Admin: "127.0.0.1:0", Pprof: true}}) // the probe forces GCs through pprof
 	if err != nil {
 		t.Fatal(err)
 	}

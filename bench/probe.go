@@ -42,7 +42,7 @@ func (p Probe) Sample(ctx context.Context, gc bool) (Usage, error) {
 		if gc {
 			for range 2 {
 				if _, err := httpGet(ctx, "http://"+p.Admin+"/debug/pprof/heap?gc=1"); err != nil {
-					return u, err
+					return u, fmt.Errorf("%w (memory figures force a GC through pprof: start the gateway with --pprof)", err)
 				}
 			}
 		}

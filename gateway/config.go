@@ -111,6 +111,14 @@ type Config struct {
 	// Health names dependencies (redis, rabbitmq) and reports whether each
 	// is reachable, for /readyz and metrics.
 	Health map[string]func() bool
+	// Auth turns on client authentication with JWTs (auth.go).
+	Auth AuthConfig
+
+	// AllowedOrigins lists the browser origins that may connect
+	// (--allowed-origins; see originPolicy). Empty: same origin only (and
+	// clients that send no Origin); "*": any.
+	AllowedOrigins []string
+
 	// AdminToken, when set, is the bearer token the admin API asks for
 	// (docs/operations.md, "Security"); without it the admin listener must
 	// be on a loopback address. Never logged, never in /api/info.

@@ -27,19 +27,30 @@ var pingFrame = []byte{0x89, 0x00}
 // are computed by uint32 subtraction, which is right across the 49-day wrap
 // for any gap shorter than that (the idle timeout closes silent clients
 // long before).
-func (g *Gateway) nowMs() uint32 { return uint32((g.clock.Load() - g.epoch) / int64(time.Millisecond)) }
+// The janitor keeps the milliseconds in g.ms, so the per-frame read is one
+// atomic load.
+func (g *Gateway) nowMs() uint32 { return g.ms.Load() }
+
+// tickClock advances the coarse clocks (janitor).
+func (g *Gateway) tickClock(now time.Time) {
+	g.clock.Store(now.UnixNano())
+	g.ms.Store(uint32((now.UnixNano() - g.epoch) / int64(time.Millisecond)))
+}
 
 // allowFrame takes a token from s's frame-rate bucket (rate MaxFrameRate
-// per second, burst twice that). It is called once per client data frame.
-func (l *loop) allowFrame(s *session) bool {
+// per second, burst twice that). It is called once per client data frame
+// with the coarse time now (nowMs); the refill runs only when the coarse
+// clock moved, so most frames cost a compare and a decrement.
+func (l *loop) allowFrame(s *session, now uint32) bool {
 	r := l.g.cfg.MaxFrameRate
 	if r <= 0 {
 		return true
 	}
-	now := l.g.nowMs()
-	// uint32 subtraction: correct across the 49-day wrap of the ms clock.
-	s.tokens = min(s.tokens+float32(now-s.rateAt)*float32(r)/1000, float32(2*r))
-	s.rateAt = now
+	if now != s.rateAt {
+		// uint32 subtraction: correct across the 49-day wrap of the ms clock.
+		s.tokens = min(s.tokens+float32(now-s.rateAt)*float32(r)/1000, float32(2*r))
+		s.rateAt = now
+	}
 	if s.tokens < 1 {
 		return false
 	}
@@ -52,7 +63,7 @@ func (l *loop) allowFrame(s *session) bool {
 func (l *loop) startLimits(s *session) {
 	s.tokens = float32(2 * max(l.g.cfg.MaxFrameRate, 0))
 	s.rateAt = l.g.nowMs()
-	s.seen = l.g.nowMs()
+	s.seen = s.rateAt
 	s.slot = int32(len(l.walk))
 	l.walk = append(l.walk, s)
 }
@@ -79,6 +90,8 @@ func (g *Gateway) walkPeriod() time.Duration {
 		return g.cfg.PingInterval
 	case g.cfg.IdleTimeout > 0:
 		return g.cfg.IdleTimeout / 4
+	case g.auth != nil:
+		return DefaultPingInterval // token expiry is checked on the walk
 	}
 	return 0
 }
@@ -95,6 +108,7 @@ func (l *loop) walkSessions(tick time.Duration) {
 	}
 	n := max(1, int(int64(len(l.walk))*int64(tick)/int64(period)))
 	now := l.g.nowMs()
+	nowUnix := uint32(l.g.clock.Load() / int64(time.Second))
 	idleMs := uint32(max(l.g.cfg.IdleTimeout, 0) / time.Millisecond)
 	pingMs := uint32(max(l.g.cfg.PingInterval, 0) / time.Millisecond / 2)
 	for range n {
@@ -108,6 +122,9 @@ func (l *loop) walkSessions(tick time.Duration) {
 		}
 		silent := now - s.seen
 		switch {
+		case s.exp != 0 && nowUnix >= s.exp:
+			l.g.metrics.reject("token_expired")
+			l.closeSession(s, wsframe.ClosePolicyViolation, "token expired", false)
 		case l.g.cfg.IdleTimeout > 0 && silent >= idleMs:
 			l.idleClose(s)
 		case l.g.cfg.PingInterval > 0 && silent >= pingMs:

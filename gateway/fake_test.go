@@ -94,6 +94,7 @@ func testLoop(tb testing.TB, tune func(*Config)) *loop {
 func openSession(l *loop, key string) (*session, *fakeConn) {
 	c := &fakeConn{keep: true}
 	s := &session{conn: c, loop: l, state: stOpen, key: key, id: l.newSessionID()}
+	l.startLimits(s)
 	l.sessions[s.id] = s
 	k := l.links[l.g.ring.Load().LookupString(key).ID]
 	s.link = k

@@ -45,6 +45,7 @@ type Gateway struct {
 	runDone     chan error
 	draining    atomic.Bool
 	clock       atomic.Int64  // coarse unix nanos, updated by the janitor
+	ms          atomic.Uint32 // coarse milliseconds since epoch (edge.go), updated by the janitor
 	epoch       int64         // unix nanos at New: the origin of the sessions' coarse timestamps
 	tick        time.Duration // the janitor's period
 
@@ -56,6 +57,8 @@ type Gateway struct {
 	loopArr atomic.Pointer[[]*loop]
 
 	limits     *limiter
+	origins    *originPolicy
+	auth       *verifier    // nil: clients are not authenticated
 	held       atomic.Int64 // client sockets admitted and not yet closed (handshaking, open, closing)
 	lingering  atomic.Int64 // refused connections waiting for their client to read the answer
 	starvedAt  atomic.Int64 // unix nanos of the last accept that failed for want of descriptors
@@ -87,6 +90,14 @@ func New(cfg Config) (*Gateway, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
+	origins, err := newOriginPolicy(cfg.AllowedOrigins)
+	if err != nil {
+		return nil, &ConfigError{err.Error()}
+	}
+	auth, err := newVerifier(cfg.Auth)
+	if err != nil {
+		return nil, &ConfigError{err.Error()}
+	}
 	g := &Gateway{
 		cfg:      cfg,
 		log:      cfg.Logger.With("component", "gateway"),
@@ -99,10 +110,12 @@ func New(cfg Config) (*Gateway, error) {
 		kick:     make(chan struct{}, 1),
 		fatalCh:  make(chan error, 1),
 		limits:   newLimiter(cfg.MaxConnsPerIP, cfg.HandshakeRatePerIP),
+		origins:  origins,
+		auth:     auth,
 	}
 	g.loopArr.Store(&[]*loop{})
 	g.epoch = time.Now().UnixNano()
-	g.clock.Store(g.epoch)
+	g.tickClock(time.Unix(0, g.epoch))
 	g.tick = janitorTick(&g.cfg)
 	g.ownsMemLimit = debug.SetMemoryLimit(-1) == math.MaxInt64
 	g.metrics = newMetrics(g)
@@ -600,7 +613,7 @@ func (g *Gateway) janitor(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case now := <-tick.C:
-			g.clock.Store(now.UnixNano())
+			g.tickClock(now)
 			for _, l := range g.loopList() {
 				_ = l.exec(func() { l.sweep(now) })
 			}

@@ -30,6 +30,8 @@ var (
 		ws.RejectionReason("key too long"))
 	rejectDraining = ws.RejectConnectionError(ws.RejectionStatus(http.StatusServiceUnavailable),
 		ws.RejectionReason("gateway shutting down"))
+	rejectOrigin = ws.RejectConnectionError(ws.RejectionStatus(http.StatusForbidden),
+		ws.RejectionReason("origin not allowed (--allowed-origins)"))
 	resp400Dup    = []byte("HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Type: text/plain\r\nContent-Length: 50\r\n\r\nduplicated Host, Upgrade or Sec-WebSocket-* header")
 	resp400BareLF = []byte("HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Type: text/plain\r\nContent-Length: 43\r\n\r\nrequest lines must end in CRLF, not bare LF")
 )
@@ -56,6 +58,15 @@ type handshake struct {
 	key     []byte
 	keyless bool
 	member  *ring.Member
+	origin  []byte // the Origin header, if any
+	host    []byte // the Host header
+
+	// Client authentication (auth.go).
+	queryTok   []byte // ?token=
+	authz      []byte // the Authorization header
+	protoToken []byte // a "bearer.<token>" subprotocol entry
+	id         identity
+	authFail   string // the metric reason of a refused token
 }
 
 func (h *handshake) init(l *loop) {
@@ -64,6 +75,9 @@ func (h *handshake) init(l *loop) {
 		ReadBufferSize:  l.g.cfg.MaxHandshake,
 		WriteBufferSize: 512,
 		OnRequest:       h.onRequest,
+		OnHost:          h.onHost,
+		OnHeader:        h.onHeader,
+		ProtocolCustom:  h.onProtocols,
 		OnBeforeUpgrade: h.onBeforeUpgrade,
 	}
 }
@@ -77,10 +91,13 @@ var _ io.ReadWriter = (*handshake)(nil)
 // queryKey returns the first userId value of a query string. Only that
 // pair must be well-formed (a bad escape in it is an error); other pairs
 // are the application's business, as with nginx's $arg_userId.
-func queryKey(query []byte) (string, error) {
+func queryKey(query []byte) (string, error) { return queryParam(query, queryUserID) }
+
+// queryParam returns the first value of the named query parameter.
+func queryParam(query []byte, param string) (string, error) {
 	for pair := range bytes.SplitSeq(query, []byte("&")) {
 		name, value, _ := bytes.Cut(pair, []byte("="))
-		if string(name) != queryUserID {
+		if string(name) != param {
 			continue
 		}
 		return url.QueryUnescape(string(value))
@@ -109,6 +126,11 @@ func (h *handshake) onRequest(uri []byte) error {
 	} else if len(query) > 0 {
 		key, err = queryKey(query)
 	}
+	if err == nil && h.l.g.auth != nil && len(query) > 0 {
+		var tok string
+		tok, err = queryParam(query, "token")
+		h.queryTok = append(h.queryTok[:0], tok...)
+	}
 	if err != nil {
 		return rejectBadKey
 	}
@@ -117,6 +139,20 @@ func (h *handshake) onRequest(uri []byte) error {
 	}
 	h.key = append(h.key[:0], key...)
 	h.keyless = len(h.key) == 0
+	return nil
+}
+
+// onHost and onHeader keep what the origin check needs (gobwas passes
+// every header it does not handle itself to onHeader).
+func (h *handshake) onHost(host []byte) error { h.host = append(h.host[:0], host...); return nil }
+
+func (h *handshake) onHeader(key, value []byte) error {
+	switch {
+	case len(key) == len("Origin") && bytes.EqualFold(key, []byte("Origin")):
+		h.origin = append(h.origin[:0], value...)
+	case len(key) == len("Authorization") && bytes.EqualFold(key, []byte("Authorization")):
+		h.authz = append(h.authz[:0], value...)
+	}
 	return nil
 }
 
@@ -164,12 +200,56 @@ func bareLF(b []byte) bool {
 	return false
 }
 
+// authenticate verifies the client's token and makes its key claim the
+// routing key (auth.go).
+func (h *handshake) authenticate() *authError {
+	v := h.l.g.auth
+	tok := h.queryTok
+	if len(tok) == 0 {
+		if b, ok := bytes.CutPrefix(h.authz, []byte("Bearer ")); ok {
+			tok = b
+		}
+	}
+	if len(tok) == 0 {
+		tok = h.protoToken
+	}
+	if len(tok) == 0 {
+		if v.cfg.AllowAnonymous && h.keyless {
+			h.id = identity{claims: []byte{}}
+			return nil // anonymous: keyless, spread over the nodes
+		}
+		return authMissing
+	}
+	id, ae := v.verify(string(tok))
+	if ae != nil {
+		return ae
+	}
+	if len(id.claims) > wire.MaxString {
+		return authTooLarge
+	}
+	if !h.keyless && string(h.key) != id.key {
+		return authKeyClash
+	}
+	h.id = id
+	h.key, h.keyless = append(h.key[:0], id.key...), false
+	return nil
+}
+
 // onBeforeUpgrade routes the request once every header is known valid; a
 // request that cannot be routed is refused with 503 before it is upgraded.
 func (h *handshake) onBeforeUpgrade() (ws.HandshakeHeader, error) {
 	g := h.l.g
 	if g.draining.Load() {
 		return nil, rejectDraining
+	}
+	if !g.origins.allow(string(h.origin), string(h.host)) {
+		return nil, rejectOrigin
+	}
+	if g.auth != nil {
+		if ae := h.authenticate(); ae != nil {
+			h.authFail = ae.reason
+			return nil, ae.rej
+		}
 	}
 	r := g.ring.Load()
 	if r == nil || r.Len() == 0 {
@@ -216,6 +296,8 @@ func (l *loop) handshakeTraffic(s *session, c gnet.Conn) (act gnet.Action, done 
 	h.r.Reset(buf[:n])
 	h.w = l.out[:0]
 	h.member = nil
+	h.origin, h.host = h.origin[:0], h.host[:0]
+	h.queryTok, h.authz, h.protoToken, h.id, h.authFail = h.queryTok[:0], h.authz[:0], h.protoToken[:0], identity{}, ""
 	if dupHeader(buf[:n]) {
 		l.g.metrics.handshakeFailed("duplicate_header")
 		_, _ = c.Write(resp400Dup)
@@ -235,7 +317,11 @@ func (l *loop) handshakeTraffic(s *session, c gnet.Conn) (act gnet.Action, done 
 		return gnet.Close, false
 	}
 	if err != nil {
-		l.g.metrics.handshakeFailed(rejectReason(err))
+		reason := rejectReason(err)
+		if h.authFail != "" {
+			reason = h.authFail
+		}
+		l.g.metrics.handshakeFailed(reason)
 		s.state = stClosed
 		return gnet.Close, false
 	}
@@ -260,7 +346,12 @@ func (l *loop) handshakeTraffic(s *session, c gnet.Conn) (act gnet.Action, done 
 	if remote != nil {
 		addr = remote.String()
 	}
-	k.write(wire.AppendOpen(l.out[:0], s.id, s.keyless, h.key, []byte(addr), h.target))
+	if l.g.auth != nil {
+		s.exp = uint32(h.id.exp) // 0: no exp claim
+		k.write(wire.AppendOpenClaims(l.out[:0], s.id, s.keyless, h.key, []byte(addr), h.target, h.id.claims))
+	} else {
+		k.write(wire.AppendOpen(l.out[:0], s.id, s.keyless, h.key, []byte(addr), h.target))
+	}
 	return gnet.None, true
 }
 
@@ -273,6 +364,8 @@ func rejectReason(err error) string {
 		return "draining"
 	case rejectBadKey, rejectLongKey:
 		return "bad_key"
+	case rejectOrigin:
+		return "bad_origin"
 	case ws.ErrHandshakeBadMethod:
 		return "bad_method"
 	case ws.ErrHandshakeUpgradeRequired, ws.ErrHandshakeBadSecVersion:

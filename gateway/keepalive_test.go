@@ -28,9 +28,12 @@ const testKeepAlive = 200 * time.Millisecond
 
 // sink is a backend application that never answers kaClient messages: the
 // only backend->gateway traffic is what a test pushes with SendToKey.
-type sink struct{ got atomic.Int64 }
+type sink struct {
+	got    atomic.Int64
+	claims atomic.Pointer[string] // Claims() of the last session opened
+}
 
-func (s *sink) OnOpen(*backend.Session)                        {}
+func (s *sink) OnOpen(ss *backend.Session)                     { c := string(ss.Claims()); s.claims.Store(&c) }
 func (s *sink) OnMessage(*backend.Session, bool, []byte)       { s.got.Add(1) }
 func (s *sink) OnClose(*backend.Session, uint16, string)       {}
 func (s *sink) OnPush(key string, data []byte) (delivered int) { return 0 }

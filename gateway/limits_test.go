@@ -26,15 +26,21 @@ import (
 // rejected reads wsgate_gateway_rejected_total{reason} from /metrics.
 func rejected(t *testing.T, g *gateway.Gateway, reason string) int {
 	t.Helper()
+	return metricSample(t, g, `wsgate_gateway_rejected_total{reason="`+reason+`"}`)
+}
+
+// metricSample reads one sample (name and labels exactly) from /metrics; 0
+// when absent.
+func metricSample(t *testing.T, g *gateway.Gateway, sample string) int {
+	t.Helper()
 	resp, err := http.Get("http://" + g.AdminAddr() + "/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
-	want := `wsgate_gateway_rejected_total{reason="` + reason + `"} `
 	sc := bufio.NewScanner(resp.Body)
 	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), want); ok {
+		if v, ok := strings.CutPrefix(sc.Text(), sample+" "); ok {
 			n, _ := strconv.ParseFloat(v, 64)
 			return int(n)
 		}
@@ -325,19 +331,7 @@ func TestSlowloris(t *testing.T) {
 // heldConns reads wsgate_gateway_held_connections.
 func heldConns(t *testing.T, g *gateway.Gateway) int {
 	t.Helper()
-	resp, err := http.Get("http://" + g.AdminAddr() + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	sc := bufio.NewScanner(resp.Body)
-	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), "wsgate_gateway_held_connections "); ok {
-			n, _ := strconv.ParseFloat(v, 64)
-			return int(n)
-		}
-	}
-	return -1
+	return metricSample(t, g, "wsgate_gateway_held_connections")
 }
 
 // TestCloseWithoutLoss: a client that sends requests and then a Close gets

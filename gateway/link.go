@@ -58,9 +58,11 @@ func (l *loop) linkTo(m *ring.Member) *link {
 	k := &link{loop: l, node: m.ID, addr: m.Addr, created: time.Now(), lastRecv: time.Now(), chunk: wire.MinMaxBody,
 		clients: l.g.nodeClients(m.ID)}
 	l.links[m.ID] = k
-	k.pending = wire.AppendHello(k.pending, wire.Hello{
-		Version: wire.Version, Role: wire.RoleGateway, MaxBody: wire.DefaultMaxBody, NodeID: l.g.cfg.ID,
-	})
+	hello := wire.Hello{Version: wire.Version, Role: wire.RoleGateway, MaxBody: wire.DefaultMaxBody, NodeID: l.g.cfg.ID}
+	if l.g.auth != nil {
+		hello.Flags = wire.FlagClaims // Opens carry the verified claims
+	}
+	k.pending = wire.AppendHello(k.pending, hello)
 	g := l.g
 	// Dialling (and resolving) blocks, so it runs off the loop; gnet then
 	// registers the socket on this loop and calls OnOpen there.

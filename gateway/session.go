@@ -71,6 +71,7 @@ type session struct {
 	tokens     float32 // frame-rate bucket
 	slot       int32   // index in loop.walk; -1 when not there
 	closeCode  uint16  // stClientClosed: the code to echo to the client
+	exp        uint32  // unix seconds when the client's token expires; 0 = never
 	backlogged bool    // in loop.backlogged
 	lingers    bool    // stRejected: counted in Gateway.lingering
 }
@@ -90,7 +91,8 @@ func (l *loop) onTraffic(s *session, c gnet.Conn) gnet.Action {
 			return act
 		}
 	}
-	s.seen = l.g.nowMs()
+	now := l.g.nowMs()
+	s.seen = now
 	for s.state == stOpen || s.state == stClosing || s.state == stClientClosed {
 		if s.remaining > 0 {
 			n := c.InboundBuffered()
@@ -154,7 +156,7 @@ func (l *loop) onTraffic(s *session, c gnet.Conn) gnet.Action {
 			s.op, s.msgLen, s.relayed = h.Op, 0, false
 			s.utf8.Reset()
 		}
-		if !l.allowFrame(s) {
+		if !l.allowFrame(s, now) {
 			l.g.metrics.reject("frame_rate")
 			return l.fail(s, errRateLimit)
 		}

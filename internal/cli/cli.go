@@ -104,7 +104,7 @@ const keepaliveUsage = "link keepalive: each side pings every interval; a link s
 
 // gatewayFlags registers the gateway's tuning flags on fs and returns a
 // function that fills a Config from them (after parsing).
-func gatewayFlags(fs *flagSet, listen, admin string) func(*gateway.Config) error {
+func gatewayFlags(fs *flagSet, listen, admin, defOrigins string) func(*gateway.Config) error {
 	var (
 		l       = fs.String("listen", listen, "client WebSocket listener host:port")
 		a       = fs.String("admin", admin, "admin HTTP host:port (- disables)")
@@ -132,7 +132,14 @@ func gatewayFlags(fs *flagSet, listen, admin string) func(*gateway.Config) error
 		outMem  = fs.Bytes("max-outbound-memory", 0, "bytes queued toward all clients; over it the largest backlogs get 1008 (default: 1/4 of GOMEMLIMIT, cgroup limit or RAM)")
 		// Trust (docs/operations.md, "Security").
 		tokenFile   = fs.String("admin-token-file", "", "file holding the admin API's bearer token (or the token itself in env WSGATE_ADMIN_TOKEN); required for a non-loopback --admin")
+		origins     = fs.String("allowed-origins", defOrigins, "comma-separated browser origins allowed to connect (https://app.example.com, https://*.example.com, or *); empty: same origin only; others get HTTP 403")
 		metricsAuth = fs.Bool("metrics-auth", false, "/metrics needs the admin token too")
+		jwtSecret   = fs.String("auth-jwt-secret-file", "", "client auth: file holding the HMAC secret (32+ bytes) of HS256/384/512 tokens")
+		jwtPubKey   = fs.String("auth-jwt-public-key-file", "", "client auth: PEM public key (RSA, ECDSA or Ed25519) of RS/PS/ES/EdDSA tokens")
+		keyClaim    = fs.String("auth-key-claim", "sub", "client auth: the claim that is the routing key")
+		audience    = fs.String("auth-audience", "", "client auth: required aud claim")
+		issuer      = fs.String("auth-issuer", "", "client auth: required iss claim")
+		anonymous   = fs.Bool("auth-allow-anonymous", false, "client auth: let clients without a token in, keyless")
 		pprofOn     = fs.Bool("pprof", false, "serve /debug/pprof on the admin listener")
 	)
 	off := func(v int64) int64 { // flag 0 = off; Config 0 = default, < 0 = off
@@ -147,6 +154,26 @@ func gatewayFlags(fs *flagSet, listen, admin string) func(*gateway.Config) error
 			return err
 		}
 		c.AdminToken, c.MetricsAuth, c.Pprof = tok, *metricsAuth, *pprofOn
+		if *jwtSecret != "" {
+			b, err := os.ReadFile(*jwtSecret)
+			if err != nil {
+				return usageError{fmt.Errorf("--auth-jwt-secret-file: %w", err)}
+			}
+			c.Auth.HMACSecret = []byte(strings.TrimSpace(string(b)))
+		}
+		if *jwtPubKey != "" {
+			k, err := gateway.LoadPublicKey(*jwtPubKey)
+			if err != nil {
+				return usageError{fmt.Errorf("--auth-jwt-public-key-file: %w", err)}
+			}
+			c.Auth.PublicKey = k
+		}
+		c.Auth.KeyClaim, c.Auth.Audience, c.Auth.Issuer, c.Auth.AllowAnonymous = *keyClaim, *audience, *issuer, *anonymous
+		for o := range strings.SplitSeq(*origins, ",") {
+			if o = strings.TrimSpace(o); o != "" {
+				c.AllowedOrigins = append(c.AllowedOrigins, o)
+			}
+		}
 		c.Listen, c.Admin, c.ID, c.Loops, c.ReusePort = *l, *a, *id, *loops, *reuse
 		c.MaxMessage, c.MaxHandshake, c.HandshakeTimeout = *maxMsg, *maxHS, *hsTO
 		c.RebalanceRate, c.VirtualNodes, c.KeepAlive, c.DrainTimeout = *rate, *vnodes, *keep, *drainTO
@@ -190,7 +217,9 @@ func randomSecret() string {
 
 func runDev(ctx context.Context, args []string, stdout io.Writer) error {
 	fs := newFlagSet("wsgate dev")
-	fill := gatewayFlags(fs, gateway.DefaultListen, gateway.DefaultAdmin)
+	// The dev dashboard (admin port) opens test clients on the client port:
+	// another origin. A demo allows every origin; a gateway does not.
+	fill := gatewayFlags(fs, gateway.DefaultListen, gateway.DefaultAdmin, "*")
 	n := fs.Int("backends", 3, "demo backend nodes to start")
 	log, err := parseArgs(fs, args)
 	if err != nil {
@@ -244,7 +273,7 @@ Ctrl-C stops the cluster (clients get close 1001).
 
 func runGateway(ctx context.Context, args []string) error {
 	fs := newFlagSet("wsgate gateway")
-	fill := gatewayFlags(fs, "0.0.0.0:8080", "127.0.0.1:8081")
+	fill := gatewayFlags(fs, "0.0.0.0:8080", "127.0.0.1:8081", "")
 	backends := fs.List("backend", "a backend node as id=host:port[,weight] (static membership; or use --amqp and --redis)")
 	cf := addClusterFlags(fs)
 	reconcile := fs.Duration("reconcile", 2*time.Second, "how often the member set is checked against the Redis registry")

@@ -41,6 +41,7 @@ func FuzzParseHeader(f *testing.F) {
 func FuzzParseBodies(f *testing.F) {
 	f.Add(AppendHello(nil, Hello{Version: Version, Role: RoleGateway, MaxBody: 1 << 20, NodeID: "gw"})[HeaderSize:])
 	f.Add(AppendOpen(nil, 1, false, []byte("u1"), []byte("1.2.3.4:5"), []byte("/ws/u1?x=1"))[HeaderSize:])
+	f.Add(AppendOpenClaims(nil, 1, false, []byte("u1"), []byte("1.2.3.4:5"), []byte("/ws/u1"), []byte(`{"sub":"u1"}`))[HeaderSize:])
 	f.Add(AppendClose(nil, 1, 1000, []byte("bye"))[HeaderSize:])
 	f.Add(AppendSendKey(nil, 0, []byte("k"), []byte("payload"))[HeaderSize:])
 	f.Add(AppendPushResult(nil, 1, 3)[HeaderSize:])
@@ -59,7 +60,7 @@ func FuzzParseBodies(f *testing.F) {
 		}
 
 		if o, err := ParseOpen(body); err == nil {
-			if got := frame(AppendOpen(nil, 1, false, o.Key, o.RemoteAddr, o.Target)); !bytes.Equal(got, body) {
+			if got := frame(AppendOpenClaims(nil, 1, false, o.Key, o.RemoteAddr, o.Target, o.Claims)); !bytes.Equal(got, body) {
 				t.Fatalf("Open: %x != %x", got, body)
 			}
 		} else if !errors.Is(err, ErrMalformed) {

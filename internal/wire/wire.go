@@ -172,6 +172,11 @@ const (
 	// session. The gateway then knows, when the answer arrives, that the
 	// session's last replies are delivered (docs/protocol.md 4.4).
 	FlagCloseAck uint8 = 1 << 0
+	// FlagClaims on a gateway's Hello: every Open on the link carries a
+	// fourth field, the client's verified JWT claims (JSON; empty for an
+	// anonymous client). A backend that cannot read it must refuse the link
+	// (Error, unsupported version) rather than misread Opens.
+	FlagClaims uint8 = 1 << 1
 )
 
 // MessageFlags is the set of flags defined for TypeMessage.
@@ -361,24 +366,45 @@ func (h Hello) Check(peer Role) error {
 // Open is a decoded Open body. The slices alias the body.
 type Open struct {
 	Key, RemoteAddr, Target []byte
+	// Claims is the client's verified JWT payload (JSON), present when the
+	// gateway's Hello has FlagClaims; nil when the Open has no claims field.
+	Claims []byte
 }
 
 // AppendOpen appends a whole Open frame; keyless sets FlagKeyless. Strings
 // over MaxString bytes are truncated. It never allocates when dst has room.
 func AppendOpen(dst []byte, session uint32, keyless bool, key, remoteAddr, target []byte) []byte {
+	return AppendOpenClaims(dst, session, keyless, key, remoteAddr, target, nil)
+}
+
+// AppendOpenClaims is AppendOpen with a fourth field, the client's verified
+// claims (sent by a gateway whose Hello has FlagClaims); nil claims leave
+// the field out. Claims over MaxString bytes are the caller's to refuse
+// (truncated JSON would be wrong): they are truncated here.
+func AppendOpenClaims(dst []byte, session uint32, keyless bool, key, remoteAddr, target, claims []byte) []byte {
 	key, remoteAddr, target = clip(key), clip(remoteAddr), clip(target)
 	var flags uint8
 	if keyless {
 		flags = FlagKeyless
 	}
-	dst = AppendHeader(dst, TypeOpen, flags, session, 6+len(key)+len(remoteAddr)+len(target))
+	n := 6 + len(key) + len(remoteAddr) + len(target)
+	if claims != nil {
+		claims = clip(claims)
+		n += 2 + len(claims)
+	}
+	dst = AppendHeader(dst, TypeOpen, flags, session, n)
 	dst = appendStr(dst, key)
 	dst = appendStr(dst, remoteAddr)
-	return appendStr(dst, target)
+	dst = appendStr(dst, target)
+	if claims != nil {
+		dst = appendStr(dst, claims)
+	}
+	return dst
 }
 
-// ParseOpen decodes an Open body: three u16-length-prefixed strings and
-// nothing after them.
+// ParseOpen decodes an Open body: three u16-length-prefixed strings, and a
+// fourth (claims) from a gateway whose Hello has FlagClaims, and nothing
+// after them.
 func ParseOpen(body []byte) (Open, error) {
 	var o Open
 	var ok bool
@@ -388,8 +414,13 @@ func ParseOpen(body []byte) (Open, error) {
 	if o.RemoteAddr, body, ok = readStr(body); !ok {
 		return Open{}, ErrMalformed
 	}
-	if o.Target, body, ok = readStr(body); !ok || len(body) != 0 {
+	if o.Target, body, ok = readStr(body); !ok {
 		return Open{}, ErrMalformed
+	}
+	if len(body) > 0 {
+		if o.Claims, body, ok = readStr(body); !ok || len(body) != 0 {
+			return Open{}, ErrMalformed
+		}
 	}
 	return o, nil
 }
