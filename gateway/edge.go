@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"context"
 	"runtime"
 	"runtime/debug"
 	rtmetrics "runtime/metrics"
@@ -244,9 +245,6 @@ func (l *loop) enforceBudget() {
 		l.g.metrics.reject("slow_consumer")
 		l.closeSlow(s, "slow consumer")
 	}
-	if freed > 0 {
-		l.g.releaseMemory()
-	}
 }
 
 // closeSlow closes a client that does not read: a 1008 close frame after
@@ -256,6 +254,7 @@ func (l *loop) closeSlow(s *session, reason string) {
 	l.closeSession(s, wsframe.ClosePolicyViolation, reason, false)
 	if s.state == stClosing {
 		s.deadline = min(s.deadline, time.Now().Add(slowGrace).UnixNano())
+		s.slow = true // onClose asks for its buffers' memory back
 	}
 }
 
@@ -263,24 +262,40 @@ func (l *loop) closeSlow(s *session, reason string) {
 // connection to take the close frame.
 const slowGrace = time.Second
 
-// releaseMemory returns freed buffer memory to the OS soon after
-// slow-consumer closes, instead of at the next GC cycle the heap's growth
-// would trigger (which, after a shrink, may be far away). Two collections:
-// the first moves pooled buffers to sync.Pool's victim cache, the second
-// (inside FreeOSMemory) frees them and returns the pages. At most once per
-// releaseEvery; runs off the loop.
+// releaseMemory asks for the memory of a slow consumer's buffers back: it
+// is called (on the loop, must not block) when such a connection has
+// closed; memoryReleaser does the work.
 func (g *Gateway) releaseMemory() {
-	now := time.Now().UnixNano()
-	last := g.lastRelease.Load()
-	if now-last < int64(releaseEvery) || !g.lastRelease.CompareAndSwap(last, now) {
-		return
+	select {
+	case g.releaseReq <- struct{}{}:
+	default: // a release is pending already
 	}
-	go func() {
-		// Let the closes finish (grace) so their buffers are garbage.
-		time.Sleep(slowGrace + 250*time.Millisecond)
+}
+
+// memoryReleaser returns freed buffer memory to the OS soon after
+// slow-consumer closes, instead of at the next GC cycle the heap's growth
+// would trigger (which, after a shrink, may be far away) or the runtime's
+// background scavenger (tens of seconds). Two collections: the first moves
+// pooled buffers to sync.Pool's victim cache, the second (inside
+// FreeOSMemory) frees them and returns the pages. Requests that arrive
+// meanwhile are served by one more pass, at most once per releaseEvery.
+func (g *Gateway) memoryReleaser(ctx context.Context) {
+	defer g.wg.Done()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-g.releaseReq:
+		}
+		time.Sleep(100 * time.Millisecond) // gather the closes of one enforcement pass
 		runtime.GC()
 		debug.FreeOSMemory()
-	}()
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(releaseEvery):
+		}
+	}
 }
 
 // tuneMemoryLimit keeps the Go runtime's soft memory limit at the live

@@ -49,8 +49,8 @@ type Gateway struct {
 	epoch       int64         // unix nanos at New: the origin of the sessions' coarse timestamps
 	tick        time.Duration // the janitor's period
 
-	lastRelease  atomic.Int64 // unix nanos of the last releaseMemory
-	ownsMemLimit bool         // no GOMEMLIMIT was set: tuneMemoryLimit manages the runtime's soft limit
+	releaseReq   chan struct{} // memoryReleaser's requests (cap 1)
+	ownsMemLimit bool          // no GOMEMLIMIT was set: tuneMemoryLimit manages the runtime's soft limit
 
 	loopsMu sync.Mutex
 	loops   map[gnet.EventLoop]*loop
@@ -99,19 +99,20 @@ func New(cfg Config) (*Gateway, error) {
 		return nil, &ConfigError{err.Error()}
 	}
 	g := &Gateway{
-		cfg:      cfg,
-		log:      cfg.Logger.With("component", "gateway"),
-		loopsUp:  make(chan struct{}),
-		runDone:  make(chan error, 1),
-		loops:    make(map[gnet.EventLoop]*loop),
-		perNode:  make(map[string]*atomic.Int64),
-		controls: make(map[string]*control),
-		down:     make(map[string]bool),
-		kick:     make(chan struct{}, 1),
-		fatalCh:  make(chan error, 1),
-		limits:   newLimiter(cfg.MaxConnsPerIP, cfg.HandshakeRatePerIP),
-		origins:  origins,
-		auth:     auth,
+		cfg:        cfg,
+		log:        cfg.Logger.With("component", "gateway"),
+		loopsUp:    make(chan struct{}),
+		runDone:    make(chan error, 1),
+		loops:      make(map[gnet.EventLoop]*loop),
+		perNode:    make(map[string]*atomic.Int64),
+		controls:   make(map[string]*control),
+		down:       make(map[string]bool),
+		kick:       make(chan struct{}, 1),
+		fatalCh:    make(chan error, 1),
+		releaseReq: make(chan struct{}, 1),
+		limits:     newLimiter(cfg.MaxConnsPerIP, cfg.HandshakeRatePerIP),
+		origins:    origins,
+		auth:       auth,
 	}
 	g.loopArr.Store(&[]*loop{})
 	g.epoch = time.Now().UnixNano()
@@ -181,7 +182,8 @@ func (g *Gateway) Start(ctx context.Context) error {
 		return fmt.Errorf("gateway: membership: %w", err)
 	}
 	first := make(chan struct{})
-	g.wg.Add(4)
+	g.wg.Add(5)
+	go g.memoryReleaser(ctx)
 	go g.watch(sets, first)
 	go g.pace(ctx)
 	go g.janitor(ctx)

@@ -74,6 +74,7 @@ type session struct {
 	exp        uint32  // unix seconds when the client's token expires; 0 = never
 	backlogged bool    // in loop.backlogged
 	lingers    bool    // stRejected: counted in Gateway.lingering
+	slow       bool    // closed as a slow consumer: its close releases memory
 }
 
 // deliverable reports whether backend output for s still goes to the
@@ -346,6 +347,9 @@ func (l *loop) onClose(s *session) {
 		return
 	}
 	l.stopLimits(s)
+	if s.slow {
+		l.g.releaseMemory()
+	}
 	if s.state == stClientClosed {
 		l.unlink(s) // the backend knows already
 	}
