@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -431,4 +432,33 @@ func TestOutboundBudget(t *testing.T) {
 		t.Fatalf("fast client closed: %d %q", fast.code, fast.reason)
 	default:
 	}
+}
+
+// TestTCPKeepalive: accepted client sockets have TCP keepalive (a peer
+// that vanished frees its slot even with pings and the idle timeout off).
+// /proc/net/tcp shows the server side's keepalive timer (tr 2).
+func TestTCPKeepalive(t *testing.T) {
+	c := startCluster(t, 1, func(cfg *gateway.Config) { cfg.PingInterval, cfg.IdleTimeout = -1, -1 })
+	ws, _ := dial(t, c, "/ws/ka")
+	_, gwPort, _ := net.SplitHostPort(c.Gateway().Addr())
+	_, clPort, _ := net.SplitHostPort(ws.LocalAddr().String())
+	hexPort := func(p string) string { n, _ := strconv.Atoi(p); return fmt.Sprintf("%04X", n) }
+	testutil.CheckFor(t, 5*time.Second, 50*time.Millisecond, func() error {
+		b, err := os.ReadFile("/proc/net/tcp")
+		if err != nil {
+			return err
+		}
+		for _, line := range strings.Split(string(b), "\n")[1:] {
+			f := strings.Fields(line)
+			if len(f) < 6 || !strings.HasSuffix(f[1], ":"+hexPort(gwPort)) || !strings.HasSuffix(f[2], ":"+hexPort(clPort)) {
+				continue
+			}
+			// f[5] is "tr:tm->when"; tr 2 is the keepalive timer of an idle socket.
+			if tr, _, _ := strings.Cut(f[5], ":"); tr != "02" {
+				return fmt.Errorf("server socket timer %s, want keepalive (02)", f[5])
+			}
+			return nil
+		}
+		return fmt.Errorf("server side of the client connection not found in /proc/net/tcp")
+	})
 }
