@@ -1,7 +1,6 @@
 package gateway_test
 
 import (
-	"bufio"
 	"fmt"
 	"io"
 	"net"
@@ -30,23 +29,11 @@ func rejected(t *testing.T, g *gateway.Gateway, reason string) int {
 	return metricSample(t, g, `wsgate_gateway_rejected_total{reason="`+reason+`"}`)
 }
 
-// metricSample reads one sample (name and labels exactly) from /metrics; 0
-// when absent.
+// metricSample reads one sample (name and labels exactly) from the
+// gateway's /metrics; 0 when absent.
 func metricSample(t *testing.T, g *gateway.Gateway, sample string) int {
 	t.Helper()
-	resp, err := http.Get("http://" + g.AdminAddr() + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	sc := bufio.NewScanner(resp.Body)
-	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), sample+" "); ok {
-			n, _ := strconv.ParseFloat(v, 64)
-			return int(n)
-		}
-	}
-	return 0
+	return int(testutil.Metric(t, g.AdminAddr(), sample))
 }
 
 // dialFrom upgrades a client at path from source address src (127.0.0.x).

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"fmt"
 	"io"
 	"net"
@@ -29,24 +28,6 @@ func startLimited(t *testing.T, nofile int, args ...string) *proc {
 		quoted[i] = "'" + a + "'"
 	}
 	return startCmd(t, "sh", "-c", "ulimit -n "+strconv.Itoa(nofile)+" && exec "+binary+" "+strings.Join(quoted, " "))
-}
-
-// metricValue reads one sample (name with labels, exactly) from /metrics.
-func metricValue(t *testing.T, admin, sample string) float64 {
-	t.Helper()
-	r, err := http.Get("http://" + admin + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Body.Close()
-	sc := bufio.NewScanner(r.Body)
-	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), sample+" "); ok {
-			f, _ := strconv.ParseFloat(v, 64)
-			return f
-		}
-	}
-	return 0
 }
 
 func httpStatus(t *testing.T, url string) int {
@@ -158,7 +139,7 @@ func TestDescriptorFlood(t *testing.T) {
 			})
 			t.Logf("new client accepted %v after the flood closed", time.Since(gone).Round(time.Millisecond))
 			testutil.CheckFor(t, 10*time.Second, 50*time.Millisecond, func() error {
-				if v := metricValue(t, admin, `wsgate_gateway_rejected_total{reason="`+tc.reason+`"}`); v < 1 {
+				if v := testutil.Metric(t, admin, `wsgate_gateway_rejected_total{reason="`+tc.reason+`"}`); v < 1 {
 					return fmt.Errorf("rejected{%s} = %v", tc.reason, v)
 				}
 				return nil

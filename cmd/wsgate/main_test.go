@@ -11,7 +11,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -19,6 +18,8 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+
+	"github.com/wsgate/wsgate/internal/testutil"
 )
 
 // These tests run the real binary as separate processes: backends and a
@@ -307,26 +308,7 @@ func gatewayMemory(b *testing.B, adminAddr string) (heap, rss float64) {
 		io.Copy(io.Discard, r.Body)
 		r.Body.Close()
 	}
-	r, err := http.Get("http://" + adminAddr + "/metrics")
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer r.Body.Close()
-	sc := bufio.NewScanner(r.Body)
-	for sc.Scan() {
-		f := strings.Fields(sc.Text())
-		if len(f) != 2 {
-			continue
-		}
-		v, _ := strconv.ParseFloat(f[1], 64)
-		switch f[0] {
-		case "go_memstats_heap_inuse_bytes":
-			heap = v
-		case "process_resident_memory_bytes":
-			rss = v
-		}
-	}
-	return heap, rss
+	return testutil.Metric(b, adminAddr, "go_memstats_heap_inuse_bytes"), testutil.Metric(b, adminAddr, "process_resident_memory_bytes")
 }
 
 // TestStaticNodeDownAndBack: with a static --backend list, a backend whose
