@@ -17,11 +17,12 @@ const (
 	rejectHelloTimeout
 	rejectFDExhausted
 	rejectBadHello
+	rejectBadAuth
 	numRejectReasons
 )
 
 // rejectReasons are the reason labels (LinksRejected.ByReason).
-var rejectReasons = [numRejectReasons]string{"max_links", "max_pending", "hello_timeout", "fd_exhausted", "bad_hello"}
+var rejectReasons = [numRejectReasons]string{"max_links", "max_pending", "hello_timeout", "fd_exhausted", "bad_hello", "bad_auth"}
 
 // Accept loop tuning.
 const (

@@ -56,6 +56,11 @@ type Config struct {
 	// accept is dropped (default wire.HelloTimeout, 10 s). It bounds the
 	// whole handshake: a peer trickling bytes does not extend it.
 	HelloTimeout time.Duration
+	// ClusterSecret, when set, is the secret both ends of every link must
+	// prove they hold (wire.LinkMAC, docs/protocol.md 4.9) before any session
+	// frame: a peer that does not is answered with an Error and closed, and
+	// counted (LinksRejected.BadAuth). The same secret goes to the gateways.
+	ClusterSecret []byte
 
 	// MaxLinks is the most links the node holds at once, counting those
 	// still in the Hello handshake (default 1024). A connection accepted

@@ -206,8 +206,6 @@ func (l *link) handshake() error {
 	l.peer = hello
 	l.maxOut = int(min(hello.MaxBody, math.MaxInt32)) // fits int everywhere
 	l.frag = min(cfg.FragmentSize, l.maxOut)
-	// The handshake slot is free before the gateway sees our Hello.
-	l.handshakeDone()
 	out := wire.AppendHello(nil, wire.Hello{
 		Version: wire.Version,
 		Role:    wire.RoleBackend,
@@ -215,14 +213,74 @@ func (l *link) handshake() error {
 		NodeID:  cfg.ID,
 		Flags:   wire.FlagCloseAck, // handle answers every gateway Close
 	})
-	if _, err := l.c.Write(out); err != nil {
-		return err
+	if len(cfg.ClusterSecret) > 0 {
+		if err := l.authenticate(hello.NodeID, out); err != nil {
+			return err
+		}
+	} else {
+		// The handshake slot is free before the gateway sees our Hello.
+		l.handshakeDone()
+		if _, err := l.c.Write(out); err != nil {
+			return err
+		}
 	}
 	_ = l.c.SetDeadline(time.Time{})
 	l.dr.timeout = cfg.LinkTimeout
 	l.wmu.Lock()
 	l.up = true
 	l.wmu.Unlock()
+	return nil
+}
+
+// authenticate runs the link authentication (wire/auth.go) after the
+// gateway's Hello: the gateway's challenge, our Hello (hello) with our
+// nonce and proof, then the gateway's proof. Nothing else is accepted
+// before it; a failure is answered with an Error and counted.
+func (l *link) authenticate(gatewayID string, hello []byte) error {
+	cfg := &l.n.cfg
+	fail := func(text string, err error) error {
+		l.n.reject(rejectBadAuth, remoteAddr(l.c))
+		_, _ = l.c.Write(wire.AppendError(nil, wire.CodeProtocol, text))
+		return fmt.Errorf("%w: %w", errBadHello, err)
+	}
+	next := func(step uint8) (wire.Auth, error) {
+		h, body, err := l.rd.ReadFrame()
+		if err != nil {
+			return wire.Auth{}, err
+		}
+		if h.Type != wire.TypeAuth || h.Session != 0 {
+			return wire.Auth{}, fmt.Errorf("%w: got %v, want Auth step %d", wire.ErrAuth, h.Type, step)
+		}
+		a, err := wire.ParseAuth(body)
+		if err == nil && a.Step != step {
+			err = fmt.Errorf("%w: Auth step %d, want %d", wire.ErrAuth, a.Step, step)
+		}
+		return a, err
+	}
+	ch, err := next(wire.AuthChallenge)
+	if err != nil {
+		if errors.Is(err, wire.ErrAuth) || errors.Is(err, wire.ErrMalformed) {
+			return fail("cluster authentication required", err)
+		}
+		return err
+	}
+	nb := wire.NewNonce()
+	resp := wire.Auth{Step: wire.AuthResponse, Nonce: nb,
+		MAC: wire.LinkMAC(cfg.ClusterSecret, wire.RoleBackend, gatewayID, cfg.ID, ch.Nonce, nb)}
+	if _, err := l.c.Write(wire.AppendAuth(hello, resp)); err != nil {
+		return err
+	}
+	conf, err := next(wire.AuthConfirm)
+	if err != nil {
+		if errors.Is(err, wire.ErrAuth) || errors.Is(err, wire.ErrMalformed) {
+			return fail("cluster authentication failed", err)
+		}
+		return err
+	}
+	if !wire.CheckMAC(conf.MAC, wire.LinkMAC(cfg.ClusterSecret, wire.RoleGateway, gatewayID, cfg.ID, ch.Nonce, nb)) {
+		return fail("cluster authentication failed", wire.ErrAuth)
+	}
+	l.handshakeDone()
 	return nil
 }
 

@@ -203,11 +203,12 @@ type LinksRejected struct {
 	HelloTimeout uint64 // (hello_timeout) no complete Hello within Config.HelloTimeout
 	FDExhausted  uint64 // (fd_exhausted) accepted and closed on the reserve descriptor while the process was out of descriptors
 	BadHello     uint64 // (bad_hello) the first frame was not an acceptable gateway Hello (answered with an Error frame)
+	BadAuth      uint64 // (bad_auth) the peer did not prove it holds Config.ClusterSecret (answered with an Error frame)
 }
 
 // ByReason returns the counters keyed by reason label: "max_links",
-// "max_pending", "hello_timeout", "fd_exhausted" and "bad_hello" (always
-// all five).
+// "max_pending", "hello_timeout", "fd_exhausted", "bad_hello" and
+// "bad_auth" (always all six).
 func (r LinksRejected) ByReason() map[string]uint64 {
 	return map[string]uint64{
 		rejectReasons[rejectMaxLinks]:     r.MaxLinks,
@@ -215,6 +216,7 @@ func (r LinksRejected) ByReason() map[string]uint64 {
 		rejectReasons[rejectHelloTimeout]: r.HelloTimeout,
 		rejectReasons[rejectFDExhausted]:  r.FDExhausted,
 		rejectReasons[rejectBadHello]:     r.BadHello,
+		rejectReasons[rejectBadAuth]:      r.BadAuth,
 	}
 }
 
@@ -230,6 +232,7 @@ func (n *Node) Stats() Stats {
 		HelloTimeout: rj[rejectHelloTimeout].Load(),
 		FDExhausted:  rj[rejectFDExhausted].Load(),
 		BadHello:     rj[rejectBadHello].Load(),
+		BadAuth:      rj[rejectBadAuth].Load(),
 	}
 	st.SessionsReassemblyShed = n.stats.shed.Load()
 	st.MessagesIn, st.BytesIn = n.stats.msgsIn.Load(), n.stats.bytesIn.Load()

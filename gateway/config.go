@@ -111,6 +111,11 @@ type Config struct {
 	// Health names dependencies (redis, rabbitmq) and reports whether each
 	// is reachable, for /readyz and metrics.
 	Health map[string]func() bool
+	// ClusterSecret, when set, authenticates every link: the gateway and the
+	// backend each prove they hold it (wire/auth.go) before a session frame
+	// crosses. The same secret goes to every backend. Never logged.
+	ClusterSecret []byte
+
 	// Auth turns on client authentication with JWTs (auth.go).
 	Auth AuthConfig
 

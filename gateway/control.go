@@ -121,6 +121,11 @@ func (c *control) session() (up bool, err error) {
 	_ = conn.SetDeadline(time.Now().Add(5 * time.Second))
 	hello := wire.AppendHello(nil, wire.Hello{Version: wire.Version, Role: wire.RoleGateway,
 		MaxBody: wire.DefaultMaxBody, NodeID: c.g.cfg.ID})
+	secret := c.g.cfg.ClusterSecret
+	nonce := wire.NewNonce()
+	if len(secret) > 0 {
+		hello = wire.AppendAuth(hello, wire.Auth{Step: wire.AuthChallenge, Nonce: nonce})
+	}
 	if _, err := conn.Write(hello); err != nil {
 		return false, err
 	}
@@ -138,6 +143,12 @@ func (c *control) session() (up bool, err error) {
 	}
 	if bh.NodeID != c.node.ID || bh.Role != wire.RoleBackend {
 		return false, fmt.Errorf("backend at %s says it is node %q (role %d), membership says %q", c.node.Addr, bh.NodeID, bh.Role, c.node.ID)
+	}
+	if len(secret) > 0 {
+		if err := c.authenticate(conn, r, secret, nonce); err != nil {
+			c.g.metrics.linkAuthFailed(c.node.ID)
+			return false, err
+		}
 	}
 	c.mu.Lock()
 	c.conn = conn
@@ -194,6 +205,30 @@ func (c *control) session() (up bool, err error) {
 			return true, fmt.Errorf("backend error %d: %s", code, text)
 		}
 	}
+}
+
+// authenticate checks the backend's proof (its Auth after its Hello) and
+// sends ours (wire/auth.go), on the control link's own goroutine.
+func (c *control) authenticate(conn net.Conn, r *wire.Reader, secret []byte, nonce [wire.NonceSize]byte) error {
+	h, body, err := r.ReadFrame()
+	if err != nil {
+		return err
+	}
+	if h.Type != wire.TypeAuth {
+		return fmt.Errorf("backend %s did not authenticate (sent %v): is its --cluster-secret-file set?", c.node.ID, h.Type)
+	}
+	a, err := wire.ParseAuth(body)
+	if err == nil && (a.Step != wire.AuthResponse ||
+		!wire.CheckMAC(a.MAC, wire.LinkMAC(secret, wire.RoleBackend, c.g.cfg.ID, c.node.ID, nonce, a.Nonce))) {
+		err = wire.ErrAuth
+	}
+	if err != nil {
+		_, _ = conn.Write(wire.AppendError(nil, wire.CodeProtocol, "cluster authentication failed"))
+		return fmt.Errorf("backend %s at %s failed cluster authentication: %w", c.node.ID, c.node.Addr, err)
+	}
+	_, err = conn.Write(wire.AppendAuth(nil, wire.Auth{Step: wire.AuthConfirm,
+		MAC: wire.LinkMAC(secret, wire.RoleGateway, c.g.cfg.ID, c.node.ID, nonce, a.Nonce)}))
+	return err
 }
 
 func (c *control) send(frame []byte) error {

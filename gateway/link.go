@@ -34,6 +34,12 @@ type link struct {
 	closed   bool
 	hello    bool // the backend's Hello arrived
 	closeAck bool // the backend's Hello has wire.FlagCloseAck: it answers our Close for a session
+
+	// Link authentication (wire/auth.go), with a cluster secret: session
+	// frames wait in held until the backend has proved it holds the secret.
+	authWait bool
+	held     []byte
+	nonce    [wire.NonceSize]byte // ours (the gateway's)
 	// chunk is the largest Message body sent on k: the protocol's minimum
 	// until the backend's Hello tells its MaxBody, then min(maxChunk, it).
 	chunk int
@@ -63,6 +69,10 @@ func (l *loop) linkTo(m *ring.Member) *link {
 		hello.Flags = wire.FlagClaims // Opens carry the verified claims
 	}
 	k.pending = wire.AppendHello(k.pending, hello)
+	if secret := l.g.cfg.ClusterSecret; len(secret) > 0 {
+		k.authWait, k.nonce = true, wire.NewNonce()
+		k.pending = wire.AppendAuth(k.pending, wire.Auth{Step: wire.AuthChallenge, Nonce: k.nonce})
+	}
 	g := l.g
 	// Dialling (and resolving) blocks, so it runs off the loop; gnet then
 	// registers the socket on this loop and calls OnOpen there.
@@ -89,6 +99,8 @@ func (l *loop) linkTo(m *ring.Member) *link {
 // write sends a whole wire frame, or queues it while the link is dialling.
 func (k *link) write(frame []byte) {
 	switch {
+	case k.authWait && !k.closed:
+		k.held = append(k.held, frame...)
 	case k.conn != nil:
 		k.queue(frame, nil)
 	case !k.closed:
@@ -99,9 +111,9 @@ func (k *link) write(frame []byte) {
 // backlog is the number of bytes queued to the backend and not yet sent.
 func (k *link) backlog() int {
 	if k.conn != nil {
-		return k.conn.OutboundBuffered() + len(k.wbuf)
+		return k.conn.OutboundBuffered() + len(k.wbuf) + len(k.held)
 	}
-	return len(k.pending)
+	return len(k.pending) + len(k.held)
 }
 
 // writeFrame sends a frame with header fields and body without copying the
@@ -109,6 +121,12 @@ func (k *link) backlog() int {
 func (k *link) writeFrame(t wire.Type, flags uint8, sid uint32, body []byte) {
 	l := k.loop
 	hdr := wire.AppendHeader(l.out[:0], t, flags, sid, len(body))
+	if k.authWait {
+		if !k.closed {
+			k.held = append(append(k.held, hdr...), body...)
+		}
+		return
+	}
 	if k.conn == nil {
 		if !k.closed {
 			k.pending = append(append(k.pending, hdr...), body...)
@@ -229,7 +247,7 @@ func (k *link) keepalive(now time.Time) {
 	if k.closed {
 		return
 	}
-	if !k.hello && now.Sub(k.created) > linkDialTimeout {
+	if (!k.hello || k.authWait) && now.Sub(k.created) > linkDialTimeout {
 		k.loop.g.log.Warn("link not up in time, closing", "node", k.node, "addr", k.addr)
 		k.loop.linkFailed(k, wsframe.CloseTryAgainLater, "backend unavailable")
 		return
@@ -287,8 +305,39 @@ func (l *loop) linkTraffic(k *link, c gnet.Conn) gnet.Action {
 	}
 }
 
+// linkAuth checks the backend's proof that it holds the cluster secret
+// (its Auth answer to our challenge), then confirms ours and releases the
+// session frames held meanwhile. Anything wrong closes the link before a
+// session frame was sent.
+func (l *loop) linkAuth(k *link, body []byte) error {
+	secret := l.g.cfg.ClusterSecret
+	if !k.authWait || !k.hello || len(secret) == 0 {
+		return errors.New("unexpected Auth frame from backend")
+	}
+	a, err := wire.ParseAuth(body)
+	if err == nil && (a.Step != wire.AuthResponse ||
+		!wire.CheckMAC(a.MAC, wire.LinkMAC(secret, wire.RoleBackend, l.g.cfg.ID, k.node, k.nonce, a.Nonce))) {
+		err = wire.ErrAuth
+	}
+	if err != nil {
+		l.g.metrics.linkAuthFailed(k.node)
+		return fmt.Errorf("backend %s at %s failed cluster authentication: %w", k.node, k.addr, err)
+	}
+	k.authWait = false
+	k.queue(wire.AppendAuth(l.out[:0], wire.Auth{Step: wire.AuthConfirm,
+		MAC: wire.LinkMAC(secret, wire.RoleGateway, l.g.cfg.ID, k.node, k.nonce, a.Nonce)}), nil)
+	if len(k.held) > 0 {
+		k.queue(k.held, nil)
+	}
+	k.held = nil
+	return nil
+}
+
 // linkFrame acts on one frame from the backend. An error closes the link.
 func (l *loop) linkFrame(k *link, h wire.Header, body []byte) error {
+	if k.authWait && k.hello && h.Type != wire.TypeAuth && h.Type != wire.TypeError {
+		return fmt.Errorf("backend sent %v before authenticating", h.Type)
+	}
 	switch h.Type {
 	case wire.TypeMessage:
 		s := l.sessions[h.Session]
@@ -361,7 +410,12 @@ func (l *loop) linkFrame(k *link, h wire.Header, body []byte) error {
 		}
 		k.hello = true
 		k.closeAck = h.Flags&wire.FlagCloseAck != 0
+		if k.authWait {
+			return nil // its Auth follows; nothing else may come first
+		}
 		k.chunk = int(min(uint32(maxChunk), hello.MaxBody))
+	case wire.TypeAuth:
+		return l.linkAuth(k, body)
 	case wire.TypeError:
 		code, text, _ := wire.ParseError(body)
 		return fmt.Errorf("backend sent error %d: %s", code, text)

@@ -45,6 +45,7 @@ type metrics struct {
 	links       *prometheus.GaugeVec
 	silent      *prometheus.CounterVec
 	rejected    *prometheus.CounterVec
+	linkAuth    *prometheus.CounterVec
 	hsOK        prometheus.Counter
 }
 
@@ -80,6 +81,8 @@ func newMetrics(g *Gateway) *metrics {
 			Help: "1 when the control link to a backend is up."}, []string{"node"}),
 		silent: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "link_silence_drops_total",
 			Help: "Backend links closed because nothing was heard on them for 3 keepalive intervals, by node."}, []string{"node"}),
+		linkAuth: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "link_auth_failures_total",
+			Help: "Backend links (data or control) closed because the backend did not prove it holds the cluster secret, by node."}, []string{"node"}),
 		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "rejected_total",
 			Help: "Clients refused or closed by an edge limit, by reason (docs/operations.md, Limits)."}, []string{"reason"}),
 	}
@@ -89,7 +92,7 @@ func newMetrics(g *Gateway) *metrics {
 			Help: "1 when the dependency (redis, rabbitmq) is reachable.", ConstLabels: prometheus.Labels{"dependency": name}},
 			func() float64 { return b2f(up()) }))
 	}
-	reg.MustRegister(m.handshakes, m.closes, m.rebalance, m.slow, m.ringMembers, m.ringVersion, m.ringSwaps, m.links, m.silent, m.rejected,
+	reg.MustRegister(m.handshakes, m.closes, m.rebalance, m.slow, m.ringMembers, m.ringVersion, m.ringSwaps, m.links, m.silent, m.rejected, m.linkAuth,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: ns, Name: "connections",
 			Help: "Open client WebSocket sessions."}, func() float64 { return float64(g.clients.Load()) }),
 		f("messages_in_total", "Client messages relayed to backends.", func(s *loopStats) *atomic.Uint64 { return &s.msgsIn }),
@@ -122,6 +125,7 @@ func (m *metrics) handshakeFailed(why string)  { m.handshakes.WithLabelValues(wh
 func (m *metrics) protocolClose(code uint16)   { m.closes.WithLabelValues(strconv.Itoa(int(code))).Inc() }
 func (m *metrics) rebalanceClose()             { m.rebalance.Inc() }
 func (m *metrics) slowClient()                 { m.slow.Inc() }
+func (m *metrics) linkAuthFailed(node string)  { m.linkAuth.WithLabelValues(node).Inc() }
 func (m *metrics) reject(reason string)        { m.rejected.WithLabelValues(reason).Inc() }
 func (m *metrics) linkSilent(node string)      { m.silent.WithLabelValues(node).Inc() }
 func (m *metrics) linkUp(node string, up bool) { m.links.WithLabelValues(node).Set(b2f(up)) }

@@ -98,6 +98,10 @@ func parseArgs(fs *flagSet, args []string) (*slog.Logger, error) {
 	return nil, usageError{fmt.Errorf("--log-format %q: want text or json", *format)}
 }
 
+// clusterSecretUsage describes --cluster-secret-file, the same flag on
+// gateway, backend and dev.
+const clusterSecretUsage = "file holding the cluster secret (16+ characters; or the secret itself in env WSGATE_CLUSTER_SECRET): both ends of every link prove they hold it; the same on every gateway and backend"
+
 // keepaliveUsage describes --keepalive, the same flag on gateway, backend
 // and dev (both ends of a link should use the same value).
 const keepaliveUsage = "link keepalive: each side pings every interval; a link silent 3x this is dead (use the same value on gateways and backends)"
@@ -134,6 +138,7 @@ func gatewayFlags(fs *flagSet, listen, admin, defOrigins string) func(*gateway.C
 		tokenFile   = fs.String("admin-token-file", "", "file holding the admin API's bearer token (or the token itself in env WSGATE_ADMIN_TOKEN); required for a non-loopback --admin")
 		origins     = fs.String("allowed-origins", defOrigins, "comma-separated browser origins allowed to connect (https://app.example.com, https://*.example.com, or *); empty: same origin only; others get HTTP 403")
 		metricsAuth = fs.Bool("metrics-auth", false, "/metrics needs the admin token too")
+		clusterFile = fs.String("cluster-secret-file", "", clusterSecretUsage)
 		jwtSecret   = fs.String("auth-jwt-secret-file", "", "client auth: file holding the HMAC secret (32+ bytes) of HS256/384/512 tokens")
 		jwtPubKey   = fs.String("auth-jwt-public-key-file", "", "client auth: PEM public key (RSA, ECDSA or Ed25519) of RS/PS/ES/EdDSA tokens")
 		keyClaim    = fs.String("auth-key-claim", "sub", "client auth: the claim that is the routing key")
@@ -154,6 +159,11 @@ func gatewayFlags(fs *flagSet, listen, admin, defOrigins string) func(*gateway.C
 			return err
 		}
 		c.AdminToken, c.MetricsAuth, c.Pprof = tok, *metricsAuth, *pprofOn
+		cs, err := secret(*clusterFile, "cluster-secret-file", "WSGATE_CLUSTER_SECRET")
+		if err != nil {
+			return err
+		}
+		c.ClusterSecret = []byte(cs)
 		if *jwtSecret != "" {
 			b, err := os.ReadFile(*jwtSecret)
 			if err != nil {
@@ -325,6 +335,9 @@ func runGateway(ctx context.Context, args []string) error {
 	default:
 		return usageError{errors.New("--backend id=host:port is required (once per backend node), or --amqp and --redis for cluster membership")}
 	}
+	if len(cfg.ClusterSecret) == 0 {
+		log.Warn("no --cluster-secret-file: links to backends are not authenticated (anyone on the backend network can pose as a backend or a gateway)")
+	}
 	g, err := gateway.New(cfg)
 	if err != nil {
 		return usageError{err}
@@ -357,6 +370,8 @@ func runBackend(ctx context.Context, args []string) error {
 	ttl := fs.Duration("node-ttl", 6*time.Second, "registry TTL: a node silent this long (crashed) drops out")
 	keep := fs.Duration("keepalive", backend.DefaultKeepAlive, keepaliveUsage)
 	maxLinks := fs.Int("max-links", backend.DefaultMaxLinks, "most gateway links held (beyond: closed at once)")
+	clusterFile := fs.String("cluster-secret-file", "", clusterSecretUsage)
+	insecure := fs.Bool("insecure", false, "let a backend listen beyond loopback without --cluster-secret-file (anyone who reaches the port can act as a gateway)")
 	maxPending := fs.Int("max-pending-links", backend.DefaultMaxPendingLinks, "most links still in the Hello handshake (beyond: closed at once)")
 	plain := fs.String("ws-listen", "", "also serve the demo app as plain WebSocket on host:port (for nginx/HAProxy comparisons)")
 	cf := addClusterFlags(fs)
@@ -378,11 +393,18 @@ func runBackend(ctx context.Context, args []string) error {
 	if *keep < time.Millisecond {
 		return usageError{fmt.Errorf("--keepalive %v: must be at least 1ms", *keep)}
 	}
+	cs, err := secret(*clusterFile, "cluster-secret-file", "WSGATE_CLUSTER_SECRET")
+	if err != nil {
+		return err
+	}
+	if cs == "" && !*insecure && !gateway.IsLoopbackAddr(*listen) {
+		return usageError{fmt.Errorf("--listen %s is not a loopback address and no --cluster-secret-file (or WSGATE_CLUSTER_SECRET) is set: anyone who reaches the port could act as a gateway; set a secret, or --insecure", *listen)}
+	}
 	if *maxLinks < 1 || *maxPending < 1 {
 		return usageError{fmt.Errorf("--max-links %d, --max-pending-links %d: both must be at least 1", *maxLinks, *maxPending)}
 	}
 	node, err := demo.NewNode(backend.Config{ID: *id, Listen: *listen, Logger: log, PingInterval: *keep,
-		MaxLinks: *maxLinks, MaxPendingLinks: *maxPending})
+		MaxLinks: *maxLinks, MaxPendingLinks: *maxPending, ClusterSecret: []byte(cs)})
 	if err != nil {
 		return usageError{err}
 	}

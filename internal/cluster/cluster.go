@@ -5,6 +5,7 @@ package cluster
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -27,6 +28,9 @@ type Config struct {
 	// so both ends of a link keep the same schedule.
 	Backend backend.Config
 	Logger  *slog.Logger // default slog.Default()
+	// ClusterSecret authenticates the links (gateway and backends); default
+	// a random one made by Start (the whole cluster is this process).
+	ClusterSecret []byte
 	// DrainTimeout bounds a removed backend's wait for its clients to move;
 	// default 30s.
 	DrainTimeout time.Duration
@@ -57,6 +61,10 @@ func Start(cfg Config) (*Cluster, error) {
 	if cfg.DrainTimeout == 0 {
 		cfg.DrainTimeout = 30 * time.Second
 	}
+	if len(cfg.ClusterSecret) == 0 {
+		cfg.ClusterSecret = make([]byte, 32)
+		_, _ = rand.Read(cfg.ClusterSecret)
+	}
 	c := &Cluster{cfg: cfg, bus: membership.NewMemory(), log: cfg.Logger, nodes: make(map[string]*backend.Node)}
 	for range cfg.Backends {
 		if _, err := c.AddNode(); err != nil {
@@ -65,7 +73,7 @@ func Start(cfg Config) (*Cluster, error) {
 		}
 	}
 	gc := cfg.Gateway
-	gc.Members, gc.Nodes = c.bus, c
+	gc.Members, gc.Nodes, gc.ClusterSecret = c.bus, c, cfg.ClusterSecret
 	gc.Fanout = fanout.NewMemory() // presence: the gateway's own tables
 	if gc.Logger == nil {
 		gc.Logger = cfg.Logger
@@ -103,7 +111,7 @@ func (c *Cluster) AddNode() (string, error) {
 	id := fmt.Sprintf("node-%d", c.seq)
 	c.mu.Unlock()
 	bc := c.cfg.Backend
-	bc.ID, bc.Listen, bc.Logger = id, "127.0.0.1:0", c.log
+	bc.ID, bc.Listen, bc.Logger, bc.ClusterSecret = id, "127.0.0.1:0", c.log, c.cfg.ClusterSecret
 	if bc.PingInterval == 0 {
 		bc.PingInterval = c.cfg.Gateway.KeepAlive
 	}

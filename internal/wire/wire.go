@@ -113,6 +113,10 @@ const (
 	// TypePushResult (backend->gateway) answers a TypePush; the session
 	// field is the request id. body = u32 delivered.
 	TypePushResult Type = 0x0A
+	// TypeAuth (both directions, session 0) authenticates the link with the
+	// cluster secret, right after the Hellos (auth.go; docs/protocol.md 4.9).
+	// body = u8 step | nonce[16] | mac[32].
+	TypeAuth Type = 0x0B
 	// TypeError (either side, session 0) is fatal: body = u16 code | text.
 	// The sender closes the link after it.
 	TypeError Type = 0x7F
@@ -120,7 +124,7 @@ const (
 
 // Known reports whether t is a defined frame type.
 func (t Type) Known() bool {
-	return (t >= TypeHello && t <= TypePushResult) || t == TypeError
+	return (t >= TypeHello && t <= TypeAuth) || t == TypeError
 }
 
 // String returns the type's name ("Hello", "Open", ...) or "Type(0xNN)".
@@ -146,6 +150,8 @@ func (t Type) String() string {
 		return "Push"
 	case TypePushResult:
 		return "PushResult"
+	case TypeAuth:
+		return "Auth"
 	case TypeError:
 		return "Error"
 	}

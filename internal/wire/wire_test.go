@@ -29,7 +29,7 @@ func TestParseHeader(t *testing.T) {
 		{"length < 6", []byte{0, 0, 0, 5, 1, 0, 0, 0, 0, 0}, 0, Header{}, ErrMalformed},
 		{"length 0", make([]byte, 10), 0, Header{}, ErrMalformed},
 		{"unknown type 0", []byte{0, 0, 0, 6, 0, 0, 0, 0, 0, 0}, 0, Header{}, ErrUnknownType},
-		{"unknown type 0x0B", []byte{0, 0, 0, 6, 0x0B, 0, 0, 0, 0, 0}, 0, Header{}, ErrUnknownType},
+		{"unknown type 0x0C", []byte{0, 0, 0, 6, 0x0C, 0, 0, 0, 0, 0}, 0, Header{}, ErrUnknownType},
 		{"unknown type 0x7E", []byte{0, 0, 0, 6, 0x7E, 0, 0, 0, 0, 0}, 0, Header{}, ErrUnknownType},
 		{"too large", AppendHeader(nil, TypeMessage, 0, 1, 101), 100, Header{}, ErrTooLarge},
 		{"too large default", AppendHeader(nil, TypeMessage, 0, 1, DefaultMaxBody+1), 0, Header{}, ErrTooLarge},
@@ -486,5 +486,39 @@ func TestZeroAlloc(t *testing.T) {
 	})
 	if allocs != 0 {
 		t.Fatalf("%v allocs per run", allocs)
+	}
+}
+
+func TestAuth(t *testing.T) {
+	a := Auth{Step: AuthResponse, Nonce: NewNonce()}
+	a.MAC = LinkMAC([]byte("secret"), RoleBackend, "gw", "b1", [NonceSize]byte{1}, a.Nonce)
+	h, b := body(t, AppendAuth(nil, a), TypeAuth)
+	if h.Session != 0 {
+		t.Fatalf("session %d", h.Session)
+	}
+	got, err := ParseAuth(b)
+	if err != nil || got != a {
+		t.Fatalf("ParseAuth: %+v %v, want %+v", got, err, a)
+	}
+	for _, bad := range [][]byte{b[:len(b)-1], append(append([]byte{}, b...), 0), append([]byte{4}, b[1:]...), append([]byte{0}, b[1:]...)} {
+		if _, err := ParseAuth(bad); err == nil {
+			t.Errorf("ParseAuth(%x) accepted", bad)
+		}
+	}
+	// The proof depends on the role, both ids, both nonces and the secret.
+	base := LinkMAC([]byte("k"), RoleGateway, "g", "b", [NonceSize]byte{1}, [NonceSize]byte{2})
+	for i, other := range [][MACSize]byte{
+		LinkMAC([]byte("k"), RoleBackend, "g", "b", [NonceSize]byte{1}, [NonceSize]byte{2}),
+		LinkMAC([]byte("k2"), RoleGateway, "g", "b", [NonceSize]byte{1}, [NonceSize]byte{2}),
+		LinkMAC([]byte("k"), RoleGateway, "gb", "", [NonceSize]byte{1}, [NonceSize]byte{2}),
+		LinkMAC([]byte("k"), RoleGateway, "g", "b", [NonceSize]byte{2}, [NonceSize]byte{2}),
+		LinkMAC([]byte("k"), RoleGateway, "g", "b", [NonceSize]byte{1}, [NonceSize]byte{3}),
+	} {
+		if CheckMAC(other, base) {
+			t.Errorf("variant %d has the same MAC", i)
+		}
+	}
+	if !CheckMAC(base, LinkMAC([]byte("k"), RoleGateway, "g", "b", [NonceSize]byte{1}, [NonceSize]byte{2})) {
+		t.Error("MAC not reproducible")
 	}
 }
