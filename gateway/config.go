@@ -15,6 +15,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/wsgate/wsgate/internal/membership"
 	"github.com/wsgate/wsgate/internal/wire"
 )
@@ -132,6 +134,10 @@ type Config struct {
 	MetricsAuth bool
 	// Pprof serves /debug/pprof on the admin listener.
 	Pprof bool
+
+	// Collectors are more metrics served on /metrics (e.g. the membership
+	// source's dropped events).
+	Collectors []prometheus.Collector
 
 	// Nodes, when set, lets the admin API add and remove backends (dev mode).
 	Nodes NodeManager

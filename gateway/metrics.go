@@ -87,6 +87,9 @@ func newMetrics(g *Gateway) *metrics {
 			Help: "Clients refused or closed by an edge limit, by reason (docs/operations.md, Limits)."}, []string{"reason"}),
 	}
 	m.hsOK = m.handshakes.WithLabelValues("ok")
+	for _, c := range g.cfg.Collectors {
+		reg.MustRegister(c)
+	}
 	for name, up := range g.cfg.Health {
 		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: ns, Name: "dependency_up",
 			Help: "1 when the dependency (redis, rabbitmq) is reachable.", ConstLabels: prometheus.Labels{"dependency": name}},

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -18,6 +19,7 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/wsgate/wsgate/internal/membership"
 	"github.com/wsgate/wsgate/internal/testutil"
 )
 
@@ -639,5 +641,76 @@ func TestClusterPushKeepalive(t *testing.T) {
 		if len(c.msgs) == 0 {
 			t.Fatalf("client %s on %s got no push of %d", c.key, c.g.addr, pushes)
 		}
+	}
+}
+
+// TestClusterSignedMembership: with a cluster secret, events published on
+// the exchange by someone without it change no ring: an unsigned leave, a
+// forged join, a leave signed with another secret and a replayed genuine
+// event are dropped and counted by reason.
+func TestClusterSignedMembership(t *testing.T) {
+	secretFile := filepath.Join(t.TempDir(), "cluster-secret")
+	if err := os.WriteFile(secretFile, []byte("signed-membership-secret-0123456\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	sec := []string{"--cluster-secret-file", secretFile}
+	e := newClusterEnv(t)
+	e.backendAt(t, "s1", "127.0.0.1:0", sec...)
+	e.backendAt(t, "s2", "127.0.0.1:0", sec...)
+	g := e.gateway(t, sec...)
+	g.waitMembers(t, "s1,s2")
+
+	conn, err := amqp.Dial(amqpURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ch, err := conn.Channel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Record a genuine event to replay it.
+	q, err := ch.QueueDeclare("", false, true, true, false, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ch.QueueBind(q.Name, "", e.name, false, nil); err != nil {
+		t.Fatal(err)
+	}
+	deliveries, err := ch.Consume(q.Name, "", true, true, false, false, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var genuine []byte
+	select {
+	case d := <-deliveries:
+		genuine = d.Body
+	case <-time.After(10 * time.Second):
+		t.Fatal("no heartbeat seen on the exchange")
+	}
+	if !strings.Contains(string(genuine), `"mac"`) {
+		t.Fatalf("a backend's event is not signed: %s", genuine)
+	}
+	other := membership.NewSigner([]byte("not-the-cluster-secret-01234567"))
+	for _, body := range [][]byte{
+		membership.EncodeEvent(membership.Event{Type: membership.Leave, Node: membership.Node{ID: "s1", Addr: "127.0.0.1:1"}}),
+		membership.EncodeEvent(membership.Event{Type: membership.Join, Node: membership.Node{ID: "evil", Addr: "127.0.0.1:2"}}),
+		other.Encode(membership.Event{Type: membership.Leave, Node: membership.Node{ID: "s2", Addr: "127.0.0.1:3"}}),
+		genuine,
+	} {
+		if err := ch.PublishWithContext(context.Background(), e.name, "", false, false, amqp.Publishing{Body: body}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	testutil.CheckFor(t, 10*time.Second, 50*time.Millisecond, func() error {
+		for reason, want := range map[string]float64{"unsigned": 2, "forged": 1, "replayed": 1} {
+			if got := testutil.Metric(t, g.admin, `wsgate_gateway_membership_events_dropped_total{reason="`+reason+`"}`); got < want {
+				return fmt.Errorf("dropped{%s} = %v, want %v", reason, got, want)
+			}
+		}
+		return nil
+	})
+	if got := g.members(t); got != "s1,s2" {
+		t.Fatalf("ring after the forged events: %q, want s1,s2", got)
 	}
 }

@@ -15,6 +15,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/wsgate/wsgate/backend"
 	"github.com/wsgate/wsgate/backend/demo"
 	"github.com/wsgate/wsgate/gateway"
@@ -314,6 +316,17 @@ func runGateway(ctx context.Context, args []string) error {
 		}
 		defer d.close()
 		members = &membership.Cluster{Registry: d.rdb, Broker: d.mq, Exchange: *cf.exchange, Reconcile: *reconcile, Log: log}
+		if len(cfg.ClusterSecret) > 0 {
+			v := membership.NewVerifier(cfg.ClusterSecret)
+			members.Verify = v
+			for _, reason := range []string{membership.DropUnsigned, membership.DropForged, membership.DropStale, membership.DropReplayed, membership.DropInvalid} {
+				cfg.Collectors = append(cfg.Collectors, prometheus.NewCounterFunc(prometheus.CounterOpts{
+					Namespace: "wsgate_gateway", Name: "membership_events_dropped_total",
+					Help:        "Membership events dropped: unsigned, forged, stale, replayed or invalid (docs/protocol.md 9.1).",
+					ConstLabels: prometheus.Labels{"reason": reason}},
+					func() float64 { return float64(v.Dropped()[reason]) }))
+			}
+		}
 		cfg.Members = members
 		cfg.Presence = d.rdb
 		cfg.Fanout = &fanout.Rabbit{Broker: d.mq, Exchange: *cf.exchange + ".broadcast", Origin: cfg.ID}
@@ -442,6 +455,9 @@ func runBackend(ctx context.Context, args []string) error {
 	if clustered {
 		ann = &membership.Announcer{Registry: d.rdb, Broker: d.mq, Exchange: *cf.exchange, Node: self,
 			Interval: *beat, TTL: *ttl, Log: log}
+		if cs != "" {
+			ann.Sign = membership.NewSigner([]byte(cs))
+		}
 		if err := ann.Join(ctx); err != nil {
 			return err
 		}

@@ -40,7 +40,25 @@ type payload struct {
 	V    int       `json:"v"`
 	Type EventType `json:"type"`
 	Node Node      `json:"node"`
-	At   int64     `json:"at"` // unix ms at the sender
+	At   int64     `json:"at"`            // unix ms at the sender
+	Seq  uint64    `json:"seq,omitempty"` // signed events: the sender's sequence (sign.go)
+	MAC  string    `json:"mac,omitempty"` // signed events: base64 HMAC-SHA256 (sign.go)
+}
+
+// event checks a decoded payload's version, type and node.
+func (p *payload) event() (Event, error) {
+	if p.V != EventVersion {
+		return Event{}, fmt.Errorf("membership: event version %d, want %d", p.V, EventVersion)
+	}
+	switch p.Type {
+	case Join, Heartbeat, Leave:
+	default:
+		return Event{}, fmt.Errorf("membership: unknown event type %q", p.Type)
+	}
+	if err := p.Node.Validate(); err != nil {
+		return Event{}, err
+	}
+	return Event{Type: p.Type, Node: p.Node}, nil
 }
 
 // EncodeEvent returns ev as its versioned JSON payload.
@@ -55,18 +73,7 @@ func DecodeEvent(b []byte) (Event, error) {
 	if err := json.Unmarshal(b, &p); err != nil {
 		return Event{}, fmt.Errorf("membership: bad event: %w", err)
 	}
-	if p.V != EventVersion {
-		return Event{}, fmt.Errorf("membership: event version %d, want %d", p.V, EventVersion)
-	}
-	switch p.Type {
-	case Join, Heartbeat, Leave:
-	default:
-		return Event{}, fmt.Errorf("membership: unknown event type %q", p.Type)
-	}
-	if err := p.Node.Validate(); err != nil {
-		return Event{}, err
-	}
-	return Event{Type: p.Type, Node: p.Node}, nil
+	return p.event()
 }
 
 // Cluster is the production Source: the Redis registry gives the first set
@@ -87,7 +94,10 @@ type Cluster struct {
 	Exchange  string
 	Reconcile time.Duration        // default 2s
 	Alive     func(id string) bool // optional: a direct liveness check of a node
-	Log       *slog.Logger
+	// Verify, when set, checks signed events (NewVerifier with the cluster
+	// secret): unsigned, forged, stale and replayed events are dropped.
+	Verify *Verifier
+	Log    *slog.Logger
 }
 
 // Watch implements Source. The first registry read must succeed.
@@ -110,8 +120,12 @@ func (c *Cluster) Watch(ctx context.Context) (<-chan []Node, error) {
 		default:
 		}
 	}
+	decode := DecodeEvent
+	if c.Verify != nil {
+		decode = c.Verify.Decode
+	}
 	go c.Broker.Subscribe(ctx, c.Exchange, func(b []byte) {
-		ev, err := DecodeEvent(b)
+		ev, err := decode(b)
 		if err != nil {
 			c.Log.Warn("ignoring membership event", "err", err)
 			return
@@ -239,7 +253,9 @@ type Announcer struct {
 	Node     Node
 	Interval time.Duration // default 2s
 	TTL      time.Duration // default 3x Interval
-	Log      *slog.Logger
+	// Sign, when set, signs every event (NewSigner with the cluster secret).
+	Sign *Signer
+	Log  *slog.Logger
 
 	stop chan struct{}
 	done chan struct{}
@@ -260,7 +276,7 @@ func (a *Announcer) Join(ctx context.Context) error {
 	if err := a.Registry.RegisterNode(ctx, a.Node, a.TTL); err != nil {
 		return fmt.Errorf("membership: register %s: %w", a.Node.ID, err)
 	}
-	if err := a.Broker.Publish(ctx, a.Exchange, EncodeEvent(Event{Type: Join, Node: a.Node}), true); err != nil {
+	if err := a.Broker.Publish(ctx, a.Exchange, a.encode(Join), true); err != nil {
 		return fmt.Errorf("membership: publish join of %s: %w", a.Node.ID, err)
 	}
 	a.stop, a.done = make(chan struct{}), make(chan struct{})
@@ -282,11 +298,20 @@ func (a *Announcer) beat() {
 		if err := a.Registry.RegisterNode(ctx, a.Node, a.TTL); err != nil {
 			a.Log.Warn("heartbeat: registry refresh failed", "err", err)
 		}
-		if err := a.Broker.Publish(ctx, a.Exchange, EncodeEvent(Event{Type: Heartbeat, Node: a.Node}), false); err != nil {
+		if err := a.Broker.Publish(ctx, a.Exchange, a.encode(Heartbeat), false); err != nil {
 			a.Log.Debug("heartbeat: publish failed", "err", err)
 		}
 		cancel()
 	}
+}
+
+// encode is the payload of the node's event of type t, signed with Sign.
+func (a *Announcer) encode(t EventType) []byte {
+	ev := Event{Type: t, Node: a.Node}
+	if a.Sign != nil {
+		return a.Sign.Encode(ev)
+	}
+	return EncodeEvent(ev)
 }
 
 // Leave stops the heartbeat, deregisters and publishes leave (confirmed).
@@ -301,7 +326,7 @@ func (a *Announcer) Leave(ctx context.Context) error {
 		a.stop = nil
 	}
 	err := a.Registry.DeregisterNode(ctx, a.Node.ID)
-	if perr := a.Broker.Publish(ctx, a.Exchange, EncodeEvent(Event{Type: Leave, Node: a.Node}), true); perr != nil {
+	if perr := a.Broker.Publish(ctx, a.Exchange, a.encode(Leave), true); perr != nil {
 		err = errors.Join(err, perr)
 	}
 	return err

@@ -1,0 +1,139 @@
+package membership
+
+import (
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Signed membership events (docs/protocol.md 9.1). With a cluster secret,
+// every event carries a per-sender sequence number and an HMAC-SHA256 over
+// its content, time and sequence; receivers drop anything unsigned, forged,
+// stale (its time outside EventWindow of theirs) or replayed (a sequence
+// not above the last one seen from that node), and count it by reason. So
+// someone who can publish on the exchange but lacks the secret can neither
+// invent a join or leave nor replay a recorded one.
+
+// EventWindow is how far an event's time may be from the receiver's clock.
+const EventWindow = 30 * time.Second
+
+// Reasons an event is dropped (Verifier.Dropped).
+const (
+	DropUnsigned = "unsigned"
+	DropForged   = "forged"
+	DropStale    = "stale"
+	DropReplayed = "replayed"
+	DropInvalid  = "invalid"
+)
+
+// Signer signs the events of one sender. Safe for concurrent use.
+type Signer struct {
+	secret []byte
+	seq    atomic.Uint64
+}
+
+// NewSigner returns a signer; its sequence starts at the current time in
+// nanoseconds, so that a restarted node's events are above its old ones.
+func NewSigner(secret []byte) *Signer {
+	s := &Signer{secret: secret}
+	s.seq.Store(uint64(time.Now().UnixNano()))
+	return s
+}
+
+// Encode returns ev as a signed JSON payload.
+func (s *Signer) Encode(ev Event) []byte {
+	p := payload{V: EventVersion, Type: ev.Type, Node: ev.Node, At: time.Now().UnixMilli(), Seq: s.seq.Add(1)}
+	p.MAC = encodeMAC(eventMAC(s.secret, &p))
+	b, _ := json.Marshal(p)
+	return b
+}
+
+func encodeMAC(mac []byte) string { return base64.RawStdEncoding.EncodeToString(mac) }
+
+// eventMAC is the HMAC of an event's signed fields, length-prefixed so that
+// no two different events share an input.
+func eventMAC(secret []byte, p *payload) []byte {
+	m := hmac.New(sha256.New, secret)
+	m.Write([]byte("wsgate-event-v1"))
+	for _, s := range []string{string(p.Type), p.Node.ID, p.Node.Addr} {
+		m.Write(binary.BigEndian.AppendUint32(nil, uint32(len(s))))
+		m.Write([]byte(s))
+	}
+	var b []byte
+	b = binary.BigEndian.AppendUint64(b, uint64(int64(p.Node.Weight)))
+	b = binary.BigEndian.AppendUint64(b, uint64(p.At))
+	b = binary.BigEndian.AppendUint64(b, p.Seq)
+	m.Write(b)
+	return m.Sum(nil)
+}
+
+// Verifier checks signed events for one receiver. Safe for concurrent use.
+type Verifier struct {
+	secret []byte
+	now    func() time.Time
+
+	mu      sync.Mutex
+	last    map[string]uint64 // node id -> highest sequence accepted
+	dropped map[string]uint64 // reason -> count
+}
+
+// NewVerifier returns a verifier for secret.
+func NewVerifier(secret []byte) *Verifier {
+	return &Verifier{secret: secret, now: time.Now, last: map[string]uint64{}, dropped: map[string]uint64{}}
+}
+
+// Decode parses and checks a signed payload. A dropped event is counted by
+// reason and returned as an error naming it.
+func (v *Verifier) Decode(b []byte) (Event, error) {
+	var p payload
+	if err := json.Unmarshal(b, &p); err != nil {
+		return Event{}, v.drop(DropInvalid, fmt.Errorf("membership: bad event: %w", err))
+	}
+	ev, err := p.event()
+	if err != nil {
+		return Event{}, v.drop(DropInvalid, err)
+	}
+	if p.MAC == "" {
+		return Event{}, v.drop(DropUnsigned, errors.New("membership: unsigned event (the cluster has a secret)"))
+	}
+	got, err := base64.RawStdEncoding.DecodeString(p.MAC)
+	if err != nil || !hmac.Equal(got, eventMAC(v.secret, &p)) {
+		return Event{}, v.drop(DropForged, fmt.Errorf("membership: forged %s event for %s", p.Type, p.Node.ID))
+	}
+	if d := v.now().Sub(time.UnixMilli(p.At)); d > EventWindow || d < -EventWindow {
+		return Event{}, v.drop(DropStale, fmt.Errorf("membership: stale %s event for %s (%v off)", p.Type, p.Node.ID, d.Round(time.Second)))
+	}
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if p.Seq <= v.last[p.Node.ID] {
+		v.dropped[DropReplayed]++
+		return Event{}, fmt.Errorf("membership: replayed %s event for %s", p.Type, p.Node.ID)
+	}
+	v.last[p.Node.ID] = p.Seq
+	return ev, nil
+}
+
+func (v *Verifier) drop(reason string, err error) error {
+	v.mu.Lock()
+	v.dropped[reason]++
+	v.mu.Unlock()
+	return err
+}
+
+// Dropped returns the number of events dropped, by reason.
+func (v *Verifier) Dropped() map[string]uint64 {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	out := make(map[string]uint64, len(v.dropped))
+	for k, n := range v.dropped {
+		out[k] = n
+	}
+	return out
+}
