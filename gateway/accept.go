@@ -75,8 +75,13 @@ func (g *Gateway) admit(c gnet.Conn) (resp []byte, reason string) {
 func (l *loop) reject(s *session, c gnet.Conn, resp []byte, reason string) gnet.Action {
 	g := l.g
 	g.metrics.reject(reason)
-	_, _ = c.Write(resp)
+	// The state first: if the client reset the connection, gnet closes it
+	// inside Write and OnClose runs then, which must see a refused
+	// connection (nothing to give back: admit did).
 	s.state = stRejected
+	if _, err := c.Write(resp); err != nil {
+		return gnet.None // closed already
+	}
 	if g.lingering.Add(1) > rejectSlots {
 		g.lingering.Add(-1)
 		g.metrics.reject("reject_overflow")

@@ -192,7 +192,8 @@ var (
 	authMissing  = refuse("auth_missing", http.StatusUnauthorized, "token required (?token=, Authorization: Bearer, or subprotocol bearer.<token>)")
 	authKeyClash = &authError{reason: "auth_key_mismatch", rej: ws.RejectConnectionError(ws.RejectionStatus(http.StatusForbidden),
 		ws.RejectionReason("the URL names another key than the token"))}
-	authTooLarge = refuse("auth_malformed", http.StatusUnauthorized, "token claims too large")
+	authTooLarge   = refuse("auth_malformed", http.StatusUnauthorized, "token claims too large")
+	authKeyTooLong = refuse("auth_key_too_long", http.StatusUnauthorized, "the token's key claim is longer than --max-key")
 )
 
 // bearerPrefix marks a token offered as a WebSocket subprotocol.

@@ -108,6 +108,7 @@ func TestJWTAuth(t *testing.T) {
 		{"wrong issuer", "/ws/?token=" + hs256(t, with("iss", "issuer-2")), 401, "auth_issuer"},
 		{"no sub", "/ws/?token=" + hs256(t, with("sub", nil)), 401, "auth_no_key"},
 		{"URL names another key", "/ws/bob?token=" + tok, 403, "auth_key_mismatch"},
+		{"key claim over --max-key", "/ws/?token=" + hs256(t, with("sub", strings.Repeat("k", 300))), 401, "auth_key_too_long"},
 	} {
 		if _, st := dialAuth(t, addr, tc.path, nil, nil); st != tc.status {
 			t.Errorf("%s: HTTP %d, want %d", tc.name, st, tc.status)
@@ -171,5 +172,45 @@ func TestJWTClaimsAndExpiry(t *testing.T) {
 			t.Fatalf("after expiry: %v, want close 1008 \"token expired\"", err)
 		}
 		break
+	}
+}
+
+// TestJWTFarExpiry: a token that expires beyond 2106 (exp 9999999999, a
+// common "never") is not taken for an expired one.
+func TestJWTFarExpiry(t *testing.T) {
+	c := startCluster(t, 1, func(cfg *gateway.Config) {
+		cfg.Auth = gateway.AuthConfig{HMACSecret: testSecret}
+		cfg.PingInterval = 100 * time.Millisecond
+	})
+	ws, st := dialAuth(t, c.Gateway().Addr(), "/ws/?token="+hs256(t, jwt.MapClaims{"sub": "far", "exp": int64(9999999999)}), nil, nil)
+	if st != 101 {
+		t.Fatalf("HTTP %d", st)
+	}
+	pings := make(chan struct{}, 100)
+	ws.SetPingHandler(func(string) error { pings <- struct{}{}; return nil })
+	readErr := make(chan error, 1)
+	go func() {
+		for {
+			if _, _, err := ws.ReadMessage(); err != nil {
+				readErr <- err
+				return
+			}
+		}
+	}()
+	// Server pings come from the same walk that checks expiry: after a few,
+	// the session has been checked a few times.
+	for range 4 {
+		select {
+		case <-pings:
+		case err := <-readErr:
+			t.Fatalf("closed: %v", err)
+		case <-time.After(5 * time.Second):
+			t.Fatal("no server ping")
+		}
+	}
+	select {
+	case err := <-readErr:
+		t.Fatalf("closed: %v", err)
+	default:
 	}
 }

@@ -32,10 +32,12 @@ var pingFrame = []byte{0x89, 0x00}
 // atomic load.
 func (g *Gateway) nowMs() uint32 { return g.ms.Load() }
 
-// tickClock advances the coarse clocks (janitor).
+// tickClock advances the coarse clocks (janitor). The milliseconds come
+// from the monotonic clock (now.Sub(start)): a step of the wall clock (NTP,
+// a resumed VM) must not make every client look idle, or fresh.
 func (g *Gateway) tickClock(now time.Time) {
 	g.clock.Store(now.UnixNano())
-	g.ms.Store(uint32((now.UnixNano() - g.epoch) / int64(time.Millisecond)))
+	g.ms.Store(uint32(now.Sub(g.started) / time.Millisecond))
 }
 
 // allowFrame takes a token from s's frame-rate bucket (rate MaxFrameRate
@@ -107,7 +109,11 @@ func (l *loop) walkSessions(tick time.Duration) {
 	if period <= 0 || len(l.walk) == 0 {
 		return
 	}
-	n := max(1, int(int64(len(l.walk))*int64(tick)/int64(period)))
+	// len/period sessions per unit of time; fractions carry over, so a
+	// loop with few sessions visits each once per period, not every tick.
+	l.walkCredit += float64(len(l.walk)) * float64(tick) / float64(period)
+	n := min(int(l.walkCredit), len(l.walk))
+	l.walkCredit -= float64(int(l.walkCredit))
 	now := l.g.nowMs()
 	nowUnix := uint32(l.g.clock.Load() / int64(time.Second))
 	idleMs := uint32(max(l.g.cfg.IdleTimeout, 0) / time.Millisecond)

@@ -46,7 +46,8 @@ type Gateway struct {
 	draining    atomic.Bool
 	clock       atomic.Int64  // coarse unix nanos, updated by the janitor
 	ms          atomic.Uint32 // coarse milliseconds since epoch (edge.go), updated by the janitor
-	epoch       int64         // unix nanos at New: the origin of the sessions' coarse timestamps
+	epoch       int64         // unix nanos at New
+	started     time.Time     // New's time, with its monotonic reading: the origin of ms
 	tick        time.Duration // the janitor's period
 
 	releaseReq   chan struct{} // memoryReleaser's requests (cap 1)
@@ -115,8 +116,9 @@ func New(cfg Config) (*Gateway, error) {
 		auth:       auth,
 	}
 	g.loopArr.Store(&[]*loop{})
-	g.epoch = time.Now().UnixNano()
-	g.tickClock(time.Unix(0, g.epoch))
+	g.started = time.Now()
+	g.epoch = g.started.UnixNano()
+	g.tickClock(g.started)
 	g.tick = janitorTick(&g.cfg)
 	g.ownsMemLimit = debug.SetMemoryLimit(-1) == math.MaxInt64
 	g.metrics = newMetrics(g)

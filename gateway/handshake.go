@@ -3,6 +3,7 @@ package gateway
 import (
 	"bytes"
 	"io"
+	"math"
 	"net/http"
 	"net/url"
 	"time"
@@ -227,6 +228,9 @@ func (h *handshake) authenticate() *authError {
 	if len(id.claims) > wire.MaxString {
 		return authTooLarge
 	}
+	if len(id.key) > h.l.g.cfg.MaxKey {
+		return authKeyTooLong
+	}
 	if !h.keyless && string(h.key) != id.key {
 		return authKeyClash
 	}
@@ -347,7 +351,7 @@ func (l *loop) handshakeTraffic(s *session, c gnet.Conn) (act gnet.Action, done 
 		addr = remote.String()
 	}
 	if l.g.auth != nil {
-		s.exp = uint32(h.id.exp) // 0: no exp claim
+		s.exp = uint32(min(h.id.exp, math.MaxUint32)) // 0: no exp claim; beyond 2106: as late as it goes
 		k.write(wire.AppendOpenClaims(l.out[:0], s.id, s.keyless, h.key, []byte(addr), h.target, h.id.claims))
 	} else {
 		k.write(wire.AppendOpen(l.out[:0], s.id, s.keyless, h.key, []byte(addr), h.target))

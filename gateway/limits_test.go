@@ -449,3 +449,99 @@ func TestTCPKeepalive(t *testing.T) {
 		return fmt.Errorf("server side of the client connection not found in /proc/net/tcp")
 	})
 }
+
+// TestRefusedResetKeepsCount: clients that reset their connection while it
+// is being refused give nothing back (the refusal took nothing): the caps
+// hold afterwards (the count once went negative and let clients past).
+func TestRefusedResetKeepsCount(t *testing.T) {
+	c := startCluster(t, 1, func(cfg *gateway.Config) { cfg.MaxConns = 2 })
+	g := c.Gateway()
+	dial(t, c, "/ws/h1")
+	dial(t, c, "/ws/h2")
+	for range 100 {
+		conn, err := net.Dial("tcp", g.Addr())
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = conn.(*net.TCPConn).SetLinger(0) // close with a reset
+		conn.Close()
+	}
+	testutil.CheckFor(t, 5*time.Second, 20*time.Millisecond, func() error {
+		if n := rejected(t, g, "max_conns"); n < 100 {
+			return fmt.Errorf("rejected{max_conns} = %d", n)
+		}
+		return nil
+	})
+	if h := heldConns(t, g); h != 2 {
+		t.Fatalf("held connections %d, want 2", h)
+	}
+	expectRefused(t, g.Addr(), "/ws/over", "", http.StatusServiceUnavailable)
+}
+
+// TestSendKeyAcrossBudgetCloses: a push to a key reaches every reading
+// client of the key even when writing it makes the outbound budget close
+// other clients of the same key (the key's list changes under the walk).
+func TestSendKeyAcrossBudgetCloses(t *testing.T) {
+	// A budget several pushes deep: the slow clients' backlogs (growing by
+	// every push) are always the largest, so the readers are never chosen.
+	r := startSinkRig(t, func(cfg *gateway.Config) { cfg.MaxOutboundMemory = 16 << 20 })
+	// The readers first: a key's list is newest first, so they come after
+	// the slow clients in it, where a broken walk would miss them.
+	var fast []*kaClient
+	for range 4 {
+		fast = append(fast, r.connect(t, "k"))
+	}
+	var slow []net.Conn
+	for range 20 {
+		nd := net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
+			return rc.Control(func(fd uintptr) { _ = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096) })
+		}}
+		conn, err := nd.Dial("tcp", r.gw.Addr())
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { conn.Close() })
+		fmt.Fprintf(conn, "GET /ws/k HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"+
+			"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+		slow = append(slow, conn)
+	}
+	testutil.CheckFor(t, 5*time.Second, 10*time.Millisecond, func() error {
+		if n := r.node.SessionCount(); n != 24 {
+			return fmt.Errorf("%d sessions, want 24", n)
+		}
+		return nil
+	})
+	payload := make([]byte, 50_000)
+	const pushes, batch = 300, 10
+	// In batches the readers take before the next: they never fall behind
+	// by more than a batch, while the slow clients' backlogs grow by every one.
+	for sent := batch; sent <= pushes; sent += batch {
+		for range batch {
+			r.node.SendToKey("k", true, payload)
+		}
+		testutil.CheckFor(t, 10*time.Second, 5*time.Millisecond, func() error {
+			for i, c := range fast {
+				if n := c.got.Load(); n < int64(sent) {
+					return fmt.Errorf("fast client %d got %d of %d", i, n, sent)
+				}
+			}
+			return nil
+		})
+	}
+	testutil.CheckFor(t, 15*time.Second, 20*time.Millisecond, func() error {
+		for i, c := range fast {
+			if n := c.got.Load(); n != pushes {
+				select {
+				case <-c.closed:
+					return fmt.Errorf("fast client %d got %d of %d, closed %d %q", i, n, pushes, c.code, c.reason)
+				default:
+				}
+				return fmt.Errorf("fast client %d got %d of %d", i, n, pushes)
+			}
+		}
+		return nil
+	})
+	if n := rejected(t, r.gw, "slow_consumer"); n < 1 {
+		t.Fatalf("the budget closed no slow consumer (rejected %d): the test did not exercise the race", n)
+	}
+}

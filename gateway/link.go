@@ -376,13 +376,22 @@ func (l *loop) linkFrame(k *link, h wire.Header, body []byte) error {
 			return err
 		}
 		frame := l.frameOnce(h.Flags, payload)
-		for s := l.byKey[string(key)]; s != nil; {
-			next := s.nextKey // writeClient may close s and unlink it
+		// Collect first: a write may close clients of this key (the
+		// outbound budget closes the largest backlogs), which unlinks them
+		// from the key's list while it is walked.
+		targets := l.keyScratch[:0]
+		for s := l.byKey[string(key)]; s != nil; s = s.nextKey {
 			if s.link == k && s.deliverable() {
+				targets = append(targets, s)
+			}
+		}
+		for _, s := range targets {
+			if s.deliverable() {
 				l.writeRaw(s, frame)
 			}
-			s = next
 		}
+		clear(targets)
+		l.keyScratch = targets[:0]
 	case wire.TypeBroadcast:
 		frame := l.frameOnce(h.Flags, body)
 		for _, s := range l.sessions {

@@ -36,6 +36,8 @@ type loop struct {
 	// Edge limits (edge.go).
 	walk        []*session   // open sessions, visited in turn for pings and the idle timeout
 	cursor      int          // next index of walk to visit
+	walkCredit  float64      // sessions owed a visit (fractions carry over ticks)
+	keyScratch  []*session   // SendKey's targets, reused
 	backlogged  []*session   // sessions that had bytes queued at their last write
 	outEstimate int64        // bytes queued to this loop's clients: last measure plus writes since
 	outbound    atomic.Int64 // last measured bytes queued to this loop's clients (read by other loops)

@@ -319,7 +319,8 @@ func runGateway(ctx context.Context, args []string) error {
 		if len(cfg.ClusterSecret) > 0 {
 			v := membership.NewVerifier(cfg.ClusterSecret)
 			members.Verify = v
-			for _, reason := range []string{membership.DropUnsigned, membership.DropForged, membership.DropStale, membership.DropReplayed, membership.DropInvalid} {
+			d.rdb.DecodeNode = v.DecodeNode
+			for _, reason := range membership.DropReasons {
 				cfg.Collectors = append(cfg.Collectors, prometheus.NewCounterFunc(prometheus.CounterOpts{
 					Namespace: "wsgate_gateway", Name: "membership_events_dropped_total",
 					Help:        "Membership events dropped: unsigned, forged, stale, replayed or invalid (docs/protocol.md 9.1).",
@@ -457,6 +458,7 @@ func runBackend(ctx context.Context, args []string) error {
 			Interval: *beat, TTL: *ttl, Log: log}
 		if cs != "" {
 			ann.Sign = membership.NewSigner([]byte(cs))
+			d.rdb.EncodeNode = ann.Sign.EncodeNode
 		}
 		if err := ann.Join(ctx); err != nil {
 			return err

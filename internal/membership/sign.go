@@ -137,3 +137,76 @@ func (v *Verifier) Dropped() map[string]uint64 {
 	}
 	return out
 }
+
+// Signed registry entries (docs/protocol.md 9.3). The registry holds state,
+// not events: an entry is re-read on every reconcile, so it is checked for
+// its signature and its age (RegistryMaxAge: a node refreshes its entry
+// every heartbeat), not for replay.
+
+// RegistryMaxAge is the oldest a signed registry entry may be (plus
+// EventWindow for clock skew).
+const RegistryMaxAge = time.Minute
+
+// Reasons a registry entry is dropped (Verifier.Dropped).
+const (
+	DropRegistryUnsigned = "registry_unsigned"
+	DropRegistryForged   = "registry_forged"
+	DropRegistryStale    = "registry_stale"
+)
+
+// DropReasons lists every reason Verifier.Dropped may count.
+var DropReasons = []string{DropUnsigned, DropForged, DropStale, DropReplayed, DropInvalid,
+	DropRegistryUnsigned, DropRegistryForged, DropRegistryStale}
+
+// nodeEntry is a signed registry entry: the node's JSON fields, its time
+// and MAC.
+type nodeEntry struct {
+	Node
+	At  int64  `json:"at,omitempty"`
+	MAC string `json:"mac,omitempty"`
+}
+
+func nodeMAC(secret []byte, e *nodeEntry) []byte {
+	m := hmac.New(sha256.New, secret)
+	m.Write([]byte("wsgate-node-v1"))
+	for _, s := range []string{e.ID, e.Addr} {
+		m.Write(binary.BigEndian.AppendUint32(nil, uint32(len(s))))
+		m.Write([]byte(s))
+	}
+	var b []byte
+	b = binary.BigEndian.AppendUint64(b, uint64(int64(e.Weight)))
+	b = binary.BigEndian.AppendUint64(b, uint64(e.At))
+	m.Write(b)
+	return m.Sum(nil)
+}
+
+// EncodeNode returns n as a signed registry entry.
+func (s *Signer) EncodeNode(n Node) []byte {
+	e := nodeEntry{Node: n, At: time.Now().UnixMilli()}
+	e.MAC = encodeMAC(nodeMAC(s.secret, &e))
+	b, _ := json.Marshal(e)
+	return b
+}
+
+// DecodeNode parses and checks a signed registry entry; a dropped one is
+// counted by reason and returned as an error naming it.
+func (v *Verifier) DecodeNode(b []byte) (Node, error) {
+	var e nodeEntry
+	if err := json.Unmarshal(b, &e); err != nil {
+		return Node{}, v.drop(DropInvalid, fmt.Errorf("membership: bad registry entry: %w", err))
+	}
+	if err := e.Node.Validate(); err != nil {
+		return Node{}, v.drop(DropInvalid, err)
+	}
+	if e.MAC == "" {
+		return Node{}, v.drop(DropRegistryUnsigned, fmt.Errorf("membership: unsigned registry entry for %s", e.ID))
+	}
+	got, err := base64.RawStdEncoding.DecodeString(e.MAC)
+	if err != nil || !hmac.Equal(got, nodeMAC(v.secret, &e)) {
+		return Node{}, v.drop(DropRegistryForged, fmt.Errorf("membership: forged registry entry for %s", e.ID))
+	}
+	if d := v.now().Sub(time.UnixMilli(e.At)); d > RegistryMaxAge+EventWindow || d < -EventWindow {
+		return Node{}, v.drop(DropRegistryStale, fmt.Errorf("membership: stale registry entry for %s (%v old)", e.ID, d.Round(time.Second)))
+	}
+	return e.Node, nil
+}

@@ -32,6 +32,12 @@ import (
 // Redis is the Redis-backed registry and presence store. Safe for
 // concurrent use; every method is one round trip (a pipeline or script).
 type Redis struct {
+	// EncodeNode and DecodeNode, when set, write and read the node
+	// registry's entries (signed ones, membership.Signer.EncodeNode and
+	// Verifier.DecodeNode); nil: plain JSON. Set before use.
+	EncodeNode func(membership.Node) []byte
+	DecodeNode func([]byte) (membership.Node, error)
+
 	rdb       *redis.Client
 	prefix    string
 	healthy   atomic.Bool
@@ -188,6 +194,9 @@ return dead`)
 // refreshing drops out of Nodes once the TTL passes.
 func (r *Redis) RegisterNode(ctx context.Context, n membership.Node, ttl time.Duration) error {
 	info, _ := json.Marshal(n)
+	if r.EncodeNode != nil {
+		info = r.EncodeNode(n)
+	}
 	return registerScript.Run(ctx, r.rdb, []string{r.key("nodes"), r.key("node-info"), r.key("left")},
 		n.ID, ttl.Milliseconds(), info).Err()
 }
@@ -228,7 +237,12 @@ func (r *Redis) Nodes(ctx context.Context) ([]membership.Node, error) {
 	out := make([]membership.Node, 0, len(pairs)/2)
 	for i := 0; i+1 < len(pairs); i += 2 {
 		var n membership.Node
-		if json.Unmarshal([]byte(pairs[i+1]), &n) != nil || n.ID != pairs[i] || n.Validate() != nil {
+		if r.DecodeNode != nil {
+			var err error
+			if n, err = r.DecodeNode([]byte(pairs[i+1])); err != nil || n.ID != pairs[i] {
+				continue // dropped and counted by the decoder
+			}
+		} else if json.Unmarshal([]byte(pairs[i+1]), &n) != nil || n.ID != pairs[i] || n.Validate() != nil {
 			continue
 		}
 		out = append(out, n)
