@@ -702,8 +702,15 @@ func TestClusterSignedMembership(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	// Registry entries written straight into Redis, unsigned and forged.
+	rdb := e.rdb(t)
+	ctx := context.Background()
+	expiry := float64(time.Now().Add(time.Minute).UnixMilli())
+	rdb.ZAdd(ctx, e.name+":nodes", redis.Z{Score: expiry, Member: "evil"}, redis.Z{Score: expiry, Member: "evil2"})
+	rdb.HSet(ctx, e.name+":node-info", "evil", `{"id":"evil","addr":"127.0.0.1:9","weight":1}`,
+		"evil2", `{"id":"evil2","addr":"127.0.0.1:9","weight":1,"at":`+fmt.Sprint(time.Now().UnixMilli())+`,"mac":"AAAA"}`)
 	testutil.CheckFor(t, 10*time.Second, 50*time.Millisecond, func() error {
-		for reason, want := range map[string]float64{"unsigned": 2, "forged": 1, "replayed": 1} {
+		for reason, want := range map[string]float64{"unsigned": 2, "forged": 1, "replayed": 1, "registry_unsigned": 1, "registry_forged": 1} {
 			if got := testutil.Metric(t, g.admin, `wsgate_gateway_membership_events_dropped_total{reason="`+reason+`"}`); got < want {
 				return fmt.Errorf("dropped{%s} = %v, want %v", reason, got, want)
 			}
