@@ -65,6 +65,9 @@ type Config struct {
 	Pushes    int           // push: messages; default DefaultPushes
 	Rounds    int           // broadcast: rounds; default DefaultRounds
 	Timeout   time.Duration // bound on each wait; default DefaultTimeout
+	// Path, if set, returns each connection's request path (default
+	// DefaultPath), e.g. with a token.
+	Path func(key string) string
 
 	// Progress, if set, receives a one-line status about once a second.
 	Progress func(line string)
@@ -221,7 +224,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	r.ctx = ctx
 	r.opened = make([]atomic.Int64, cfg.Conns)
 	r.owner = make([]atomic.Pointer[string], cfg.Conns)
-	e, err := NewEngine(EngineConfig{Addr: cfg.Addr, Sources: cfg.Sources, Loops: cfg.Loops}, r)
+	e, err := NewEngine(EngineConfig{Addr: cfg.Addr, Sources: cfg.Sources, Loops: cfg.Loops, Path: cfg.Path}, r)
 	if err != nil {
 		return nil, err
 	}

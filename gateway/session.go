@@ -53,28 +53,30 @@ type session struct {
 	keyless bool
 
 	// Reader state of the client frame in progress.
-	op        wsframe.OpCode // data message in progress (text/binary), 0 if none
-	fin       bool           // the current frame ends the message
-	relayed   bool           // a fragment of the current message went to the backend
-	maskPos   uint8
-	mask      [4]byte
-	remaining int64 // payload bytes of the current frame still to read
-	msgLen    int64 // bytes of the current message so far
-	utf8      wsframe.UTF8
+	op      wsframe.OpCode // data message in progress (text/binary), 0 if none
+	fin     bool           // the current frame ends the message
+	relayed bool           // a fragment of the current message went to the backend
+	maskPos uint8
+	mask    [4]byte
+	utf8    wsframe.UTF8
 
-	deadline         int64 // unix nanos; meaningful while in loop.timed
-	prevKey, nextKey *session
-
-	// Edge limits (edge.go).
+	// Edge limits (edge.go). The small fields sit together so that the
+	// struct stays in the 128-byte size class (an idle client costs it).
+	backlogged bool    // in loop.backlogged
+	lingers    bool    // stRejected: counted in Gateway.lingering
+	slow       bool    // closed as a slow consumer: its close releases memory
+	closeCode  uint16  // stClientClosed: the code to echo to the client
 	seen       uint32  // coarse milliseconds (since the gateway started) of the last input
 	rateAt     uint32  // coarse milliseconds of the last frame-rate refill
 	tokens     float32 // frame-rate bucket
 	slot       int32   // index in loop.walk; -1 when not there
-	closeCode  uint16  // stClientClosed: the code to echo to the client
 	exp        uint32  // unix seconds when the client's token expires; 0 = never
-	backlogged bool    // in loop.backlogged
-	lingers    bool    // stRejected: counted in Gateway.lingering
-	slow       bool    // closed as a slow consumer: its close releases memory
+
+	remaining int64 // payload bytes of the current frame still to read
+	msgLen    int64 // bytes of the current message so far
+
+	deadline         int64 // unix nanos; meaningful while in loop.timed
+	prevKey, nextKey *session
 }
 
 // deliverable reports whether backend output for s still goes to the

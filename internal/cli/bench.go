@@ -10,6 +10,10 @@ import (
 	"os/exec"
 	"strconv"
 	"strings"
+	"sync"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
 
 	"github.com/wsgate/wsgate/bench"
 )
@@ -33,14 +37,42 @@ func benchFlags(fs *flagSet) func(*bench.Config) {
 		rounds   = fs.Int("broadcasts", bench.DefaultRounds, "broadcast: broadcasts sent")
 		timeout  = fs.Duration("timeout", bench.DefaultTimeout, "bound on every wait (connect, delivery, reconnect)")
 		quiet    = fs.Bool("quiet", false, "no progress line")
+		jwtFile  = fs.String("jwt-secret-file", "", "sign an HS256 token (sub = the connection's key) for every connection, sent as ?token= (against a gateway with --auth-jwt-secret-file)")
 	)
 	return func(c *bench.Config) {
 		c.Conns, c.Keys, c.KeyPrefix, c.Sources, c.Loops, c.Inflight = *conns, *keys, *prefix, *sources, *loops, *inflight
 		c.Size, c.Window, c.Rate, c.Duration, c.Warmup = *size, *window, float64(*rate), *dur, *warm
 		c.Pushes, c.Rounds, c.Timeout = *pushes, *rounds, *timeout
+		if *jwtFile != "" {
+			b, err := os.ReadFile(*jwtFile)
+			if err != nil {
+				fmt.Fprintf(os.Stderr, "wsgate bench: --jwt-secret-file: %v\n", err)
+				os.Exit(2)
+			}
+			c.Path = tokenPath([]byte(strings.TrimSpace(string(b))))
+		}
 		if !*quiet {
 			c.Progress = func(line string) { fmt.Fprintf(os.Stderr, "\r\033[K%s", line) }
 		}
+	}
+}
+
+// tokenPath returns request paths that carry an HS256 token for the key
+// (sub = key, valid for a day), signed once per key and cached: the client
+// pays the signing once, the gateway pays the verification every time.
+func tokenPath(secret []byte) func(key string) string {
+	var mu sync.Mutex
+	cache := map[string]string{}
+	return func(key string) string {
+		mu.Lock()
+		defer mu.Unlock()
+		p, ok := cache[key]
+		if !ok {
+			tok, _ := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims{"sub": key, "exp": time.Now().Add(24 * time.Hour).Unix()}).SignedString(secret)
+			p = bench.DefaultPath(key) + "&token=" + tok
+			cache[key] = p
+		}
+		return p
 	}
 }
 
