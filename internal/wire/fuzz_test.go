@@ -46,6 +46,7 @@ func FuzzParseBodies(f *testing.F) {
 	f.Add(AppendSendKey(nil, 0, []byte("k"), []byte("payload"))[HeaderSize:])
 	f.Add(AppendPushResult(nil, 1, 3)[HeaderSize:])
 	f.Add(AppendError(nil, CodeProtocol, "bad frame")[HeaderSize:])
+	f.Add(AppendAuth(nil, Auth{Step: AuthResponse, Nonce: [NonceSize]byte{1}, MAC: [MACSize]byte{2}})[HeaderSize:])
 	f.Add([]byte{0, 0, 0, 0, 0, 0, 0, 0})
 	f.Add([]byte{})
 	f.Fuzz(func(t *testing.T, body []byte) {
@@ -89,6 +90,14 @@ func FuzzParseBodies(f *testing.F) {
 			}
 		} else if !errors.Is(err, ErrMalformed) {
 			t.Fatalf("ParsePush: %v", err)
+		}
+
+		if a, err := ParseAuth(body); err == nil {
+			if got := frame(AppendAuth(nil, a)); !bytes.Equal(got, body) {
+				t.Fatalf("Auth: %x != %x", got, body)
+			}
+		} else if !errors.Is(err, ErrMalformed) {
+			t.Fatalf("ParseAuth: %v", err)
 		}
 
 		if n, err := ParsePushResult(body); err == nil {
