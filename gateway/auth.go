@@ -5,10 +5,13 @@ import (
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/ed25519"
+	"crypto/elliptic"
 	"crypto/rsa"
 	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"math/big"
 	"net/http"
 	"os"
 	"strings"
@@ -45,6 +48,10 @@ type AuthConfig struct {
 	// EdDSA tokens, depending on its type (*rsa.PublicKey,
 	// *ecdsa.PublicKey, ed25519.PublicKey).
 	PublicKey crypto.PublicKey
+	// JWKS verifies asymmetric tokens with the key their header's "kid"
+	// names (LoadJWKS); a set with a single key also serves tokens without
+	// a kid.
+	JWKS map[string]crypto.PublicKey
 	// KeyClaim names the claim that is the routing key; default "sub".
 	KeyClaim string
 	// Audience and Issuer, when set, must match the token's aud and iss.
@@ -53,7 +60,59 @@ type AuthConfig struct {
 	AllowAnonymous bool
 }
 
-func (a *AuthConfig) on() bool { return len(a.HMACSecret) > 0 || a.PublicKey != nil }
+func (a *AuthConfig) on() bool { return len(a.HMACSecret) > 0 || a.PublicKey != nil || len(a.JWKS) > 0 }
+
+// LoadJWKS reads a JSON Web Key Set file (RFC 7517): RSA, EC (P-256,
+// P-384, P-521) and OKP (Ed25519) public keys, by "kid".
+func LoadJWKS(file string) (map[string]crypto.PublicKey, error) {
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return nil, err
+	}
+	var set struct {
+		Keys []struct {
+			Kty, Kid, Crv, N, E, X, Y string
+		} `json:"keys"`
+	}
+	if err := json.Unmarshal(b, &set); err != nil {
+		return nil, fmt.Errorf("%s: %w", file, err)
+	}
+	dec := func(s string) *big.Int {
+		v, err := base64.RawURLEncoding.DecodeString(strings.TrimRight(s, "="))
+		if err != nil || len(v) == 0 {
+			return nil
+		}
+		return new(big.Int).SetBytes(v)
+	}
+	keys := map[string]crypto.PublicKey{}
+	for i, k := range set.Keys {
+		var pub crypto.PublicKey
+		switch k.Kty {
+		case "RSA":
+			n, e := dec(k.N), dec(k.E)
+			if n != nil && e != nil && e.IsInt64() {
+				pub = &rsa.PublicKey{N: n, E: int(e.Int64())}
+			}
+		case "EC":
+			curves := map[string]elliptic.Curve{"P-256": elliptic.P256(), "P-384": elliptic.P384(), "P-521": elliptic.P521()}
+			if c, x, y := curves[k.Crv], dec(k.X), dec(k.Y); c != nil && x != nil && y != nil && c.IsOnCurve(x, y) {
+				pub = &ecdsa.PublicKey{Curve: c, X: x, Y: y}
+			}
+		case "OKP":
+			if x, err := base64.RawURLEncoding.DecodeString(strings.TrimRight(k.X, "=")); err == nil && k.Crv == "Ed25519" && len(x) == ed25519.PublicKeySize {
+				pub = ed25519.PublicKey(x)
+			}
+		}
+		if pub == nil {
+			return nil, fmt.Errorf("%s: key %d (kid %q): unsupported or malformed %s key", file, i, k.Kid, k.Kty)
+		}
+		keys[k.Kid] = pub
+	}
+	if len(keys) == 0 {
+		return nil, fmt.Errorf("%s: no keys", file)
+	}
+	return keys, nil
+}
 
 // LoadPublicKey reads a PEM public key (RSA, ECDSA or Ed25519) for
 // AuthConfig.PublicKey.
@@ -86,8 +145,14 @@ func newVerifier(cfg AuthConfig) (*verifier, error) {
 	if !cfg.on() {
 		return nil, nil
 	}
-	if len(cfg.HMACSecret) > 0 && cfg.PublicKey != nil {
-		return nil, errors.New("gateway: give --auth-jwt-secret-file or --auth-jwt-public-key-file, not both")
+	n := 0
+	for _, set := range []bool{len(cfg.HMACSecret) > 0, cfg.PublicKey != nil, len(cfg.JWKS) > 0} {
+		if set {
+			n++
+		}
+	}
+	if n > 1 {
+		return nil, errors.New("gateway: give one of --auth-jwt-secret-file, --auth-jwt-public-key-file and --auth-jwks-file")
 	}
 	if cfg.KeyClaim == "" {
 		cfg.KeyClaim = "sub"
@@ -98,6 +163,12 @@ func newVerifier(cfg AuthConfig) (*verifier, error) {
 	var methods []string
 	switch k := cfg.PublicKey.(type) {
 	case nil:
+		if len(cfg.JWKS) > 0 {
+			// The key's type decides; a token naming an algorithm of
+			// another type fails its signature check.
+			methods = []string{"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
+			break
+		}
 		if len(cfg.HMACSecret) < 32 {
 			return nil, errors.New("gateway: --auth-jwt-secret-file: an HMAC secret must be at least 32 bytes")
 		}
@@ -122,6 +193,27 @@ func newVerifier(cfg AuthConfig) (*verifier, error) {
 	return v, nil
 }
 
+// errUnknownKid: the token names a key the JWKS does not hold.
+var errUnknownKid = errors.New("unknown kid")
+
+// keyFor picks the verification key of a token: the configured key, or the
+// JWKS key its header's kid names.
+func (v *verifier) keyFor(t *jwt.Token) (any, error) {
+	if len(v.cfg.JWKS) == 0 {
+		return v.key, nil
+	}
+	kid, _ := t.Header["kid"].(string)
+	if k, ok := v.cfg.JWKS[kid]; ok {
+		return k, nil
+	}
+	if len(v.cfg.JWKS) == 1 && kid == "" {
+		for _, k := range v.cfg.JWKS {
+			return k, nil
+		}
+	}
+	return nil, errUnknownKid
+}
+
 // identity is what a verified token says.
 type identity struct {
 	key    string
@@ -144,7 +236,7 @@ func refuse(reason string, status int, text string) *authError {
 
 // verify checks a token and returns the identity it proves.
 func (v *verifier) verify(token string) (identity, *authError) {
-	t, err := v.parser.Parse(token, func(*jwt.Token) (any, error) { return v.key, nil })
+	t, err := v.parser.Parse(token, v.keyFor)
 	if err != nil {
 		return identity{}, tokenError(err)
 	}
@@ -168,6 +260,8 @@ func (v *verifier) verify(token string) (identity, *authError) {
 // tokenError maps a jwt error to a refusal and its metric reason.
 func tokenError(err error) *authError {
 	switch {
+	case errors.Is(err, errUnknownKid):
+		return refuse("auth_unknown_key", http.StatusUnauthorized, "token signed with an unknown key (kid)")
 	case errors.Is(err, jwt.ErrTokenExpired):
 		return refuse("auth_expired", http.StatusUnauthorized, "token expired")
 	case errors.Is(err, jwt.ErrTokenNotValidYet), errors.Is(err, jwt.ErrTokenUsedBeforeIssued):

@@ -4,8 +4,13 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/rsa"
+	"encoding/base64"
 	"fmt"
+	"math/big"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -212,5 +217,51 @@ func TestJWTFarExpiry(t *testing.T) {
 	case err := <-readErr:
 		t.Fatalf("closed: %v", err)
 	default:
+	}
+}
+
+// TestJWKS: tokens are verified with the JWKS key their kid names; an
+// unknown kid, a key of another type and HS256 are refused.
+func TestJWKS(t *testing.T) {
+	rsaKey, _ := rsa.GenerateKey(rand.Reader, 2048)
+	ecKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	b64 := func(b []byte) string { return base64.RawURLEncoding.EncodeToString(b) }
+	jwks := fmt.Sprintf(`{"keys":[{"kty":"RSA","kid":"r1","n":%q,"e":%q},{"kty":"EC","kid":"e1","crv":"P-256","x":%q,"y":%q}]}`,
+		b64(rsaKey.N.Bytes()), b64(big.NewInt(int64(rsaKey.E)).Bytes()),
+		b64(ecKey.X.FillBytes(make([]byte, 32))), b64(ecKey.Y.FillBytes(make([]byte, 32))))
+	file := filepath.Join(t.TempDir(), "jwks.json")
+	if err := os.WriteFile(file, []byte(jwks), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	keys, err := gateway.LoadJWKS(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := startCluster(t, 1, func(cfg *gateway.Config) { cfg.Auth = gateway.AuthConfig{JWKS: keys} })
+	sign := func(m jwt.SigningMethod, kid string, key any) string {
+		tok := jwt.NewWithClaims(m, jwt.MapClaims{"sub": "dora", "exp": time.Now().Add(time.Hour).Unix()})
+		if kid != "" {
+			tok.Header["kid"] = kid
+		}
+		s, err := tok.SignedString(key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	for _, tc := range []struct {
+		name, tok string
+		want      int
+	}{
+		{"RS256, kid r1", sign(jwt.SigningMethodRS256, "r1", rsaKey), 101},
+		{"ES256, kid e1", sign(jwt.SigningMethodES256, "e1", ecKey), 101},
+		{"unknown kid", sign(jwt.SigningMethodRS256, "zz", rsaKey), 401},
+		{"no kid with two keys", sign(jwt.SigningMethodRS256, "", rsaKey), 401},
+		{"RS256 under the EC key's kid", sign(jwt.SigningMethodRS256, "e1", rsaKey), 401},
+		{"HS256", sign(jwt.SigningMethodHS256, "r1", testSecret), 401},
+	} {
+		if _, st := dialAuth(t, c.Gateway().Addr(), "/ws/?token="+tc.tok, nil, nil); st != tc.want {
+			t.Errorf("%s: HTTP %d, want %d", tc.name, st, tc.want)
+		}
 	}
 }

@@ -143,6 +143,7 @@ func gatewayFlags(fs *flagSet, listen, admin, defOrigins string) func(*gateway.C
 		clusterFile = fs.String("cluster-secret-file", "", clusterSecretUsage)
 		jwtSecret   = fs.String("auth-jwt-secret-file", "", "client auth: file holding the HMAC secret (32+ bytes) of HS256/384/512 tokens")
 		jwtPubKey   = fs.String("auth-jwt-public-key-file", "", "client auth: PEM public key (RSA, ECDSA or Ed25519) of RS/PS/ES/EdDSA tokens")
+		jwksFile    = fs.String("auth-jwks-file", "", "client auth: JSON Web Key Set file (RSA, EC, Ed25519 keys by kid)")
 		keyClaim    = fs.String("auth-key-claim", "sub", "client auth: the claim that is the routing key")
 		audience    = fs.String("auth-audience", "", "client auth: required aud claim")
 		issuer      = fs.String("auth-issuer", "", "client auth: required iss claim")
@@ -179,6 +180,13 @@ func gatewayFlags(fs *flagSet, listen, admin, defOrigins string) func(*gateway.C
 				return usageError{fmt.Errorf("--auth-jwt-public-key-file: %w", err)}
 			}
 			c.Auth.PublicKey = k
+		}
+		if *jwksFile != "" {
+			keys, err := gateway.LoadJWKS(*jwksFile)
+			if err != nil {
+				return usageError{fmt.Errorf("--auth-jwks-file: %w", err)}
+			}
+			c.Auth.JWKS = keys
 		}
 		c.Auth.KeyClaim, c.Auth.Audience, c.Auth.Issuer, c.Auth.AllowAnonymous = *keyClaim, *audience, *issuer, *anonymous
 		for o := range strings.SplitSeq(*origins, ",") {
