@@ -236,17 +236,30 @@ func refuse(reason string, status int, text string) *authError {
 
 // verify checks a token and returns the identity it proves.
 func (v *verifier) verify(token string) (identity, *authError) {
-	t, err := v.parser.Parse(token, v.keyFor)
-	if err != nil {
-		return identity{}, tokenError(err)
+	var key string
+	var exp *jwt.NumericDate
+	if v.cfg.KeyClaim == "sub" {
+		// The common case decodes into a struct, not a map: about half
+		// the allocations (BenchmarkVerifyJWT).
+		var rc jwt.RegisteredClaims
+		if _, err := v.parser.ParseWithClaims(token, &rc, v.keyFor); err != nil {
+			return identity{}, tokenError(err)
+		}
+		key, exp = rc.Subject, rc.ExpiresAt
+	} else {
+		t, err := v.parser.Parse(token, v.keyFor)
+		if err != nil {
+			return identity{}, tokenError(err)
+		}
+		claims, _ := t.Claims.(jwt.MapClaims)
+		key, _ = claims[v.cfg.KeyClaim].(string)
+		exp, _ = claims.GetExpirationTime()
 	}
-	claims, _ := t.Claims.(jwt.MapClaims)
-	key, _ := claims[v.cfg.KeyClaim].(string)
 	if key == "" {
 		return identity{}, refuse("auth_no_key", http.StatusUnauthorized, "token has no "+v.cfg.KeyClaim+" claim")
 	}
 	id := identity{key: key}
-	if exp, err := claims.GetExpirationTime(); err == nil && exp != nil {
+	if exp != nil {
 		id.exp = exp.Unix()
 	}
 	// The payload exactly as signed: the middle part of the token.
