@@ -94,7 +94,7 @@ func (l *loop) reject(s *session, c gnet.Conn, resp []byte, reason string) gnet.
 		// connection): send it, then close.
 		return gnet.Close
 	}
-	s.deadline = time.Now().Add(rejectLinger).UnixNano()
+	s.deadline = g.deadline(rejectLinger)
 	l.timed[s] = struct{}{}
 	return gnet.None
 }

@@ -32,6 +32,11 @@ var pingFrame = []byte{0x89, 0x00}
 // atomic load.
 func (g *Gateway) nowMs() uint32 { return g.ms.Load() }
 
+// deadline is a session deadline d from now: nanoseconds since the gateway
+// started, on the monotonic clock (a wall-clock step must not fire every
+// handshake or close timeout at once, or hold them).
+func (g *Gateway) deadline(d time.Duration) int64 { return int64(time.Since(g.started) + d) }
+
 // tickClock advances the coarse clocks (janitor). The milliseconds come
 // from the monotonic clock (now.Sub(start)): a step of the wall clock (NTP,
 // a resumed VM) must not make every client look idle, or fresh.
@@ -259,7 +264,7 @@ func (l *loop) enforceBudget() {
 func (l *loop) closeSlow(s *session, reason string) {
 	l.closeSession(s, wsframe.ClosePolicyViolation, reason, false)
 	if s.state == stClosing {
-		s.deadline = min(s.deadline, time.Now().Add(slowGrace).UnixNano())
+		s.deadline = min(s.deadline, l.g.deadline(slowGrace))
 		s.slow = true // onClose asks for its buffers' memory back
 	}
 }

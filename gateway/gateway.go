@@ -377,7 +377,7 @@ func (g *Gateway) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
 		return nil, gnet.Close
 	}
 	s := &session{conn: c, loop: l, state: stHandshake,
-		deadline: time.Now().Add(g.cfg.HandshakeTimeout).UnixNano()}
+		deadline: g.deadline(g.cfg.HandshakeTimeout)}
 	c.SetContext(s)
 	if resp, why := g.admit(c); resp != nil {
 		return nil, l.reject(s, c, resp, why)

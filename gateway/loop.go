@@ -117,7 +117,7 @@ func (l *loop) removeKey(s *session) {
 // sweep enforces deadlines (handshake, close handshake) and link keepalive.
 // Runs on the loop, driven by the gateway's janitor.
 func (l *loop) sweep(now time.Time) {
-	nowNano := now.UnixNano()
+	nowNano := int64(now.Sub(l.g.started)) // the monotonic clock of deadline
 	for s := range l.timed {
 		if s.deadline <= nowNano {
 			delete(l.timed, s)

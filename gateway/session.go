@@ -1,8 +1,6 @@
 package gateway
 
 import (
-	"time"
-
 	"github.com/panjf2000/gnet/v2"
 
 	"github.com/wsgate/wsgate/internal/wire"
@@ -75,7 +73,7 @@ type session struct {
 	remaining int64 // payload bytes of the current frame still to read
 	msgLen    int64 // bytes of the current message so far
 
-	deadline         int64 // unix nanos; meaningful while in loop.timed
+	deadline         int64 // nanoseconds since the gateway started (Gateway.deadline); meaningful while in loop.timed
 	prevKey, nextKey *session
 }
 
@@ -255,7 +253,7 @@ func (l *loop) control(s *session, op wsframe.OpCode, payload []byte) gnet.Actio
 			// the gateway's close frame (finishClientClose).
 			k.write(wire.AppendClose(l.out[:0], s.id, code, reason))
 			s.state, s.closeCode = stClientClosed, echo
-			s.deadline = time.Now().Add(l.g.cfg.CloseTimeout).UnixNano()
+			s.deadline = l.g.deadline(l.g.cfg.CloseTimeout)
 			l.timed[s] = struct{}{}
 			return gnet.None
 		}
@@ -314,7 +312,7 @@ func (l *loop) closeSession(s *session, code uint16, reason string, fromBackend 
 		l.detach(s, code, []byte(reason))
 	}
 	s.state = stClosing
-	s.deadline = time.Now().Add(l.g.cfg.CloseTimeout).UnixNano()
+	s.deadline = l.g.deadline(l.g.cfg.CloseTimeout)
 	l.timed[s] = struct{}{}
 }
 
