@@ -42,7 +42,9 @@ func (g *Gateway) deadline(d time.Duration) int64 { return int64(time.Since(g.st
 // a resumed VM) must not make every client look idle, or fresh.
 func (g *Gateway) tickClock(now time.Time) {
 	g.clock.Store(now.UnixNano())
-	g.ms.Store(uint32(now.Sub(g.started) / time.Millisecond))
+	since := now.Sub(g.started)
+	g.mono.Store(int64(since))
+	g.ms.Store(uint32(since / time.Millisecond))
 }
 
 // allowFrame takes a token from s's frame-rate bucket (rate MaxFrameRate

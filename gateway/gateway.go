@@ -45,7 +45,8 @@ type Gateway struct {
 	runDone     chan error
 	draining    atomic.Bool
 	clock       atomic.Int64  // coarse unix nanos, updated by the janitor
-	ms          atomic.Uint32 // coarse milliseconds since epoch (edge.go), updated by the janitor
+	ms          atomic.Uint32 // coarse milliseconds since started (edge.go), updated by the janitor
+	mono        atomic.Int64  // coarse nanoseconds since started, updated by the janitor
 	epoch       int64         // unix nanos at New
 	started     time.Time     // New's time, with its monotonic reading: the origin of ms
 	tick        time.Duration // the janitor's period
@@ -257,7 +258,9 @@ func (g *Gateway) nodeClients(id string) *atomic.Int64 {
 	return c
 }
 
-func (g *Gateway) now() time.Time { return time.Unix(0, g.clock.Load()) }
+// now is the coarse time of the last janitor tick, with a monotonic reading
+// (durations between two of them ignore wall-clock steps).
+func (g *Gateway) now() time.Time { return g.started.Add(time.Duration(g.mono.Load())) }
 
 // Shutdown closes every client with 1001, waits for the close handshakes
 // (at most DrainTimeout or until ctx ends), then stops everything.
