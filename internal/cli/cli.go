@@ -199,6 +199,11 @@ func gatewayFlags(fs *flagSet, listen, admin, defOrigins string) func(*gateway.C
 		c.RebalanceRate, c.VirtualNodes, c.KeepAlive, c.DrainTimeout = *rate, *vnodes, *keep, *drainTO
 		c.MaxClientBacklog, c.MaxLinkBacklog, c.CloseTimeout = *cBack, *lBack, *closeTO
 		c.MaxConns, c.MaxConnsPerIP, c.HandshakeRatePerIP = *maxConns, *perIP, *hsRate
+		for name, v := range map[string]int64{"--max-frame-rate": int64(*frRate), "--ping-interval": int64(*pingIvl), "--idle-timeout": int64(*idleTO)} {
+			if v < 0 {
+				return usageError{fmt.Errorf("%s: must not be negative (0 turns it off)", name)}
+			}
+		}
 		c.MaxFrameRate = int(off(int64(*frRate)))
 		c.PingInterval, c.IdleTimeout = time.Duration(off(int64(*pingIvl))), time.Duration(off(int64(*idleTO)))
 		c.MaxOutboundMemory = *outMem
