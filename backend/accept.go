@@ -122,6 +122,7 @@ func (n *Node) acceptLoop(ln net.Listener) {
 // the node is closing or over MaxLinks or MaxPendingLinks.
 func (n *Node) admit(c net.Conn) {
 	l := newLink(n, c)
+	l.source, _, _ = net.SplitHostPort(c.RemoteAddr().String())
 	reason := -1
 	n.mu.Lock()
 	refuse := n.closed || n.draining
@@ -129,11 +130,12 @@ func (n *Node) admit(c net.Conn) {
 	case refuse:
 	case len(n.links) >= n.cfg.MaxLinks:
 		reason = rejectMaxLinks
-	case n.pending >= n.cfg.MaxPendingLinks:
+	case n.pending >= n.cfg.MaxPendingLinks, n.pendingBy[l.source] >= MaxPendingLinksPerSource:
 		reason = rejectMaxPending
 	default:
 		n.links[l] = struct{}{}
 		n.pending++
+		n.pendingBy[l.source]++
 		n.wg.Add(2) // reader (serve) and writer
 	}
 	n.mu.Unlock()
@@ -148,11 +150,14 @@ func (n *Node) admit(c net.Conn) {
 	}
 }
 
-// handshakeDone releases l's MaxPendingLinks slot (its handshake ended,
-// either way).
-func (n *Node) handshakeDone() {
+// handshakeDone releases the MaxPendingLinks slot of a link from source
+// (its handshake ended, either way).
+func (n *Node) handshakeDone(source string) {
 	n.mu.Lock()
 	n.pending--
+	if n.pendingBy[source]--; n.pendingBy[source] <= 0 {
+		delete(n.pendingBy, source)
+	}
 	n.mu.Unlock()
 }
 

@@ -16,8 +16,13 @@ const (
 	DefaultMaxLinkBuffer = 64 << 20          // Config.MaxLinkBuffer: 64 MiB
 	DefaultKeepAlive     = wire.PingInterval // Config.PingInterval: 15 s, as the gateway's --keepalive
 
-	DefaultMaxLinks          = 1024     // Config.MaxLinks
-	DefaultMaxPendingLinks   = 64       // Config.MaxPendingLinks
+	DefaultMaxLinks        = 1024 // Config.MaxLinks
+	DefaultMaxPendingLinks = 64   // Config.MaxPendingLinks
+	// MaxPendingLinksPerSource is the most links one source address may
+	// have in the Hello handshake at once (a genuine gateway has one or two
+	// at a time), so that a few silent sockets from one host cannot take
+	// every handshake slot and lock the gateways out.
+	MaxPendingLinksPerSource = 8
 	DefaultMaxLinkReassembly = 64 << 20 // Config.MaxLinkReassembly: 64 MiB (at least MaxMessage)
 )
 

@@ -205,8 +205,11 @@ func TestAcceptFDExhaustion(t *testing.T) {
 			_ = c.Close()
 		}
 	}()
-	for range 300 {
-		c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	for i := range 300 {
+		// From many source addresses: one address may hold only
+		// MaxPendingLinksPerSource handshake slots.
+		d := net.Dialer{Timeout: 5 * time.Second, LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 3, byte(1+i%100))}}
+		c, err := d.Dial("tcp", addr)
 		if err != nil {
 			t.Fatalf("flood dial: %v", err)
 		}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/wsgate/wsgate/backend"
 	"github.com/wsgate/wsgate/backend/internal/gwtest"
+	"github.com/wsgate/wsgate/internal/testutil"
 	"github.com/wsgate/wsgate/internal/wire"
 )
 
@@ -320,4 +321,45 @@ func TestLinkReassemblyLimit(t *testing.T) {
 		t.Fatalf("Send on a shed session: %v", err)
 	}
 	echo(t, g, 12, "bye")
+}
+
+// TestMaxPendingPerSource: silent connections from one address hold at
+// most MaxPendingLinksPerSource handshake slots; the next from that
+// address is closed at once, and a gateway from elsewhere still gets in
+// (a few idle sockets from one host once locked every gateway out).
+func TestMaxPendingPerSource(t *testing.T) {
+	n := startNode(t, newRecorder(t), nil)
+	from := func(ip net.IP) net.Conn {
+		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: ip}, Timeout: 5 * time.Second}
+		c, err := d.Dial("tcp", n.Addr())
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		return c
+	}
+	attacker := net.IPv4(127, 0, 4, 9)
+	for range backend.MaxPendingLinksPerSource {
+		from(attacker)
+	}
+	testutil.CheckFor(t, 5*time.Second, 10*time.Millisecond, func() error {
+		if p := n.Stats().LinksPending; p != backend.MaxPendingLinksPerSource {
+			return fmt.Errorf("%d pending", p)
+		}
+		return nil
+	})
+	extra := from(attacker)
+	_ = extra.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := extra.Read(make([]byte, 1)); err == nil {
+		t.Fatal("the connection over the per-source limit was not closed")
+	}
+	if n.Stats().LinksRejected.MaxPending != 1 {
+		t.Fatalf("MaxPending rejections %d, want 1", n.Stats().LinksRejected.MaxPending)
+	}
+	g := gwtest.Dial(t, n.Addr(), "gw-genuine") // from 127.0.0.1
+	g.Open(1, "u", "/ws")
+	g.Message(1, false, []byte("hi"), 0)
+	if m := g.ReadMessage(1); string(m.Data) != "hi" {
+		t.Fatalf("genuine gateway: %q", m.Data)
+	}
 }

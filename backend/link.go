@@ -36,11 +36,12 @@ const (
 // and writeLoop, both counted in Node.wg. peer, frag, maxOut and log are
 // written by the handshake before writeLoop starts and read-only after.
 type link struct {
-	n   *Node
-	c   net.Conn
-	dr  deadlineReader
-	rd  *wire.Reader
-	log *slog.Logger
+	n      *Node
+	c      net.Conn
+	source string // the peer's address (host), for the per-source handshake slots
+	dr     deadlineReader
+	rd     *wire.Reader
+	log    *slog.Logger
 
 	peer   wire.Hello // the gateway's Hello
 	frag   int        // outgoing fragment size: min(FragmentSize, peer MaxBody)
@@ -108,9 +109,16 @@ func newLink(n *Node, c net.Conn) *link {
 		writerDone: make(chan struct{}),
 	}
 	l.dr.c = c
-	l.rd = wire.NewReader(&l.dr, wire.DefaultMaxBody)
+	// Until the handshake is done, only Hello (at most 9+65535 bytes) and
+	// Auth (49) are read: an unauthenticated peer cannot make the node
+	// allocate a full frame buffer (DefaultMaxBody) with a 10-byte header.
+	l.rd = wire.NewReader(&l.dr, handshakeMaxBody)
 	return l
 }
+
+// handshakeMaxBody is the largest frame body read before the handshake is
+// done: a Hello's (fixed fields and a node id of at most wire.MaxString).
+const handshakeMaxBody = 9 + wire.MaxString
 
 // protoError is a fatal protocol violation by the gateway: it is answered
 // with an Error frame and the link is closed.
@@ -165,7 +173,7 @@ func (l *link) serve() {
 func (l *link) handshakeDone() {
 	if !l.shook {
 		l.shook = true
-		l.n.handshakeDone()
+		l.n.handshakeDone(l.source)
 	}
 }
 
@@ -225,6 +233,7 @@ func (l *link) handshake() error {
 		}
 	}
 	_ = l.c.SetDeadline(time.Time{})
+	l.rd.SetMaxBody(wire.DefaultMaxBody)
 	l.dr.timeout = cfg.LinkTimeout
 	l.wmu.Lock()
 	l.up = true

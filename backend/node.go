@@ -101,6 +101,7 @@ type Node struct {
 	isDrained bool               // drained is closed
 	links     map[*link]struct{} // every accepted link, including in handshake
 	pending   int                // links still in the Hello handshake
+	pendingBy map[string]int     // the same, by source address
 	keys      map[string][]*Session
 	sessions  int
 
@@ -134,6 +135,7 @@ func NewNode(cfg Config, h Handler) (*Node, error) {
 		drained:    make(chan struct{}),
 		acceptStop: make(chan struct{}),
 		links:      make(map[*link]struct{}),
+		pendingBy:  make(map[string]int),
 		keys:       make(map[string][]*Session),
 	}, nil
 }

@@ -335,7 +335,9 @@ func (l *loop) linkAuth(k *link, body []byte) error {
 
 // linkFrame acts on one frame from the backend. An error closes the link.
 func (l *loop) linkFrame(k *link, h wire.Header, body []byte) error {
-	if k.authWait && k.hello && h.Type != wire.TypeAuth && h.Type != wire.TypeError {
+	// Until the backend has proved the cluster secret, only its Hello, its
+	// Auth and an Error may come; nothing else reaches a client.
+	if k.authWait && h.Type != wire.TypeHello && h.Type != wire.TypeAuth && h.Type != wire.TypeError {
 		return fmt.Errorf("backend sent %v before authenticating", h.Type)
 	}
 	switch h.Type {
@@ -419,9 +421,6 @@ func (l *loop) linkFrame(k *link, h wire.Header, body []byte) error {
 		}
 		k.hello = true
 		k.closeAck = h.Flags&wire.FlagCloseAck != 0
-		if k.authWait {
-			return nil // its Auth follows; nothing else may come first
-		}
 		k.chunk = int(min(uint32(maxChunk), hello.MaxBody))
 	case wire.TypeAuth:
 		return l.linkAuth(k, body)

@@ -47,7 +47,7 @@ type rogueBackend struct {
 	got []wire.Type
 }
 
-func startRogue(t *testing.T, id string, answer func(gw wire.Hello, challenge []byte) []byte) *rogueBackend {
+func startRogue(t *testing.T, id string, pre []byte, answer func(gw wire.Hello, challenge []byte) []byte) *rogueBackend {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -78,7 +78,7 @@ func startRogue(t *testing.T, id string, answer func(gw wire.Hello, challenge []
 						gw, _ = wire.ParseHello(body)
 					case wire.TypeAuth:
 						challenge = append([]byte(nil), body...)
-						out := wire.AppendHello(nil, wire.Hello{Version: wire.Version, Role: wire.RoleBackend, MaxBody: wire.DefaultMaxBody, NodeID: id})
+						out := wire.AppendHello(append([]byte(nil), pre...), wire.Hello{Version: wire.Version, Role: wire.RoleBackend, MaxBody: wire.DefaultMaxBody, NodeID: id})
 						_, _ = c.Write(append(out, answer(gw, challenge)...))
 					}
 				}
@@ -105,15 +105,19 @@ func (r *rogueBackend) sawSessionFrame() bool {
 func TestLinkAuthRogueBackend(t *testing.T) {
 	for _, tc := range []struct {
 		name   string
+		pre    []byte // frames sent before its Hello
 		answer func(gw wire.Hello, challenge []byte) []byte
 	}{
-		{"no Auth (a Ping instead)", func(wire.Hello, []byte) []byte {
+		{"a broadcast before its Hello", wire.AppendFrame(nil, wire.TypeBroadcast, 0, 0, []byte("FORGED")), func(wire.Hello, []byte) []byte {
+			return wire.AppendFrame(nil, wire.TypeBroadcast, 0, 0, []byte("FORGED"))
+		}},
+		{"no Auth (a Ping instead)", nil, func(wire.Hello, []byte) []byte {
 			return wire.AppendPing(nil, [wire.PingSize]byte{})
 		}},
-		{"forged proof", func(wire.Hello, []byte) []byte {
+		{"forged proof", nil, func(wire.Hello, []byte) []byte {
 			return wire.AppendAuth(nil, wire.Auth{Step: wire.AuthResponse, Nonce: wire.NewNonce()})
 		}},
-		{"wrong secret", func(gw wire.Hello, challenge []byte) []byte {
+		{"wrong secret", nil, func(gw wire.Hello, challenge []byte) []byte {
 			ch, _ := wire.ParseAuth(challenge)
 			nb := wire.NewNonce()
 			return wire.AppendAuth(nil, wire.Auth{Step: wire.AuthResponse, Nonce: nb,
@@ -121,7 +125,7 @@ func TestLinkAuthRogueBackend(t *testing.T) {
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			rogue := startRogue(t, "rogue", tc.answer)
+			rogue := startRogue(t, "rogue", tc.pre, tc.answer)
 			g := startStaticGateway(t, "rogue", rogue.ln.Addr().String())
 			ws, err := dialErr(g.Addr(), "/ws/victim", nil)
 			if err == nil {
@@ -130,8 +134,12 @@ func TestLinkAuthRogueBackend(t *testing.T) {
 				_ = ws.WriteMessage(1, []byte("secret data"))
 				_ = ws.SetReadDeadline(time.Now().Add(10 * time.Second))
 				for {
-					if _, _, err := ws.ReadMessage(); err != nil {
+					_, m, err := ws.ReadMessage()
+					if err != nil {
 						break
+					}
+					if string(m) == "FORGED" {
+						t.Fatal("a frame from the unauthenticated backend reached the client")
 					}
 				}
 				ws.Close()
@@ -139,7 +147,7 @@ func TestLinkAuthRogueBackend(t *testing.T) {
 			if rogue.sawSessionFrame() {
 				t.Fatal("the unauthenticated backend received a session frame")
 			}
-			if tc.name != "no Auth (a Ping instead)" {
+			if tc.name == "forged proof" || tc.name == "wrong secret" {
 				if n := metricSample(t, g, `wsgate_gateway_link_auth_failures_total{node="rogue"}`); n < 1 {
 					t.Fatalf("link_auth_failures_total = %d", n)
 				}

@@ -343,7 +343,17 @@ func runGateway(ctx context.Context, args []string) error {
 		}
 		cfg.Members = members
 		cfg.Presence = d.rdb
-		cfg.Fanout = &fanout.Rabbit{Broker: d.mq, Exchange: *cf.exchange + ".broadcast", Origin: cfg.ID}
+		fo := &fanout.Rabbit{Broker: d.mq, Exchange: *cf.exchange + ".broadcast", Origin: cfg.ID, Secret: cfg.ClusterSecret}
+		cfg.Fanout = fo
+		if len(cfg.ClusterSecret) > 0 {
+			for _, reason := range []string{"unsigned", "forged", "stale", "replayed", "invalid"} {
+				cfg.Collectors = append(cfg.Collectors, prometheus.NewCounterFunc(prometheus.CounterOpts{
+					Namespace: "wsgate_gateway", Name: "broadcasts_dropped_total",
+					Help:        "Broadcasts from the exchange dropped: unsigned, forged, stale, replayed or invalid (docs/protocol.md 9.2).",
+					ConstLabels: prometheus.Labels{"reason": reason}},
+					func() float64 { return float64(fo.Dropped()[reason]) }))
+			}
+		}
 		cfg.Health = d.health()
 	case len(*backends) > 0:
 		var nodes []membership.Node

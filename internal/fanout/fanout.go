@@ -5,8 +5,14 @@ package fanout
 
 import (
 	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/binary"
 	"encoding/json"
 	"sync"
+	"sync/atomic"
+	"time"
 )
 
 // Version is the version of the broadcast payload (docs/protocol.md).
@@ -17,6 +23,25 @@ type Message struct {
 	V      int    `json:"v"`
 	Origin string `json:"origin"` // gateway id that accepted it
 	Text   string `json:"message"`
+	// With a cluster secret (Rabbit.Secret): the sender's time (unix ms),
+	// its sequence and the HMAC over them (docs/protocol.md 9.2).
+	At  int64  `json:"at,omitempty"`
+	Seq uint64 `json:"seq,omitempty"`
+	MAC string `json:"mac,omitempty"`
+}
+
+// Window is how far a signed broadcast's time may be from the receiver's.
+const Window = 30 * time.Second
+
+func (m *Message) mac(secret []byte) string {
+	h := hmac.New(sha256.New, secret)
+	h.Write([]byte("wsgate-broadcast-v1"))
+	for _, s := range []string{m.Origin, m.Text} {
+		h.Write(binary.BigEndian.AppendUint32(nil, uint32(len(s))))
+		h.Write([]byte(s))
+	}
+	h.Write(binary.BigEndian.AppendUint64(binary.BigEndian.AppendUint64(nil, uint64(m.At)), m.Seq))
+	return base64.RawStdEncoding.EncodeToString(h.Sum(nil))
 }
 
 // Memory is an in-process fanout. Safe for concurrent use.
@@ -64,21 +89,92 @@ type Rabbit struct {
 	Broker   Broker
 	Exchange string // e.g. "wsgate.broadcast"
 	Origin   string // this gateway's id
+	// Secret, when set (the cluster secret), signs every broadcast and
+	// drops, counting by reason, those that are unsigned, forged, stale or
+	// replayed: publishing on the exchange is then not enough to message
+	// every client.
+	Secret []byte
+
+	once    sync.Once
+	seq     atomic.Uint64
+	mu      sync.Mutex
+	last    map[string]uint64 // origin -> highest sequence delivered
+	dropped map[string]uint64 // reason -> count
+}
+
+func (r *Rabbit) init() {
+	r.once.Do(func() {
+		r.seq.Store(uint64(time.Now().UnixNano()))
+		r.last, r.dropped = map[string]uint64{}, map[string]uint64{}
+	})
 }
 
 // Publish sends msg to every gateway (confirmed by the broker).
 func (r *Rabbit) Publish(ctx context.Context, msg []byte) error {
-	body, _ := json.Marshal(Message{V: Version, Origin: r.Origin, Text: string(msg)})
+	r.init()
+	m := Message{V: Version, Origin: r.Origin, Text: string(msg)}
+	if len(r.Secret) > 0 {
+		m.At, m.Seq = time.Now().UnixMilli(), r.seq.Add(1)
+		m.MAC = m.mac(r.Secret)
+	}
+	body, _ := json.Marshal(m)
 	return r.Broker.Publish(ctx, r.Exchange, body, true)
 }
 
 // Subscribe calls handle with each broadcast's message until ctx ends.
 func (r *Rabbit) Subscribe(ctx context.Context, handle func([]byte)) {
+	r.init()
 	r.Broker.Subscribe(ctx, r.Exchange, func(body []byte) {
 		var m Message
 		if json.Unmarshal(body, &m) != nil || m.V != Version {
+			r.drop("invalid")
 			return
+		}
+		if len(r.Secret) > 0 {
+			if why := r.check(&m); why != "" {
+				r.drop(why)
+				return
+			}
 		}
 		handle([]byte(m.Text))
 	}, nil)
+}
+
+// check names why a signed broadcast is refused, or returns "".
+func (r *Rabbit) check(m *Message) string {
+	switch {
+	case m.MAC == "":
+		return "unsigned"
+	case !hmac.Equal([]byte(m.MAC), []byte(m.mac(r.Secret))):
+		return "forged"
+	}
+	if d := time.Since(time.UnixMilli(m.At)); d > Window || d < -Window {
+		return "stale"
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if m.Seq <= r.last[m.Origin] {
+		return "replayed"
+	}
+	r.last[m.Origin] = m.Seq
+	return ""
+}
+
+func (r *Rabbit) drop(reason string) {
+	r.mu.Lock()
+	r.dropped[reason]++
+	r.mu.Unlock()
+}
+
+// Dropped returns the broadcasts dropped, by reason ("unsigned", "forged",
+// "stale", "replayed", "invalid").
+func (r *Rabbit) Dropped() map[string]uint64 {
+	r.init()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make(map[string]uint64, len(r.dropped))
+	for k, n := range r.dropped {
+		out[k] = n
+	}
+	return out
 }

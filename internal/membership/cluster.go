@@ -177,7 +177,11 @@ func (c *Cluster) reconcile(ctx context.Context, t **Tracker, left map[string]ti
 	defer cancel()
 	nodes, err := c.Registry.Nodes(rctx)
 	var departed map[string]bool
-	if err == nil {
+	if err == nil && c.Verify == nil {
+		// With a cluster secret the unsigned tombstones are not trusted:
+		// one forged tombstone and a removed registry entry would evict a
+		// live node. Only a signed leave event (left) overrides Alive then;
+		// a node whose leave was missed goes when its links close.
 		departed, err = c.Registry.Departed(rctx)
 	}
 	if err != nil {

@@ -49,6 +49,15 @@ func NewReader(r io.Reader, maxBody int) *Reader {
 	return &Reader{rd: r, maxBody: maxBody}
 }
 
+// SetMaxBody changes the largest frame body accepted from now on (e.g. a
+// small limit during a handshake, the link's limit after it).
+func (r *Reader) SetMaxBody(maxBody int) {
+	if maxBody <= 0 {
+		maxBody = DefaultMaxBody
+	}
+	r.maxBody = maxBody
+}
+
 // Buffered returns the number of bytes read from the stream but not yet
 // returned as frames.
 func (r *Reader) Buffered() int { return r.w - r.r }
