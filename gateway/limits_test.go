@@ -370,17 +370,7 @@ func TestOutboundBudget(t *testing.T) {
 	// Slow clients: upgraded, tiny receive buffer, never read.
 	var slow []net.Conn
 	for i := range 4 {
-		nd := net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
-			return rc.Control(func(fd uintptr) { _ = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096) })
-		}}
-		conn, err := nd.Dial("tcp", r.gw.Addr())
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { conn.Close() })
-		fmt.Fprintf(conn, "GET /ws/slow%d HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"+
-			"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n", i)
-		slow = append(slow, conn)
+		slow = append(slow, slowReader(t, r.gw.Addr(), fmt.Sprintf("/ws/slow%d", i)))
 	}
 	testutil.CheckFor(t, 5*time.Second, 10*time.Millisecond, func() error {
 		if n := r.node.SessionCount(); n != 5 {
@@ -493,17 +483,7 @@ func TestSendKeyAcrossBudgetCloses(t *testing.T) {
 	}
 	var slow []net.Conn
 	for range 20 {
-		nd := net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
-			return rc.Control(func(fd uintptr) { _ = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096) })
-		}}
-		conn, err := nd.Dial("tcp", r.gw.Addr())
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { conn.Close() })
-		fmt.Fprintf(conn, "GET /ws/k HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"+
-			"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
-		slow = append(slow, conn)
+		slow = append(slow, slowReader(t, r.gw.Addr(), "/ws/k"))
 	}
 	testutil.CheckFor(t, 5*time.Second, 10*time.Millisecond, func() error {
 		if n := r.node.SessionCount(); n != 24 {
@@ -544,4 +524,20 @@ func TestSendKeyAcrossBudgetCloses(t *testing.T) {
 	if n := rejected(t, r.gw, "slow_consumer"); n < 1 {
 		t.Fatalf("the budget closed no slow consumer (rejected %d): the test did not exercise the race", n)
 	}
+}
+
+// slowReader upgrades at path with a 4 KiB receive buffer and never reads.
+func slowReader(t *testing.T, addr, path string) net.Conn {
+	t.Helper()
+	nd := net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
+		return rc.Control(func(fd uintptr) { _ = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096) })
+	}}
+	conn, err := nd.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	fmt.Fprintf(conn, "GET %s HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"+
+		"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n", path)
+	return conn
 }
