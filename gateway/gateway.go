@@ -17,6 +17,7 @@ import (
 	"net"
 	"runtime/debug"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -641,6 +642,15 @@ type gnetLogger struct{ l *slog.Logger }
 
 func (g gnetLogger) Debugf(f string, a ...any) { g.l.Debug(fmt.Sprintf(f, a...)) }
 func (g gnetLogger) Infof(f string, a ...any)  { g.l.Debug(fmt.Sprintf(f, a...)) }
-func (g gnetLogger) Warnf(f string, a ...any)  { g.l.Warn(fmt.Sprintf(f, a...)) }
+func (g gnetLogger) Warnf(f string, a ...any) {
+	// gnet warns of every event for a connection already closed (a reset
+	// flood makes thousands): not the operator's concern, and a way for a
+	// client to fill the logs.
+	if strings.HasPrefix(f, "received event") {
+		g.l.Debug(fmt.Sprintf(f, a...))
+		return
+	}
+	g.l.Warn(fmt.Sprintf(f, a...))
+}
 func (g gnetLogger) Errorf(f string, a ...any) { g.l.Error(fmt.Sprintf(f, a...)) }
 func (g gnetLogger) Fatalf(f string, a ...any) { g.l.Error(fmt.Sprintf(f, a...)) }
