@@ -19,10 +19,11 @@ const (
 	DefaultMaxLinks        = 1024 // Config.MaxLinks
 	DefaultMaxPendingLinks = 64   // Config.MaxPendingLinks
 	// MaxPendingLinksPerSource is the most links one source address may
-	// have in the Hello handshake at once (a genuine gateway has one or two
-	// at a time), so that a few silent sockets from one host cannot take
-	// every handshake slot and lock the gateways out.
-	MaxPendingLinksPerSource = 8
+	// have in the Hello handshake at once (a starting gateway dials one per
+	// event loop plus its control link, each done in a round trip), so that
+	// a few silent sockets from one host cannot take every handshake slot
+	// and lock the gateways out.
+	MaxPendingLinksPerSource = 16
 	DefaultMaxLinkReassembly = 64 << 20 // Config.MaxLinkReassembly: 64 MiB (at least MaxMessage)
 )
 
