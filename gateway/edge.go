@@ -194,16 +194,18 @@ func (g *Gateway) queueBudget() int64 {
 	return g.cfg.MaxOutboundMemory - g.cfg.MaxOutboundMemory/4
 }
 
-// outboundOthers is the sum of the other loops' last measured backlogs.
-func (g *Gateway) outboundOthers(self *loop) int64 {
+// outboundTotal is the sum of the loops' last measured backlogs: the bytes
+// queued toward clients, gateway-wide.
+func (g *Gateway) outboundTotal() int64 {
 	var sum int64
 	for _, l := range g.loopList() {
-		if l != self {
-			sum += l.outbound.Load()
-		}
+		sum += l.outbound.Load()
 	}
 	return sum
 }
+
+// outboundOthers is the sum of the other loops' last measured backlogs.
+func (g *Gateway) outboundOthers(self *loop) int64 { return g.outboundTotal() - self.outbound.Load() }
 
 // measureBacklog sums the bytes queued to this loop's clients and forgets
 // the clients whose backlog drained or that are gone.
@@ -327,12 +329,8 @@ func (g *Gateway) tuneMemoryLimit() {
 	if sample[0].Value.Kind() != rtmetrics.KindUint64 {
 		return
 	}
-	var queued int64
-	for _, l := range g.loopList() {
-		queued += l.outbound.Load()
-	}
 	live := int64(sample[0].Value.Uint64())
-	debug.SetMemoryLimit(max(live-queued, 0) + g.cfg.MaxOutboundMemory)
+	debug.SetMemoryLimit(max(live-g.outboundTotal(), 0) + g.cfg.MaxOutboundMemory)
 }
 
 // releaseEvery bounds how often releaseMemory forces a collection.

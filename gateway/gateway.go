@@ -48,7 +48,6 @@ type Gateway struct {
 	clock       atomic.Int64  // coarse unix nanos, updated by the janitor
 	ms          atomic.Uint32 // coarse milliseconds since started (edge.go), updated by the janitor
 	mono        atomic.Int64  // coarse nanoseconds since started, updated by the janitor
-	epoch       int64         // unix nanos at New
 	started     time.Time     // New's time, with its monotonic reading: the origin of ms
 	tick        time.Duration // the janitor's period
 
@@ -119,7 +118,6 @@ func New(cfg Config) (*Gateway, error) {
 	}
 	g.loopArr.Store(&[]*loop{})
 	g.started = time.Now()
-	g.epoch = g.started.UnixNano()
 	g.tickClock(g.started)
 	g.tick = janitorTick(&g.cfg)
 	g.ownsMemLimit = debug.SetMemoryLimit(-1) == math.MaxInt64

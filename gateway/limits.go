@@ -12,8 +12,9 @@ import (
 // --handshake-rate-per-ip. With both off (the default) admit and release
 // return at once and the map stays empty.
 //
-// Goroutines: admit runs on the acceptor, release on the event loops (when
-// a client's connection closes), sweep on the janitor; mu guards the map.
+// Goroutines: admit runs on the event loops (OnOpen) and release there
+// too (when a client's connection closes), sweep on the janitor; mu guards
+// the map.
 // The per-address work is a map lookup under an uncontended mutex, paid
 // once per connection, never per message.
 type limiter struct {

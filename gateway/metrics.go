@@ -104,13 +104,7 @@ func newMetrics(g *Gateway) *metrics {
 		f("bytes_out_total", "Backend payload bytes relayed to clients.", func(s *loopStats) *atomic.Uint64 { return &s.bytesOut }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: ns, Name: "outbound_queued_bytes",
 			Help: "Bytes queued toward clients, gateway-wide (measured every janitor tick); bounded by --max-outbound-memory."},
-			func() float64 {
-				var sum int64
-				for _, l := range g.loopList() {
-					sum += l.outbound.Load()
-				}
-				return float64(sum)
-			}),
+			func() float64 { return float64(g.outboundTotal()) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: ns, Name: "held_connections",
 			Help: "Client sockets held (handshaking, open or closing); bounded by --max-conns."}, func() float64 { return float64(g.held.Load()) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: ns, Name: "max_connections",
