@@ -217,17 +217,12 @@ func (c *control) authenticate(conn net.Conn, r *wire.Reader, secret []byte, non
 	if h.Type != wire.TypeAuth {
 		return fmt.Errorf("backend %s did not authenticate (sent %v): is its --cluster-secret-file set?", c.node.ID, h.Type)
 	}
-	a, err := wire.ParseAuth(body)
-	if err == nil && (a.Step != wire.AuthResponse ||
-		!wire.CheckMAC(a.MAC, wire.LinkMAC(secret, wire.RoleBackend, c.g.cfg.ID, c.node.ID, nonce, a.Nonce))) {
-		err = wire.ErrAuth
-	}
+	confirm, err := wire.GatewayConfirm(secret, c.g.cfg.ID, c.node.ID, nonce, body)
 	if err != nil {
 		_, _ = conn.Write(wire.AppendError(nil, wire.CodeProtocol, "cluster authentication failed"))
 		return fmt.Errorf("backend %s at %s failed cluster authentication: %w", c.node.ID, c.node.Addr, err)
 	}
-	_, err = conn.Write(wire.AppendAuth(nil, wire.Auth{Step: wire.AuthConfirm,
-		MAC: wire.LinkMAC(secret, wire.RoleGateway, c.g.cfg.ID, c.node.ID, nonce, a.Nonce)}))
+	_, err = conn.Write(wire.AppendAuth(nil, confirm))
 	return err
 }
 

@@ -314,18 +314,13 @@ func (l *loop) linkAuth(k *link, body []byte) error {
 	if !k.authWait || !k.hello || len(secret) == 0 {
 		return errors.New("unexpected Auth frame from backend")
 	}
-	a, err := wire.ParseAuth(body)
-	if err == nil && (a.Step != wire.AuthResponse ||
-		!wire.CheckMAC(a.MAC, wire.LinkMAC(secret, wire.RoleBackend, l.g.cfg.ID, k.node, k.nonce, a.Nonce))) {
-		err = wire.ErrAuth
-	}
+	confirm, err := wire.GatewayConfirm(secret, l.g.cfg.ID, k.node, k.nonce, body)
 	if err != nil {
 		l.g.metrics.linkAuthFailed(k.node)
 		return fmt.Errorf("backend %s at %s failed cluster authentication: %w", k.node, k.addr, err)
 	}
 	k.authWait = false
-	k.queue(wire.AppendAuth(l.out[:0], wire.Auth{Step: wire.AuthConfirm,
-		MAC: wire.LinkMAC(secret, wire.RoleGateway, l.g.cfg.ID, k.node, k.nonce, a.Nonce)}), nil)
+	k.queue(wire.AppendAuth(l.out[:0], confirm), nil)
 	if len(k.held) > 0 {
 		k.queue(k.held, nil)
 	}

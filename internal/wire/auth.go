@@ -94,3 +94,18 @@ func LinkMAC(secret []byte, role Role, gatewayID, backendID string, ng, nb [Nonc
 // CheckMAC reports whether got is the proof LinkMAC computes, in constant
 // time.
 func CheckMAC(got, want [MACSize]byte) bool { return hmac.Equal(got[:], want[:]) }
+
+// GatewayConfirm is the gateway's side of step 2: it checks the backend's
+// Auth response (body) on the link between gatewayID and backendID, ng
+// being the gateway's challenge nonce, and returns the confirmation (step
+// 3) to send. Errors: ErrMalformed, or ErrAuth for a wrong step or proof.
+func GatewayConfirm(secret []byte, gatewayID, backendID string, ng [NonceSize]byte, body []byte) (Auth, error) {
+	a, err := ParseAuth(body)
+	if err != nil {
+		return Auth{}, err
+	}
+	if a.Step != AuthResponse || !CheckMAC(a.MAC, LinkMAC(secret, RoleBackend, gatewayID, backendID, ng, a.Nonce)) {
+		return Auth{}, ErrAuth
+	}
+	return Auth{Step: AuthConfirm, MAC: LinkMAC(secret, RoleGateway, gatewayID, backendID, ng, a.Nonce)}, nil
+}
