@@ -5,14 +5,12 @@ package fanout
 
 import (
 	"context"
-	"crypto/hmac"
-	"crypto/sha256"
-	"encoding/base64"
-	"encoding/binary"
 	"encoding/json"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/wsgate/wsgate/internal/seal"
 )
 
 // Version is the version of the broadcast payload (docs/protocol.md).
@@ -34,14 +32,7 @@ type Message struct {
 const Window = 30 * time.Second
 
 func (m *Message) mac(secret []byte) string {
-	h := hmac.New(sha256.New, secret)
-	h.Write([]byte("wsgate-broadcast-v1"))
-	for _, s := range []string{m.Origin, m.Text} {
-		h.Write(binary.BigEndian.AppendUint32(nil, uint32(len(s))))
-		h.Write([]byte(s))
-	}
-	h.Write(binary.BigEndian.AppendUint64(binary.BigEndian.AppendUint64(nil, uint64(m.At)), m.Seq))
-	return base64.RawStdEncoding.EncodeToString(h.Sum(nil))
+	return seal.MAC(secret, "wsgate-broadcast-v1", []string{m.Origin, m.Text}, uint64(m.At), m.Seq)
 }
 
 // Memory is an in-process fanout. Safe for concurrent use.
@@ -95,17 +86,15 @@ type Rabbit struct {
 	// every client.
 	Secret []byte
 
-	once    sync.Once
-	seq     atomic.Uint64
-	mu      sync.Mutex
-	last    map[string]uint64 // origin -> highest sequence delivered
-	dropped map[string]uint64 // reason -> count
+	once  sync.Once
+	seq   atomic.Uint64
+	guard *seal.Guard // sequences by origin; drops by reason
 }
 
 func (r *Rabbit) init() {
 	r.once.Do(func() {
-		r.seq.Store(uint64(time.Now().UnixNano()))
-		r.last, r.dropped = map[string]uint64{}, map[string]uint64{}
+		r.seq.Store(seal.FirstSeq())
+		r.guard = seal.NewGuard(Window)
 	})
 }
 
@@ -127,12 +116,11 @@ func (r *Rabbit) Subscribe(ctx context.Context, handle func([]byte)) {
 	r.Broker.Subscribe(ctx, r.Exchange, func(body []byte) {
 		var m Message
 		if json.Unmarshal(body, &m) != nil || m.V != Version {
-			r.drop("invalid")
+			r.guard.Drop("invalid")
 			return
 		}
 		if len(r.Secret) > 0 {
-			if why := r.check(&m); why != "" {
-				r.drop(why)
+			if !r.check(&m) {
 				return
 			}
 		}
@@ -140,41 +128,26 @@ func (r *Rabbit) Subscribe(ctx context.Context, handle func([]byte)) {
 	}, nil)
 }
 
-// check names why a signed broadcast is refused, or returns "".
-func (r *Rabbit) check(m *Message) string {
+// check accepts a signed broadcast, or counts why it is refused.
+func (r *Rabbit) check(m *Message) bool {
+	why := ""
 	switch {
 	case m.MAC == "":
-		return "unsigned"
-	case !hmac.Equal([]byte(m.MAC), []byte(m.mac(r.Secret))):
-		return "forged"
+		why = "unsigned"
+	case !seal.Equal(m.MAC, m.mac(r.Secret)):
+		why = "forged"
+	case r.guard.Off(m.At, 0) != 0:
+		why = "stale"
+	default:
+		return r.guard.Next(m.Origin, m.Seq, "replayed")
 	}
-	if d := time.Since(time.UnixMilli(m.At)); d > Window || d < -Window {
-		return "stale"
-	}
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if m.Seq <= r.last[m.Origin] {
-		return "replayed"
-	}
-	r.last[m.Origin] = m.Seq
-	return ""
-}
-
-func (r *Rabbit) drop(reason string) {
-	r.mu.Lock()
-	r.dropped[reason]++
-	r.mu.Unlock()
+	r.guard.Drop(why)
+	return false
 }
 
 // Dropped returns the broadcasts dropped, by reason ("unsigned", "forged",
 // "stale", "replayed", "invalid").
 func (r *Rabbit) Dropped() map[string]uint64 {
 	r.init()
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	out := make(map[string]uint64, len(r.dropped))
-	for k, n := range r.dropped {
-		out[k] = n
-	}
-	return out
+	return r.guard.Dropped()
 }

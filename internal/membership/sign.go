@@ -1,16 +1,13 @@
 package membership
 
 import (
-	"crypto/hmac"
-	"crypto/sha256"
-	"encoding/base64"
-	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/wsgate/wsgate/internal/seal"
 )
 
 // Signed membership events (docs/protocol.md 9.1). With a cluster secret,
@@ -43,50 +40,34 @@ type Signer struct {
 // nanoseconds, so that a restarted node's events are above its old ones.
 func NewSigner(secret []byte) *Signer {
 	s := &Signer{secret: secret}
-	s.seq.Store(uint64(time.Now().UnixNano()))
+	s.seq.Store(seal.FirstSeq())
 	return s
 }
 
 // Encode returns ev as a signed JSON payload.
 func (s *Signer) Encode(ev Event) []byte {
 	p := payload{V: EventVersion, Type: ev.Type, Node: ev.Node, At: time.Now().UnixMilli(), Seq: s.seq.Add(1)}
-	p.MAC = encodeMAC(eventMAC(s.secret, &p))
+	p.MAC = eventMAC(s.secret, &p)
 	b, _ := json.Marshal(p)
 	return b
 }
 
-func encodeMAC(mac []byte) string { return base64.RawStdEncoding.EncodeToString(mac) }
-
-// eventMAC is the HMAC of an event's signed fields, length-prefixed so that
-// no two different events share an input.
-func eventMAC(secret []byte, p *payload) []byte {
-	m := hmac.New(sha256.New, secret)
-	m.Write([]byte("wsgate-event-v1"))
-	for _, s := range []string{string(p.Type), p.Node.ID, p.Node.Addr} {
-		m.Write(binary.BigEndian.AppendUint32(nil, uint32(len(s))))
-		m.Write([]byte(s))
-	}
-	var b []byte
-	b = binary.BigEndian.AppendUint64(b, uint64(int64(p.Node.Weight)))
-	b = binary.BigEndian.AppendUint64(b, uint64(p.At))
-	b = binary.BigEndian.AppendUint64(b, p.Seq)
-	m.Write(b)
-	return m.Sum(nil)
+// eventMAC is the MAC of an event's signed fields (docs/protocol.md 9.1).
+func eventMAC(secret []byte, p *payload) string {
+	return seal.MAC(secret, "wsgate-event-v1", []string{string(p.Type), p.Node.ID, p.Node.Addr},
+		uint64(int64(p.Node.Weight)), uint64(p.At), p.Seq)
 }
 
-// Verifier checks signed events for one receiver. Safe for concurrent use.
+// Verifier checks signed events and registry entries for one receiver.
+// Safe for concurrent use.
 type Verifier struct {
 	secret []byte
-	now    func() time.Time
-
-	mu      sync.Mutex
-	last    map[string]uint64 // node id -> highest sequence accepted
-	dropped map[string]uint64 // reason -> count
+	guard  *seal.Guard // sequences by node id; drops by reason
 }
 
 // NewVerifier returns a verifier for secret.
 func NewVerifier(secret []byte) *Verifier {
-	return &Verifier{secret: secret, now: time.Now, last: map[string]uint64{}, dropped: map[string]uint64{}}
+	return &Verifier{secret: secret, guard: seal.NewGuard(EventWindow)}
 }
 
 // Decode parses and checks a signed payload. A dropped event is counted by
@@ -103,40 +84,25 @@ func (v *Verifier) Decode(b []byte) (Event, error) {
 	if p.MAC == "" {
 		return Event{}, v.drop(DropUnsigned, errors.New("membership: unsigned event (the cluster has a secret)"))
 	}
-	got, err := base64.RawStdEncoding.DecodeString(p.MAC)
-	if err != nil || !hmac.Equal(got, eventMAC(v.secret, &p)) {
+	if !seal.Equal(p.MAC, eventMAC(v.secret, &p)) {
 		return Event{}, v.drop(DropForged, fmt.Errorf("membership: forged %s event for %s", p.Type, p.Node.ID))
 	}
-	if d := v.now().Sub(time.UnixMilli(p.At)); d > EventWindow || d < -EventWindow {
+	if d := v.guard.Off(p.At, 0); d != 0 {
 		return Event{}, v.drop(DropStale, fmt.Errorf("membership: stale %s event for %s (%v off)", p.Type, p.Node.ID, d.Round(time.Second)))
 	}
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	if p.Seq <= v.last[p.Node.ID] {
-		v.dropped[DropReplayed]++
+	if !v.guard.Next(p.Node.ID, p.Seq, DropReplayed) {
 		return Event{}, fmt.Errorf("membership: replayed %s event for %s", p.Type, p.Node.ID)
 	}
-	v.last[p.Node.ID] = p.Seq
 	return ev, nil
 }
 
 func (v *Verifier) drop(reason string, err error) error {
-	v.mu.Lock()
-	v.dropped[reason]++
-	v.mu.Unlock()
+	v.guard.Drop(reason)
 	return err
 }
 
-// Dropped returns the number of events dropped, by reason.
-func (v *Verifier) Dropped() map[string]uint64 {
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	out := make(map[string]uint64, len(v.dropped))
-	for k, n := range v.dropped {
-		out[k] = n
-	}
-	return out
-}
+// Dropped returns the number of events and entries dropped, by reason.
+func (v *Verifier) Dropped() map[string]uint64 { return v.guard.Dropped() }
 
 // Signed registry entries (docs/protocol.md 9.3). The registry holds state,
 // not events: an entry is re-read on every reconcile, so it is checked for
@@ -166,24 +132,15 @@ type nodeEntry struct {
 	MAC string `json:"mac,omitempty"`
 }
 
-func nodeMAC(secret []byte, e *nodeEntry) []byte {
-	m := hmac.New(sha256.New, secret)
-	m.Write([]byte("wsgate-node-v1"))
-	for _, s := range []string{e.ID, e.Addr} {
-		m.Write(binary.BigEndian.AppendUint32(nil, uint32(len(s))))
-		m.Write([]byte(s))
-	}
-	var b []byte
-	b = binary.BigEndian.AppendUint64(b, uint64(int64(e.Weight)))
-	b = binary.BigEndian.AppendUint64(b, uint64(e.At))
-	m.Write(b)
-	return m.Sum(nil)
+// nodeMAC is the MAC of a registry entry (docs/protocol.md 9.3).
+func nodeMAC(secret []byte, e *nodeEntry) string {
+	return seal.MAC(secret, "wsgate-node-v1", []string{e.ID, e.Addr}, uint64(int64(e.Weight)), uint64(e.At))
 }
 
 // EncodeNode returns n as a signed registry entry.
 func (s *Signer) EncodeNode(n Node) []byte {
 	e := nodeEntry{Node: n, At: time.Now().UnixMilli()}
-	e.MAC = encodeMAC(nodeMAC(s.secret, &e))
+	e.MAC = nodeMAC(s.secret, &e)
 	b, _ := json.Marshal(e)
 	return b
 }
@@ -201,11 +158,10 @@ func (v *Verifier) DecodeNode(b []byte) (Node, error) {
 	if e.MAC == "" {
 		return Node{}, v.drop(DropRegistryUnsigned, fmt.Errorf("membership: unsigned registry entry for %s", e.ID))
 	}
-	got, err := base64.RawStdEncoding.DecodeString(e.MAC)
-	if err != nil || !hmac.Equal(got, nodeMAC(v.secret, &e)) {
+	if !seal.Equal(e.MAC, nodeMAC(v.secret, &e)) {
 		return Node{}, v.drop(DropRegistryForged, fmt.Errorf("membership: forged registry entry for %s", e.ID))
 	}
-	if d := v.now().Sub(time.UnixMilli(e.At)); d > RegistryMaxAge+EventWindow || d < -EventWindow {
+	if d := v.guard.Off(e.At, RegistryMaxAge); d != 0 {
 		return Node{}, v.drop(DropRegistryStale, fmt.Errorf("membership: stale registry entry for %s (%v old)", e.ID, d.Round(time.Second)))
 	}
 	return e.Node, nil

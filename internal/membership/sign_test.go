@@ -60,9 +60,7 @@ func TestSignedEvents(t *testing.T) {
 }
 
 func signedAgain(secret []byte, p payload) []byte {
-	p.MAC = ""
-	mac := eventMAC(secret, &p)
-	p.MAC = encodeMAC(mac)
+	p.MAC = eventMAC(secret, &p)
 	b, _ := json.Marshal(p)
 	return b
 }
