@@ -720,4 +720,50 @@ func TestClusterSignedMembership(t *testing.T) {
 	if got := g.members(t); got != "s1,s2" {
 		t.Fatalf("ring after the forged events: %q, want s1,s2", got)
 	}
+
+	// A forged tombstone for s1 and its registry entry removed: with a
+	// secret the tombstone is not trusted, so the live s1 stays. The
+	// unsigned "evil" entry, re-read by every reconcile, counts them.
+	// s1's heartbeats re-register it (and clear its tombstone), so the
+	// attack repeats until the gateway has reconciled several times.
+	before := testutil.Metric(t, g.admin, `wsgate_gateway_membership_events_dropped_total{reason="registry_unsigned"}`)
+	stop := make(chan struct{})
+	attacked := make(chan struct{})
+	go func() {
+		defer close(attacked)
+		for {
+			rdb.ZAdd(ctx, e.name+":left", redis.Z{Score: float64(time.Now().Add(time.Hour).UnixMilli()), Member: "s1"})
+			rdb.ZRem(ctx, e.name+":nodes", "s1")
+			select {
+			case <-stop:
+				return
+			case <-time.After(20 * time.Millisecond): // the attack's pace
+			}
+		}
+	}()
+	t.Cleanup(func() { close(stop); <-attacked })
+	testutil.CheckFor(t, 10*time.Second, 50*time.Millisecond, func() error {
+		if got := g.members(t); got != "s1,s2" {
+			t.Fatalf("ring under forged tombstones: %q, want s1,s2", got)
+		}
+		if n := testutil.Metric(t, g.admin, `wsgate_gateway_membership_events_dropped_total{reason="registry_unsigned"}`); n < before+6 {
+			return fmt.Errorf("%v reconciles under the attack", n-before)
+		}
+		return nil
+	})
+
+	// A broadcast published straight on the exchange, unsigned, reaches no
+	// client; one through the admin API (signed) does, after it.
+	c := connect(t, g, "listener")
+	if err := ch.PublishWithContext(ctx, e.name+".broadcast", "", false, false,
+		amqp.Publishing{Body: []byte(`{"v":1,"origin":"nobody","message":"FORGED"}`)}); err != nil {
+		t.Fatal(err)
+	}
+	g.post(t, "/api/broadcast", `{"message":"genuine"}`, nil)
+	if m := c.next(t); m != "genuine" {
+		t.Fatalf("client got %q first, want the signed broadcast", m)
+	}
+	if n := testutil.Metric(t, g.admin, `wsgate_gateway_broadcasts_dropped_total{reason="unsigned"}`); n < 1 {
+		t.Fatalf("broadcasts_dropped_total{unsigned} = %v", n)
+	}
 }
