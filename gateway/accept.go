@@ -34,14 +34,19 @@ const (
 // Canned rejection responses, written before the request is read (the
 // connection is refused whatever it asks).
 var (
-	resp503Conns = httpReject(503, "Service Unavailable", "1", "gateway at its connection limit (--max-conns)")
-	resp429Conns = httpReject(429, "Too Many Requests", "1", "too many connections from your address (--max-conns-per-ip)")
-	resp429Rate  = httpReject(429, "Too Many Requests", "1", "too many handshakes from your address (--handshake-rate-per-ip)")
+	resp503Conns = httpResponse(503, "Service Unavailable", "1", "gateway at its connection limit (--max-conns)")
+	resp429Conns = httpResponse(429, "Too Many Requests", "1", "too many connections from your address (--max-conns-per-ip)")
+	resp429Rate  = httpResponse(429, "Too Many Requests", "1", "too many handshakes from your address (--handshake-rate-per-ip)")
 )
 
-func httpReject(code int, status, retry, body string) []byte {
-	return []byte("HTTP/1.1 " + strconv.Itoa(code) + " " + status + "\r\nConnection: close\r\nRetry-After: " + retry +
-		"\r\nContent-Type: text/plain\r\nContent-Length: " + strconv.Itoa(len(body)) + "\r\n\r\n" + body)
+// httpResponse is a whole plain-text HTTP/1.1 answer that closes the
+// connection, with a Retry-After header unless retry is "".
+func httpResponse(code int, status, retry, body string) []byte {
+	h := "HTTP/1.1 " + strconv.Itoa(code) + " " + status + "\r\nConnection: close\r\n"
+	if retry != "" {
+		h += "Retry-After: " + retry + "\r\n"
+	}
+	return []byte(h + "Content-Type: text/plain\r\nContent-Length: " + strconv.Itoa(len(body)) + "\r\n\r\n" + body)
 }
 
 // admit applies the connection limits to a new client connection. It

@@ -17,7 +17,7 @@ import (
 
 var (
 	crlfcrlf     = []byte("\r\n\r\n")
-	resp431      = []byte("HTTP/1.1 431 Request Header Fields Too Large\r\nConnection: close\r\nContent-Type: text/plain\r\nContent-Length: 31\r\n\r\nrequest header fields too large")
+	resp431      = httpResponse(431, "Request Header Fields Too Large", "", "request header fields too large")
 	pathWS       = "/ws/"
 	pathConnect  = "/websocket/connect/"
 	queryUserID  = "userId"
@@ -33,8 +33,8 @@ var (
 		ws.RejectionReason("gateway shutting down"))
 	rejectOrigin = ws.RejectConnectionError(ws.RejectionStatus(http.StatusForbidden),
 		ws.RejectionReason("origin not allowed (--allowed-origins)"))
-	resp400Dup    = []byte("HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Type: text/plain\r\nContent-Length: 50\r\n\r\nduplicated Host, Upgrade or Sec-WebSocket-* header")
-	resp400BareLF = []byte("HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Type: text/plain\r\nContent-Length: 43\r\n\r\nrequest lines must end in CRLF, not bare LF")
+	resp400Dup    = httpResponse(400, "Bad Request", "", "duplicated Host, Upgrade or Sec-WebSocket-* header")
+	resp400BareLF = httpResponse(400, "Bad Request", "", "request lines must end in CRLF, not bare LF")
 )
 
 // singleHeaders are the upgrade headers that must appear once: a request
@@ -270,6 +270,15 @@ func (h *handshake) onBeforeUpgrade() (ws.HandshakeHeader, error) {
 	return nil, nil
 }
 
+// refuseRequest answers a request that is refused before gobwas sees it
+// and closes the connection, counting the reason.
+func (l *loop) refuseRequest(s *session, c gnet.Conn, resp []byte, reason string) gnet.Action {
+	l.g.metrics.handshakeFailed(reason)
+	_, _ = c.Write(resp)
+	s.state = stClosed
+	return gnet.Close
+}
+
 // handshakeTraffic upgrades s once its request is complete. done reports
 // that s is now open and the rest of the input is WebSocket frames.
 func (l *loop) handshakeTraffic(s *session, c gnet.Conn) (act gnet.Action, done bool) {
@@ -280,20 +289,14 @@ func (l *loop) handshakeTraffic(s *session, c gnet.Conn) (act gnet.Action, done 
 		head = buf[:end+4]
 	}
 	if bareLF(head) {
-		l.g.metrics.handshakeFailed("bad_request")
-		_, _ = c.Write(resp400BareLF)
-		s.state = stClosed
-		return gnet.Close, false
+		return l.refuseRequest(s, c, resp400BareLF, "bad_request"), false
 	}
 	max := l.g.cfg.MaxHandshake
 	if end < 0 && len(buf) <= max {
 		return gnet.None, false // need more
 	}
 	if end < 0 || end+4 > max {
-		l.g.metrics.handshakeFailed("too_large")
-		_, _ = c.Write(resp431)
-		s.state = stClosed
-		return gnet.Close, false
+		return l.refuseRequest(s, c, resp431, "too_large"), false
 	}
 	n := end + 4
 	h := &l.hs
@@ -303,10 +306,7 @@ func (l *loop) handshakeTraffic(s *session, c gnet.Conn) (act gnet.Action, done 
 	h.origin, h.host = h.origin[:0], h.host[:0]
 	h.queryTok, h.authz, h.protoToken, h.id, h.authFail = h.queryTok[:0], h.authz[:0], h.protoToken[:0], identity{}, ""
 	if dupHeader(buf[:n]) {
-		l.g.metrics.handshakeFailed("duplicate_header")
-		_, _ = c.Write(resp400Dup)
-		s.state = stClosed
-		return gnet.Close, false
+		return l.refuseRequest(s, c, resp400Dup, "duplicate_header"), false
 	}
 	_, err := h.up.Upgrade(h)
 	// Read before the write: when a write fails (the client reset the
