@@ -58,6 +58,8 @@ func (s *Session) Target() string { return s.target }
 // JSON, as the gateway verified it), or nil when the gateway does not
 // authenticate clients or the client is anonymous. The gateway routes by
 // one claim (sub by default), so Key() equals it for authenticated clients.
+// The claims are as trustworthy as the link they came over: with a cluster
+// secret (Config.ClusterSecret) only a gateway can have sent them.
 func (s *Session) Claims() []byte { return s.claims }
 
 // Node returns the node the session belongs to.
