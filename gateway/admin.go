@@ -60,6 +60,7 @@ var dashboardHTML []byte
 type Info struct {
 	ID          string `json:"id"`
 	Listen      string `json:"listen"` // the client WebSocket listener
+	TLS         bool   `json:"tls"`    // the listener speaks wss://
 	Clients     int    `json:"clients"`
 	RingMembers int    `json:"ringMembers"`
 	RingVersion string `json:"ringVersion"` // hex; equal on gateways with equal rings
@@ -68,7 +69,7 @@ type Info struct {
 
 // Info describes this gateway.
 func (g *Gateway) Info() Info {
-	in := Info{ID: g.cfg.ID, Listen: g.Addr(), Clients: g.Clients(), NodeManager: g.cfg.Nodes != nil}
+	in := Info{ID: g.cfg.ID, Listen: g.Addr(), TLS: g.tls != nil, Clients: g.Clients(), NodeManager: g.cfg.Nodes != nil}
 	if r := g.ring.Load(); r != nil {
 		in.RingMembers, in.RingVersion = r.Len(), fmt.Sprintf("%016x", r.Version())
 	}

@@ -8,7 +8,6 @@ import (
 	"testing"
 
 	"github.com/wsgate/wsgate/gateway"
-	"github.com/wsgate/wsgate/internal/membership"
 )
 
 // adminReq sends one request to the admin listener with the given Host,
@@ -128,7 +127,7 @@ func TestAdminSecretNotExposed(t *testing.T) {
 }
 
 func TestAdminNonLoopbackNeedsToken(t *testing.T) {
-	src, _ := membership.NewStatic([]membership.Node{{ID: "n", Addr: "127.0.0.1:1"}})
+	src := staticMembers(t)
 	_, err := gateway.New(gateway.Config{Listen: "127.0.0.1:0", Admin: "0.0.0.0:0", Members: src})
 	var ce *gateway.ConfigError
 	if !errors.As(err, &ce) || !strings.Contains(err.Error(), "--admin-token-file") {

@@ -118,6 +118,13 @@ type Config struct {
 	// crosses. The same secret goes to every backend. Never logged.
 	ClusterSecret []byte
 
+	// TLSCert and TLSKey, PEM files, turn on TLS on the client listener
+	// (tls.go): clients connect with wss://. Both or neither.
+	TLSCert, TLSKey string
+	// TLSReload is how often the two files are checked for a change;
+	// default DefaultTLSReload (ReloadTLS, on SIGHUP, reloads at once).
+	TLSReload time.Duration
+
 	// Auth turns on client authentication with JWTs (auth.go).
 	Auth AuthConfig
 
@@ -191,6 +198,7 @@ func (c *Config) setDefaults() {
 	defDur(&c.DrainTimeout, DefaultDrainTimeout)
 	defDur(&c.PresenceFlush, DefaultPresenceFlush)
 	defDur(&c.PresenceTTL, DefaultPresenceTTL)
+	defDur(&c.TLSReload, DefaultTLSReload)
 	if c.MaxConns == 0 {
 		c.MaxConns = defaultMaxConns(openFileLimit())
 	}
@@ -315,6 +323,7 @@ func (c *Config) check() error {
 		{"--drain-timeout", c.DrainTimeout},
 		{"--presence-flush", c.PresenceFlush},
 		{"--presence-ttl", c.PresenceTTL},
+		{"--tls-reload", c.TLSReload},
 	} {
 		if f.v < time.Millisecond {
 			return fmt.Errorf("gateway: %s %v: must be at least 1ms", f.name, f.v)

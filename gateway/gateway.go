@@ -61,6 +61,7 @@ type Gateway struct {
 	limits     *limiter
 	origins    *originPolicy
 	auth       *verifier    // nil: clients are not authenticated
+	tls        *edgeTLS     // nil: the client listener is plain TCP
 	held       atomic.Int64 // client sockets admitted and not yet closed (handshaking, open, closing)
 	lingering  atomic.Int64 // refused connections waiting for their client to read the answer
 	starvedAt  atomic.Int64 // unix nanos of the last accept that failed for want of descriptors
@@ -100,7 +101,14 @@ func New(cfg Config) (*Gateway, error) {
 	if err != nil {
 		return nil, &ConfigError{err.Error()}
 	}
+	var edge *edgeTLS
+	if cfg.TLSCert != "" || cfg.TLSKey != "" {
+		if edge, err = newEdgeTLS(cfg.TLSCert, cfg.TLSKey); err != nil {
+			return nil, &ConfigError{err.Error()}
+		}
+	}
 	g := &Gateway{
+		tls:        edge,
 		cfg:        cfg,
 		log:        cfg.Logger.With("component", "gateway"),
 		loopsUp:    make(chan struct{}),
@@ -190,6 +198,10 @@ func (g *Gateway) Start(ctx context.Context) error {
 	go g.pace(ctx)
 	go g.janitor(ctx)
 	go func() { defer g.wg.Done(); g.presence.run(ctx) }() // returns at once without a store
+	if g.tls != nil {
+		g.wg.Add(1)
+		go g.watchTLS(ctx)
+	}
 	if g.cfg.Fanout != nil {
 		g.wg.Add(1)
 		go func() { defer g.wg.Done(); g.cfg.Fanout.Subscribe(ctx, g.deliverBroadcast) }()
@@ -382,7 +394,17 @@ func (g *Gateway) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
 		deadline: g.deadline(g.cfg.HandshakeTimeout)}
 	c.SetContext(s)
 	if resp, why := g.admit(c); resp != nil {
+		if g.tls != nil {
+			// No HTTP answer can be sent before a TLS handshake, and a
+			// handshake is what a refused client must not cost: close.
+			s.state = stRejected
+			g.metrics.reject(why)
+			return nil, gnet.Close
+		}
 		return nil, l.reject(s, c, resp, why)
+	}
+	if g.tls != nil {
+		c.SetContext(g.tls.wrap(c, s))
 	}
 	l.timed[s] = struct{}{}
 	return nil, gnet.None
@@ -393,6 +415,8 @@ func (g *Gateway) OnTraffic(c gnet.Conn) gnet.Action {
 	switch x := c.Context().(type) {
 	case *session:
 		return x.loop.onTraffic(x, c)
+	case *tlsConn:
+		return x.s.loop.tlsTraffic(x, c)
 	case *link:
 		return x.loop.linkTraffic(x, c)
 	}
@@ -401,7 +425,11 @@ func (g *Gateway) OnTraffic(c gnet.Conn) gnet.Action {
 
 // OnClose forgets the session or link of c.
 func (g *Gateway) OnClose(c gnet.Conn, err error) gnet.Action {
-	switch x := c.Context().(type) {
+	ctx := c.Context()
+	if t, ok := ctx.(*tlsConn); ok {
+		ctx = t.s
+	}
+	switch x := ctx.(type) {
 	case *session:
 		if x.state == stRejected {
 			if x.lingers {

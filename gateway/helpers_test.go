@@ -17,6 +17,7 @@ import (
 
 	"github.com/wsgate/wsgate/gateway"
 	"github.com/wsgate/wsgate/internal/cluster"
+	"github.com/wsgate/wsgate/internal/membership"
 	"github.com/wsgate/wsgate/internal/wsframe"
 )
 
@@ -239,4 +240,15 @@ func frame(b0 byte, payload []byte, mask []byte) []byte {
 	}
 	out[0] = b0
 	return out
+}
+
+// staticMembers is a one-node member set for tests that build a Gateway
+// without starting it (the node is never dialled).
+func staticMembers(t testing.TB) membership.Source {
+	t.Helper()
+	src, err := membership.NewStatic([]membership.Node{{ID: "n", Addr: "127.0.0.1:1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return src
 }

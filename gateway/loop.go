@@ -46,9 +46,11 @@ type loop struct {
 	flushTask gnet.Runnable // runs flushLinks; made once, so scheduling a flush does not allocate it
 
 	// Scratch buffers, valid only within one callback.
-	out   []byte
-	bcast []byte
-	iov   [][]byte
+	tlsIn  []byte // a TLS client's decrypted input (tlsTraffic)
+	tlsOut []byte // a TLS client's gathered write (tlsConn.Writev)
+	out    []byte
+	bcast  []byte
+	iov    [][]byte
 }
 
 func newLoop(g *Gateway, el gnet.EventLoop, idx int) *loop {

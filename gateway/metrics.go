@@ -47,6 +47,7 @@ type metrics struct {
 	rejected    *prometheus.CounterVec
 	linkAuth    *prometheus.CounterVec
 	hsOK        prometheus.Counter
+	tlsReloads  *prometheus.CounterVec
 }
 
 func newMetrics(g *Gateway) *metrics {
@@ -86,7 +87,13 @@ func newMetrics(g *Gateway) *metrics {
 		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "rejected_total",
 			Help: "Clients refused or closed by an edge limit, by reason (docs/operations.md, Limits)."}, []string{"reason"}),
 	}
+	m.tlsReloads = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "tls_reloads_total",
+		Help: "TLS certificate reloads (file change or SIGHUP) by result (ok, error: the old certificate stays)."}, []string{"result"})
 	m.hsOK = m.handshakes.WithLabelValues("ok")
+	if g.tls != nil {
+		reg.MustRegister(m.tlsReloads, prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: ns, Name: "tls_certificate_expiry_seconds",
+			Help: "Unix time when the client listener's certificate expires."}, func() float64 { return float64(g.tls.notAfter.Load()) }))
+	}
 	for _, c := range g.cfg.Collectors {
 		reg.MustRegister(c)
 	}
@@ -124,6 +131,7 @@ func (m *metrics) rebalanceClose()             { m.rebalance.Inc() }
 func (m *metrics) slowClient()                 { m.slow.Inc() }
 func (m *metrics) linkAuthFailed(node string)  { m.linkAuth.WithLabelValues(node).Inc() }
 func (m *metrics) reject(reason string)        { m.rejected.WithLabelValues(reason).Inc() }
+func (m *metrics) tlsReload(result string)     { m.tlsReloads.WithLabelValues(result).Inc() }
 func (m *metrics) linkSilent(node string)      { m.silent.WithLabelValues(node).Inc() }
 func (m *metrics) linkUp(node string, up bool) { m.links.WithLabelValues(node).Set(b2f(up)) }
 func (m *metrics) forgetNode(node string)      { m.links.DeleteLabelValues(node) }

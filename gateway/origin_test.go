@@ -9,7 +9,6 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/wsgate/wsgate/gateway"
-	"github.com/wsgate/wsgate/internal/membership"
 )
 
 // dialOrigin upgrades with the given Origin header ("" sends none) and
@@ -76,7 +75,7 @@ func TestOriginList(t *testing.T) {
 }
 
 func TestOriginConfigErrors(t *testing.T) {
-	src, _ := membership.NewStatic([]membership.Node{{ID: "n", Addr: "127.0.0.1:1"}})
+	src := staticMembers(t)
 	for _, bad := range []string{"example.com", "ftp://x.example.com", "https://x.example.com/path", "https://a*.example.com", "https://*."} {
 		_, err := gateway.New(gateway.Config{Listen: "127.0.0.1:0", Admin: "-", Members: src, AllowedOrigins: []string{bad}})
 		if err == nil || !strings.Contains(err.Error(), "--allowed-origins") {

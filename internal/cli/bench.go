@@ -87,7 +87,11 @@ func runBench(ctx context.Context, args []string, stdout io.Writer) error {
 	fs := newFlagSet("wsgate bench")
 	fill := benchFlags(fs)
 	scen := fs.String("scenario", bench.Echo, "comma-separated scenarios: "+strings.Join(bench.Scenarios, ", "))
-	addr := fs.String("addr", "127.0.0.1:8080", "target WebSocket host:port")
+	addr := fs.String("addr", "127.0.0.1:8080", "target: host:port, ws://host:port or wss://host:port")
+	useTLS := fs.Bool("tls", false, "wss://: TLS to --addr (as a wss:// address does)")
+	tlsCA := fs.String("tls-ca", "", "wss://: PEM file of the CA certificates that verify the server (default: the system's); the name checked is --addr's host")
+	tlsInsecure := fs.Bool("tls-insecure", false, "wss://: do not verify the server's certificate (the output says so)")
+	tlsResume := tlsResumeFlag(fs)
 	admin := fs.String("admin", "", "wsgate admin host:port (push, broadcast, rebalance; CPU, RSS and heap from /metrics)")
 	pids := fs.String("pids", "", "comma-separated target pids for CPU and memory (children included), instead of --admin's /metrics")
 	name := fs.String("name", "", "target name in reports (default --addr)")
@@ -97,6 +101,13 @@ func runBench(ctx context.Context, args []string, stdout io.Writer) error {
 	worker := fs.Bool("worker", false, "run as a worker process of `wsgate bench --procs` (JSON on stdout)")
 	if _, err := parseArgs(fs, args); err != nil {
 		return err
+	}
+	target, tlsCfg, err := benchTarget(*addr, *useTLS, *tlsCA, *tlsInsecure, *tlsResume)
+	if err != nil {
+		return usageError{err}
+	}
+	if tlsCfg != nil && tlsCfg.Insecure && !*worker {
+		fmt.Fprintln(os.Stderr, "wsgate bench: --tls-insecure: the server's certificate is NOT verified")
 	}
 	probe := bench.Probe{Admin: *admin}
 	if *pids != "" {
@@ -119,7 +130,7 @@ func runBench(ctx context.Context, args []string, stdout io.Writer) error {
 	var results []*bench.Result
 	var failed error
 	for _, s := range strings.Split(*scen, ",") {
-		cfg := bench.Config{Scenario: strings.TrimSpace(s), Target: *name, Addr: *addr, Admin: *admin, Probe: probe, KeyOffset: *offset}
+		cfg := bench.Config{Scenario: strings.TrimSpace(s), Target: *name, Addr: target, TLS: tlsCfg, Admin: *admin, Probe: probe, KeyOffset: *offset}
 		fill(&cfg)
 		if *worker {
 			return runWorker(ctx, cfg, stdout)
@@ -163,6 +174,31 @@ func runBench(ctx context.Context, args []string, stdout io.Writer) error {
 	return failed
 }
 
+// tlsResumeFlag registers --tls-resume (`wsgate bench` and `bench compare`).
+func tlsResumeFlag(fs *flagSet) *bool {
+	return fs.Bool("tls-resume", false, "wss://: resume the TLS sessions (tickets) of earlier connections; off, every connection makes a full handshake, so handshakes/s is the full cost")
+}
+
+// benchTarget reads --addr and the TLS flags: host:port, and the TLS
+// settings for wss:// (nil for plain WebSocket).
+func benchTarget(addr string, useTLS bool, ca string, insecure, resume bool) (string, *bench.TLSConfig, error) {
+	hostport, secure, err := bench.SplitURL(addr)
+	if err != nil {
+		return "", nil, err
+	}
+	switch {
+	case useTLS && strings.HasPrefix(addr, "ws://"):
+		return "", nil, fmt.Errorf("--tls with a ws:// address %q", addr)
+	case ca != "" && insecure:
+		return "", nil, errors.New("--tls-ca and --tls-insecure exclude each other")
+	case !useTLS && !secure && (ca != "" || insecure || resume):
+		return "", nil, errors.New("--tls-ca, --tls-insecure and --tls-resume need --tls or a wss:// address")
+	case !useTLS && !secure:
+		return hostport, nil, nil
+	}
+	return hostport, &bench.TLSConfig{CAFile: ca, Insecure: insecure, Resume: resume}, nil
+}
+
 // runWorker runs one scenario as a worker process: the result as one JSON
 // line on stdout, histograms included; for idle, a ready line first, then
 // the connections are held until stdin closes.
@@ -195,9 +231,18 @@ func runCompare(ctx context.Context, args []string, stdout io.Writer) error {
 	backends := fs.Int("backends", 3, "demo backend processes")
 	gwLoops := fs.Int("gateway-loops", 0, "wsgate --loops (default: number of CPUs)")
 	out := fs.String("out", "bin/bench-results", "directory for results.json, results.md, results.svg and the peers' configs")
+	useTLS := fs.Bool("tls", false, "the TLS round: every target terminates TLS with one self-signed ECDSA P-256 certificate (made into <out>/tls), the client dials wss:// and verifies it")
+	tlsResume := tlsResumeFlag(fs)
 	log, err := parseArgs(fs, args)
 	if err != nil {
 		return err
+	}
+	var tlsCfg *bench.TLSConfig
+	switch {
+	case *useTLS:
+		tlsCfg = &bench.TLSConfig{Resume: *tlsResume}
+	case *tlsResume:
+		return usageError{errors.New("--tls-resume needs --tls")}
 	}
 	var base bench.Config
 	fill(&base)
@@ -207,7 +252,7 @@ func runCompare(ctx context.Context, args []string, stdout io.Writer) error {
 	}
 	cc := bench.CompareConfig{
 		Binary: self, Dir: *out, Rounds: *rounds, Backends: *backends, GatewayLoops: *gwLoops,
-		Targets: split(*targets), Scenarios: split(*scen), WsgateOnly: split(*extra), Base: base, Log: log,
+		Targets: split(*targets), Scenarios: split(*scen), WsgateOnly: split(*extra), Base: base, TLS: tlsCfg, Log: log,
 	}
 	results, err := bench.Compare(ctx, cc)
 	if len(results) > 0 {

@@ -11,8 +11,10 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"os/signal"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -23,6 +25,7 @@ import (
 	"github.com/wsgate/wsgate/internal/cluster"
 	"github.com/wsgate/wsgate/internal/fanout"
 	"github.com/wsgate/wsgate/internal/membership"
+	"github.com/wsgate/wsgate/internal/tlscert"
 )
 
 const usage = `wsgate — a WebSocket edge tier that routes clients by key to stateful backends.
@@ -149,6 +152,9 @@ func gatewayFlags(fs *flagSet, listen, admin, defOrigins string) func(*gateway.C
 		issuer      = fs.String("auth-issuer", "", "client auth: required iss claim")
 		anonymous   = fs.Bool("auth-allow-anonymous", false, "client auth: let clients without a token in, keyless")
 		pprofOn     = fs.Bool("pprof", false, "serve /debug/pprof on the admin listener")
+		tlsCert     = fs.String("tls-cert", "", "TLS on the client listener (wss://): PEM certificate chain file; reloaded when it changes or on SIGHUP")
+		tlsKey      = fs.String("tls-key", "", "TLS on the client listener: PEM private key file (goes with --tls-cert)")
+		tlsReload   = fs.Duration("tls-reload", gateway.DefaultTLSReload, "how often --tls-cert and --tls-key are checked for a change")
 	)
 	off := func(v int64) int64 { // flag 0 = off; Config 0 = default, < 0 = off
 		if v == 0 {
@@ -207,6 +213,7 @@ func gatewayFlags(fs *flagSet, listen, admin, defOrigins string) func(*gateway.C
 		c.MaxFrameRate = int(off(int64(*frRate)))
 		c.PingInterval, c.IdleTimeout = time.Duration(off(int64(*pingIvl))), time.Duration(off(int64(*idleTO)))
 		c.MaxOutboundMemory = *outMem
+		c.TLSCert, c.TLSKey, c.TLSReload = *tlsCert, *tlsKey, *tlsReload
 		return nil
 	}
 }
@@ -246,6 +253,7 @@ func runDev(ctx context.Context, args []string, stdout io.Writer) error {
 	// another origin. A demo allows every origin; a gateway does not.
 	fill := gatewayFlags(fs, gateway.DefaultListen, gateway.DefaultAdmin, "*")
 	n := fs.Int("backends", 3, "demo backend nodes to start")
+	selfSigned := fs.Bool("tls-self-signed", false, "serve wss:// with a self-signed certificate for localhost made at start (printed: give it to clients as their CA)")
 	log, err := parseArgs(fs, args)
 	if err != nil {
 		return err
@@ -258,6 +266,25 @@ func runDev(ctx context.Context, args []string, stdout io.Writer) error {
 		return err
 	}
 	cfg.Logger = log
+	scheme, tlsNote := "ws", ""
+	if *selfSigned {
+		if cfg.TLSCert != "" {
+			return usageError{errors.New("--tls-self-signed and --tls-cert exclude each other")}
+		}
+		dir, err := os.MkdirTemp("", "wsgate-dev-tls-")
+		if err != nil {
+			return err
+		}
+		defer os.RemoveAll(dir)
+		if cfg.TLSCert, cfg.TLSKey, err = tlscert.Write(dir, 7*24*time.Hour); err != nil {
+			return err
+		}
+		tlsNote = "  TLS:        self-signed certificate for localhost/127.0.0.1 (this run only): " + cfg.TLSCert +
+			"\n              trust it in a client, e.g. websocat --ca-file / curl --cacert; a browser asks once\n"
+	}
+	if cfg.TLSCert != "" {
+		scheme = "wss"
+	}
 	tokenNote, auth := "", ""
 	if cfg.AdminToken == "" && cfg.Admin != "-" && !gateway.IsLoopbackAddr(cfg.Admin) {
 		// dev makes its own secret rather than expose an open admin API.
@@ -277,13 +304,14 @@ func runDev(ctx context.Context, args []string, stdout io.Writer) error {
 	fmt.Fprintf(stdout, `wsgate dev: gateway and %d backends running.
 
   Dashboard:  http://%[3]s/
-  WebSocket:  ws://%[2]s/ws/{userId}   (also /websocket/connect/{userId}, or ?userId=)
-  Admin API:  http://%[3]s/api/nodes   /api/ring?key=K   /metrics   /healthz
+  WebSocket:  %[6]s://%[2]s/ws/{userId}   (also /websocket/connect/{userId}, or ?userId=)
+%[7]s  Admin API:  http://%[3]s/api/nodes   /api/ring?key=K   /metrics   /healthz
   Push:       curl %[5]s-H 'Content-Type: application/json' -d '{"userId":"alice","message":"hi"}' http://%[3]s/api/send
   Scale:      curl %[5]s-H 'Content-Type: application/json' -d '{}' http://%[3]s/api/nodes ; curl %[5]s-X DELETE http://%[3]s/api/nodes/{id}
 %[4]s
 Ctrl-C stops the cluster (clients get close 1001).
-`, *n, g.Addr(), admin, tokenNote, auth)
+`, *n, g.Addr(), admin, tokenNote, auth, scheme, tlsNote)
+	go reloadOnHangup(ctx, g, log)
 	select {
 	case <-ctx.Done():
 	case err := <-g.Fatal():
@@ -385,6 +413,7 @@ func runGateway(ctx context.Context, args []string) error {
 	if err := g.Start(ctx); err != nil {
 		return err
 	}
+	go reloadOnHangup(ctx, g, log)
 	select {
 	case <-ctx.Done():
 	case err := <-g.Fatal():
@@ -505,4 +534,22 @@ func runBackend(ctx context.Context, args []string) error {
 		log.Warn("drain incomplete", "err", err)
 	}
 	return nil
+}
+
+// reloadOnHangup reloads the gateway's TLS certificate on SIGHUP (the
+// convention of nginx and HAProxy) until ctx ends. A SIGHUP never stops
+// the gateway.
+func reloadOnHangup(ctx context.Context, g *gateway.Gateway, log *slog.Logger) {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-hup:
+			log.Info("SIGHUP: reloading the TLS certificate")
+			_ = g.ReloadTLS() // a failure is logged and counted; the old certificate stays
+		}
+	}
 }
