@@ -5,11 +5,13 @@
 // locked to an OS thread) own every connection through epoll, so 20,000
 // connections cost 20,000 sockets and their small state, not 20,000
 // goroutines. Each connection is a minimal RFC 6455 client: masked frames,
-// ping answered, close answered.
+// ping answered, close answered; for wss:// the same loops run TLS too
+// (tls.go).
 package bench
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"net"
@@ -51,6 +53,8 @@ type EngineConfig struct {
 	Sources int
 	// Loops is the number of event loops; default the number of CPUs.
 	Loops int
+	// TLS, if set, makes every connection wss://: TLS over the same loops.
+	TLS *TLSConfig
 }
 
 // Engine owns the event loops and every connection dialled through it.
@@ -63,6 +67,7 @@ type Engine struct {
 	wg    sync.WaitGroup
 	mask  [4]byte
 	h     Handler
+	tls   *tlsClient // nil for plain WebSocket
 }
 
 func (e *Engine) handler() Handler { return e.h }
@@ -70,6 +75,7 @@ func (e *Engine) handler() Handler { return e.h }
 // Connection states.
 const (
 	stConnecting = iota
+	stTLS        // wss://: the TLS handshake
 	stHandshake
 	stOpen
 	stClosed
@@ -87,10 +93,11 @@ type Conn struct {
 	fd    int
 	l     *loop
 	state uint8
-	in    []byte // unparsed input kept between reads
-	out   []byte // output the socket did not take yet
-	frag  []byte // a fragmented message being assembled
 	fop   wsframe.OpCode
+	in    []byte   // unparsed input kept between reads (plaintext)
+	out   []byte   // output the socket did not take yet (ciphertext with TLS)
+	frag  []byte   // a fragmented message being assembled
+	tls   *tlsConn // wss:// only; a plain connection keeps its size (TestConnSize)
 }
 
 type loop struct {
@@ -105,6 +112,8 @@ type loop struct {
 	scratch []byte
 	tick    func(now int64)
 	stop    bool
+	tls     *loopTLS // wss:// only
+	tbuf    []byte   // wss://: decrypted input
 }
 
 // NewEngine starts the event loops. h receives every connection's events.
@@ -126,11 +135,20 @@ func NewEngine(cfg EngineConfig, h Handler) (*Engine, error) {
 		return nil, err
 	}
 	e := &Engine{cfg: cfg, dst: dst, host: cfg.Addr, base: time.Now(), h: h, mask: [4]byte{0x37, 0xfa, 0x21, 0x3d}}
+	if cfg.TLS != nil {
+		host, _, _ := net.SplitHostPort(cfg.Addr)
+		if e.tls, err = newTLSClient(cfg.TLS, host); err != nil {
+			return nil, err
+		}
+	}
 	for i := range cfg.Loops {
 		l, err := newLoop(e, i)
 		if err != nil {
 			e.Close()
 			return nil, err
+		}
+		if e.tls != nil {
+			l.tls = newLoopTLS(e.tls)
 		}
 		e.loops = append(e.loops, l)
 	}
@@ -154,8 +172,17 @@ func resolve(addr string) (unix.SockaddrInet4, error) {
 		return sa, fmt.Errorf("bench: target %q: %w", addr, err)
 	}
 	ip := net.ParseIP(host).To4()
+	if ip == nil && net.ParseIP(host) == nil {
+		// A name (wss:// certificates name hosts): its first IPv4 address.
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		ips, err := net.DefaultResolver.LookupIP(ctx, "ip4", host)
+		cancel()
+		if err == nil && len(ips) > 0 {
+			ip = ips[0].To4()
+		}
+	}
 	if ip == nil {
-		return sa, fmt.Errorf("bench: target %q: want an IPv4 address", addr)
+		return sa, fmt.Errorf("bench: target %q: want an IPv4 address or a name that has one", addr)
 	}
 	p, err := strconv.Atoi(port)
 	if err != nil || p <= 0 || p > 65535 {
@@ -316,6 +343,9 @@ func (l *loop) dial(id int, key string) {
 		return
 	}
 	c.fd = fd
+	if l.tls != nil {
+		c.tls = &tlsConn{c: c}
+	}
 	_ = unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
 	_ = unix.SetsockoptInt(fd, unix.IPPROTO_IP, unix.IP_BIND_ADDRESS_NO_PORT, 1)
 	src := unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, byte(1 + id%l.e.cfg.Sources)}}
@@ -351,15 +381,11 @@ func (l *loop) event(h Handler, c *Conn, ev uint32) {
 			l.fail(c, 0, errnoName(err))
 			return
 		}
-		c.state = stHandshake
-		req := l.scratch[:0]
-		req = append(req, "GET "...)
-		req = append(req, l.e.cfg.Path(c.Key)...)
-		req = append(req, " HTTP/1.1\r\nHost: "...)
-		req = append(req, l.e.host...)
-		req = append(req, "\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"...)
-		l.scratch = req
-		if !l.write(c, req) {
+		if c.tls != nil {
+			if !l.tlsHandshake(h, c) {
+				return
+			}
+		} else if !l.upgrade(c) {
 			return
 		}
 	} else if ev&unix.EPOLLOUT != 0 && len(c.out) > 0 {
@@ -370,6 +396,20 @@ func (l *loop) event(h Handler, c *Conn, ev uint32) {
 	if ev&(unix.EPOLLIN|unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
 		l.read(h, c, ev&(unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0)
 	}
+}
+
+// upgrade sends the upgrade request (over TLS for wss://); false if c
+// failed.
+func (l *loop) upgrade(c *Conn) bool {
+	c.state = stHandshake
+	req := l.scratch[:0]
+	req = append(req, "GET "...)
+	req = append(req, l.e.cfg.Path(c.Key)...)
+	req = append(req, " HTTP/1.1\r\nHost: "...)
+	req = append(req, l.e.host...)
+	req = append(req, "\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"...)
+	l.scratch = req
+	return l.write(c, req)
 }
 
 // read drains the socket and processes what came. The socket is
@@ -394,28 +434,37 @@ func (l *loop) read(h Handler, c *Conn, hup bool) {
 			l.fail(c, 0, "eof")
 			return
 		}
-		data := l.buf[:n]
-		if len(c.in) > 0 {
-			c.in = append(c.in, data...)
-			data = c.in
-		}
-		rest := l.process(h, c, data)
-		if c.state == stClosed {
-			return
-		}
-		if len(rest) == 0 {
-			c.in = c.in[:0]
-			if cap(c.in) > 4096 {
-				c.in = nil
-			}
-		} else if len(c.in) > 0 {
-			c.in = append(c.in[:0], rest...) // overlapping copy is safe: rest is a suffix
+		if c.tls != nil {
+			l.readTLS(h, c, l.buf[:n])
 		} else {
-			c.in = append([]byte(nil), rest...)
+			l.consume(h, c, l.buf[:n])
 		}
 		if n < len(l.buf) && !hup {
 			return
 		}
+	}
+}
+
+// consume processes input data (plaintext) of c after what c.in kept, and
+// keeps what is not a whole unit yet.
+func (l *loop) consume(h Handler, c *Conn, data []byte) {
+	if len(c.in) > 0 {
+		c.in = append(c.in, data...)
+		data = c.in
+	}
+	rest := l.process(h, c, data)
+	if c.state == stClosed {
+		return
+	}
+	if len(rest) == 0 {
+		c.in = c.in[:0]
+		if cap(c.in) > 4096 {
+			c.in = nil
+		}
+	} else if len(c.in) > 0 {
+		c.in = append(c.in[:0], rest...) // overlapping copy is safe: rest is a suffix
+	} else {
+		c.in = append([]byte(nil), rest...)
 	}
 }
 
@@ -480,7 +529,7 @@ func (l *loop) process(h Handler, c *Conn, data []byte) []byte {
 		case wsframe.OpClose:
 			code, reason, _ := wsframe.ParseClosePayload(payload)
 			l.scratch = wsframe.AppendMaskedClose(l.scratch[:0], code, "", l.e.mask)
-			_, _ = unix.Write(c.fd, l.scratch)
+			l.writeLast(c, l.scratch)
 			l.fail(c, int(code), string(reason))
 			return nil
 		}
@@ -509,8 +558,28 @@ func (l *loop) send(c *Conn, op wsframe.OpCode, payload []byte) bool {
 	return l.write(c, l.scratch)
 }
 
-// write writes b or queues what the socket does not take; false if c failed.
+// write writes b (encrypted for wss://) or queues what the socket does not
+// take; false if c failed.
 func (l *loop) write(c *Conn, b []byte) bool {
+	if c.tls != nil {
+		return l.writeTLS(c, b)
+	}
+	return l.writeRaw(c, b)
+}
+
+// writeLast writes b once, best effort, to a connection about to close.
+func (l *loop) writeLast(c *Conn, b []byte) {
+	if c.tls != nil {
+		c.tls.last = true
+		_, _ = c.tls.tc.Write(b)
+		return
+	}
+	_, _ = unix.Write(c.fd, b)
+}
+
+// writeRaw writes b to the socket or queues what it does not take; false
+// if c failed.
+func (l *loop) writeRaw(c *Conn, b []byte) bool {
 	if len(c.out) > 0 {
 		c.out = append(c.out, b...)
 		return true

@@ -50,6 +50,8 @@ type Config struct {
 	// Backends, if set, reads the backends' CPU (echo reports it beside
 	// the target's, to show the backends were not the bottleneck).
 	Backends *Probe
+	// TLS, if set, makes the connections wss:// (TLS to Addr).
+	TLS *TLSConfig
 
 	Conns     int           // connections; default DefaultConns
 	Keys      int           // key space: connection i uses key KeyPrefix + i%Keys; default Conns
@@ -151,6 +153,9 @@ type Result struct {
 	Scenario string `json:"scenario"`
 	Round    int    `json:"round,omitempty"`
 	Conns    int    `json:"conns"`
+	// TLS is what wss:// connections negotiated ("TLS 1.3, ..., X25519,
+	// ..."); empty for plain WebSocket. Reports keep TLS results apart.
+	TLS string `json:"tls,omitempty"`
 
 	// Every scenario: connections that failed, by reason.
 	Failures map[string]int `json:"failures,omitempty"`
@@ -224,7 +229,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	r.ctx = ctx
 	r.opened = make([]atomic.Int64, cfg.Conns)
 	r.owner = make([]atomic.Pointer[string], cfg.Conns)
-	e, err := NewEngine(EngineConfig{Addr: cfg.Addr, Sources: cfg.Sources, Loops: cfg.Loops, Path: cfg.Path}, r)
+	e, err := NewEngine(EngineConfig{Addr: cfg.Addr, Sources: cfg.Sources, Loops: cfg.Loops, Path: cfg.Path, TLS: cfg.TLS}, r)
 	if err != nil {
 		return nil, err
 	}
@@ -238,6 +243,12 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	runErr := scenarioRuns[cfg.Scenario](r)
 	e.CloseAll()
 	r.res.Failures = r.fails.snapshot()
+	if cfg.TLS != nil {
+		r.res.TLS = e.TLSInfo()
+		if r.res.TLS == "" {
+			r.res.TLS = tlsNoHandshake
+		}
+	}
 	if cfg.Histograms {
 		r.res.HandshakeHist = merged(r.hs...).Export()
 		r.res.LatencyHist = merged(r.lat...).Export()

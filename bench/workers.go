@@ -161,6 +161,9 @@ func mergeInto(res *Result, parts []*Result) {
 		res.Throughput += r.Throughput
 		res.Drops += r.Drops
 		res.Size, res.Window, res.Rate = r.Size, r.Window, r.Rate
+		if res.TLS == "" || res.TLS == tlsNoHandshake {
+			res.TLS = r.TLS
+		}
 		cpu += r.CPUSeconds
 		if r.HandshakeHist != nil {
 			hs = append(hs, hdrhistogram.Import(r.HandshakeHist))
