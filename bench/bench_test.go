@@ -119,3 +119,30 @@ func TestMedian(t *testing.T) {
 		t.Fatal("median")
 	}
 }
+
+// TestSummarizeTLSApart: plain and TLS results of the same target and
+// scenario are summarized, tabled and charted apart.
+func TestSummarizeTLSApart(t *testing.T) {
+	const info = "TLS 1.3, TLS_AES_128_GCM_SHA256, X25519"
+	results := []*Result{
+		{Target: "wsgate", Scenario: Connect, HandshakeRate: 20000},
+		{Target: "wsgate", Scenario: Connect, HandshakeRate: 6000, TLS: tlsNoHandshake},
+		{Target: "wsgate", Scenario: Connect, HandshakeRate: 5000, TLS: info},
+		{Target: "nginx", Scenario: Connect, HandshakeRate: 2500, TLS: info},
+	}
+	sums := Summarize(results)
+	if len(sums) != 3 || sums[0].TLS != "" || sums[1].TLS != info || sums[1].Rounds != 2 || sums[1].Figures[0].Value != 5500 {
+		t.Fatalf("Summarize: %+v", sums)
+	}
+	var md strings.Builder
+	WriteMarkdown(&md, sums, "wsgate")
+	for _, want := range []string{"**connect**", "| wsgate | 1 | 20,000 |", "**connect, over TLS (wss://)**",
+		"| wsgate | 2 | 5,500 |", "| *wsgate / nginx* | | *2.20×* |", "- nginx: " + info} {
+		if !strings.Contains(md.String(), want) {
+			t.Errorf("markdown lacks %q:\n%s", want, md.String())
+		}
+	}
+	if svg := Chart(sums); !strings.Contains(svg, ">wsgate (TLS)<") || !strings.Contains(svg, ">wsgate<") {
+		t.Errorf("chart labels:\n%s", svg)
+	}
+}

@@ -93,28 +93,48 @@ func maxOf(xs []float64) float64 {
 }
 
 // Summary is the median of each figure over a target's rounds of one
-// scenario.
+// scenario, over plain WebSocket or over TLS.
 type Summary struct {
 	Scenario string
 	Target   string
-	Rounds   int
-	Figures  []Figure
+	// TLS is what the target's wss:// connections negotiated (Result.TLS
+	// of its first round that completed a handshake); empty for plain.
+	TLS     string
+	Rounds  int
+	Figures []Figure
 }
 
-// Summarize groups results by scenario and target (in first-seen order)
-// and takes each figure's median over the rounds.
+// Label is the target's name in charts: " (TLS)" follows it over wss://.
+func (s Summary) Label() string {
+	if s.TLS != "" {
+		return s.Target + " (TLS)"
+	}
+	return s.Target
+}
+
+// Summarize groups results by scenario, plain or TLS, and target (in
+// first-seen order, plain before TLS) and takes each figure's median over
+// the rounds.
 func Summarize(results []*Result) []Summary {
-	type k struct{ s, t string }
+	type k struct {
+		s, t string
+		tls  bool
+	}
 	var order []k
 	groups := map[k][]*Result{}
 	for _, r := range results {
-		key := k{r.Scenario, r.Target}
+		key := k{r.Scenario, r.Target, r.TLS != ""}
 		if _, ok := groups[key]; !ok {
 			order = append(order, key)
 		}
 		groups[key] = append(groups[key], r)
 	}
-	sort.SliceStable(order, func(i, j int) bool { return scenarioIndex(order[i].s) < scenarioIndex(order[j].s) })
+	sort.SliceStable(order, func(i, j int) bool {
+		if a, b := scenarioIndex(order[i].s), scenarioIndex(order[j].s); a != b {
+			return a < b
+		}
+		return !order[i].tls && order[j].tls
+	})
 	var out []Summary
 	for _, key := range order {
 		rs := groups[key]
@@ -131,7 +151,13 @@ func Summarize(results []*Result) []Summary {
 				base[i].Value = median(vs)
 			}
 		}
-		out = append(out, Summary{Scenario: key.s, Target: key.t, Rounds: len(rs), Figures: base})
+		sum := Summary{Scenario: key.s, Target: key.t, Rounds: len(rs), Figures: base}
+		for _, r := range rs {
+			if sum.TLS == "" || sum.TLS == tlsNoHandshake {
+				sum.TLS = r.TLS
+			}
+		}
+		out = append(out, sum)
 	}
 	return out
 }
@@ -178,17 +204,22 @@ func addCommas(s string) string {
 	return b.String()
 }
 
-// WriteMarkdown writes one table per scenario (rows: targets; columns:
-// figures, medians over rounds) and, when ref names a target, a ratio
-// table ref / peer for every figure of every other target.
+// WriteMarkdown writes one table per scenario, plain and over TLS apart
+// (rows: targets; columns: figures, medians over rounds) and, when ref
+// names a target, a ratio row ref / peer for every figure of every other
+// target. Under a TLS table, what each target negotiated.
 func WriteMarkdown(w io.Writer, sums []Summary, ref string) {
 	for i := 0; i < len(sums); {
 		j := i
-		for j < len(sums) && sums[j].Scenario == sums[i].Scenario {
+		for j < len(sums) && sums[j].Scenario == sums[i].Scenario && (sums[j].TLS != "") == (sums[i].TLS != "") {
 			j++
 		}
 		group := sums[i:j]
-		fmt.Fprintf(w, "\n**%s**\n\n| target | rounds |", group[0].Scenario)
+		title := group[0].Scenario
+		if group[0].TLS != "" {
+			title += ", over TLS (wss://)"
+		}
+		fmt.Fprintf(w, "\n**%s**\n\n| target | rounds |", title)
 		for _, f := range group[0].Figures {
 			fmt.Fprintf(w, " %s |", f.Name)
 		}
@@ -205,6 +236,12 @@ func WriteMarkdown(w io.Writer, sums []Summary, ref string) {
 		if rs := ratios(group, ref); len(rs) > 0 {
 			for _, line := range rs {
 				fmt.Fprintln(w, line)
+			}
+		}
+		if group[0].TLS != "" {
+			fmt.Fprintln(w)
+			for _, s := range group {
+				fmt.Fprintf(w, "- %s: %s\n", s.Target, s.TLS)
 			}
 		}
 		i = j
@@ -296,7 +333,7 @@ func Chart(sums []Summary) string {
 			}
 			for _, f := range s.Figures {
 				if f.Name == cf.figure && !math.IsNaN(f.Value) {
-					p.bars = append(p.bars, bar{s.Target, f.Value})
+					p.bars = append(p.bars, bar{s.Label(), f.Value})
 				}
 			}
 		}
@@ -377,7 +414,7 @@ func latencyLines(b *strings.Builder, sums []Summary, width int, colorOf func(st
 		if s.Scenario != Echo {
 			continue
 		}
-		se := series{target: s.Target}
+		se := series{target: s.Label()}
 		for _, n := range names {
 			v := math.NaN()
 			for _, f := range s.Figures {
