@@ -15,6 +15,8 @@ import (
 	"syscall"
 	"text/template"
 	"time"
+
+	"github.com/wsgate/wsgate/internal/tlscert"
 )
 
 // CompareConfig configures a side-by-side run: the same demo backends
@@ -29,7 +31,41 @@ type CompareConfig struct {
 	Scenarios    []string // run against every target
 	WsgateOnly   []string // run against wsgate only (push, broadcast)
 	Base         Config   // scenario settings; Scenario, Target, Addr, Admin and Probe are filled in
-	Log          *slog.Logger
+	// TLS, if set, runs the TLS round: every target terminates TLS with one
+	// self-signed ECDSA P-256 certificate made into <Dir>/tls, in front of
+	// the same plain backends, and the client dials wss:// trusting that
+	// certificate (TLS.CAFile is set to it).
+	TLS *TLSConfig
+	Log *slog.Logger
+}
+
+// tlsFiles are the TLS round's certificate files (absolute paths).
+type tlsFiles struct {
+	Cert, Key string // PEM certificate, PEM private key
+	PEM       string // both in one file, as HAProxy's crt wants
+}
+
+// writeTLSFiles makes a self-signed ECDSA P-256 certificate for 127.0.0.1
+// and localhost into dir.
+func writeTLSFiles(dir string) (*tlsFiles, error) {
+	dir, err := filepath.Abs(dir)
+	if err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
+	cert, key, err := tlscert.Write(dir, 30*24*time.Hour, "127.0.0.1", "localhost")
+	if err != nil {
+		return nil, err
+	}
+	cb, err1 := os.ReadFile(cert)
+	kb, err2 := os.ReadFile(key)
+	if err := errors.Join(err1, err2); err != nil {
+		return nil, err
+	}
+	f := &tlsFiles{Cert: cert, Key: key, PEM: filepath.Join(dir, "combined.pem")}
+	return f, os.WriteFile(f.PEM, append(cb, kb...), 0o600)
 }
 
 // proc is a child process with its output in a log file.
@@ -147,6 +183,16 @@ func Compare(ctx context.Context, cfg CompareConfig) ([]*Result, error) {
 			}
 		}
 	}
+	var tf *tlsFiles
+	if cfg.TLS != nil {
+		var err error
+		if tf, err = writeTLSFiles(filepath.Join(cfg.Dir, "tls")); err != nil {
+			return nil, fmt.Errorf("bench: TLS certificate: %w", err)
+		}
+		tc := *cfg.TLS
+		tc.CAFile = tf.Cert
+		cfg.Base.TLS = &tc
+	}
 	logs := filepath.Join(cfg.Dir, "logs")
 	var backends []backendProc
 	var bprocs []*proc
@@ -192,7 +238,7 @@ func Compare(ctx context.Context, cfg CompareConfig) ([]*Result, error) {
 				// A fresh target per scenario: memory baselines and CPU
 				// counters start clean, and no scenario inherits another's
 				// connections in TIME_WAIT or half-closed.
-				t, err := startTarget(ctx, cfg, name, backends)
+				t, err := startTarget(ctx, cfg, name, backends, tf)
 				if err != nil {
 					return results, err
 				}
@@ -229,7 +275,7 @@ func oneLine(r *Result) string {
 	return strings.Join(parts, " ")
 }
 
-func startTarget(ctx context.Context, cfg CompareConfig, name string, backends []backendProc) (*target, error) {
+func startTarget(ctx context.Context, cfg CompareConfig, name string, backends []backendProc, tf *tlsFiles) (*target, error) {
 	port, err := freePort()
 	if err != nil {
 		return nil, err
@@ -251,6 +297,9 @@ func startTarget(ctx context.Context, cfg CompareConfig, name string, backends [
 		for _, b := range backends {
 			args = append(args, "--backend", b.ID+"="+b.Link)
 		}
+		if tf != nil {
+			args = append(args, "--tls-cert", tf.Cert, "--tls-key", tf.Key)
+		}
 		p, err := startProc(logs, "wsgate", args...)
 		if err != nil {
 			return nil, err
@@ -258,7 +307,7 @@ func startTarget(ctx context.Context, cfg CompareConfig, name string, backends [
 		t.procs = []*proc{p}
 		t.probe = Probe{Admin: t.admin, Pids: func() []int { return []int{p.cmd.Process.Pid} }}
 	case "nginx":
-		dir, conf, err := writeConfig(cfg.Dir, "nginx", "nginx.conf", nginxConf, addr, backends)
+		dir, conf, err := writeConfig(cfg.Dir, "nginx", "nginx.conf", nginxConf, addr, backends, tf)
 		if err != nil {
 			return nil, err
 		}
@@ -269,7 +318,7 @@ func startTarget(ctx context.Context, cfg CompareConfig, name string, backends [
 		t.procs = []*proc{p}
 		t.probe = Probe{Pids: func() []int { return WithChildren(p.cmd.Process.Pid) }}
 	case "haproxy":
-		_, conf, err := writeConfig(cfg.Dir, "haproxy", "haproxy.cfg", haproxyConf, addr, backends)
+		_, conf, err := writeConfig(cfg.Dir, "haproxy", "haproxy.cfg", haproxyConf, addr, backends, tf)
 		if err != nil {
 			return nil, err
 		}
@@ -308,12 +357,13 @@ type peerConf struct {
 	Dir      string
 	Backends []backendProc
 	Cores    int
-	MaxConn  int // HAProxy maxconn per process
+	MaxConn  int       // HAProxy maxconn per process
+	TLS      *tlsFiles // the TLS round's certificate; nil for plain
 }
 
 // writeConfig renders a peer's config template into <out>/<peer>/<file>
 // and returns that directory (absolute) and the file's path.
-func writeConfig(out, peer, file, tmpl, addr string, backends []backendProc) (dir, path string, err error) {
+func writeConfig(out, peer, file, tmpl, addr string, backends []backendProc, tf *tlsFiles) (dir, path string, err error) {
 	if dir, err = filepath.Abs(filepath.Join(out, peer)); err != nil {
 		return "", "", err
 	}
@@ -330,7 +380,7 @@ func writeConfig(out, peer, file, tmpl, addr string, backends []backendProc) (di
 		return "", "", err
 	}
 	defer f.Close()
-	data := peerConf{Listen: addr, Dir: dir, Backends: backends, Cores: runtime.NumCPU(), MaxConn: 9900}
+	data := peerConf{Listen: addr, Dir: dir, Backends: backends, Cores: runtime.NumCPU(), MaxConn: 9900, TLS: tf}
 	return dir, path, t.Execute(f, data)
 }
 
@@ -339,7 +389,10 @@ func writeConfig(out, peer, file, tmpl, addr string, backends []backendProc) (di
 // multi_accept, SO_REUSEPORT listeners (one accept queue per worker), no
 // access log, upgrade headers passed, and consistent hashing on userId.
 // Upstream keepalive is set although upgraded connections never return
-// to the pool (it helps only non-upgrade requests).
+// to the pool (it helps only non-upgrade requests). In the TLS round it
+// terminates TLS 1.2 and 1.3 with the round's certificate, X25519 or P-256,
+// and the usual shared session cache (the client resumes no session
+// unless asked to).
 const nginxConf = `# Generated by wsgate bench compare.
 worker_processes {{.Cores}};
 worker_rlimit_nofile 20000;
@@ -367,8 +420,16 @@ http {
         keepalive 64;
     }
     server {
-        listen {{.Listen}} reuseport backlog=4096;
+        listen {{.Listen}}{{if .TLS}} ssl{{end}} reuseport backlog=4096;
         tcp_nodelay on;
+{{- if .TLS}}
+        ssl_certificate {{.TLS.Cert}};
+        ssl_certificate_key {{.TLS.Key}};
+        ssl_protocols TLSv1.2 TLSv1.3;
+        ssl_ecdh_curve X25519:prime256v1;
+        ssl_session_cache shared:SSL:10m;
+        ssl_session_timeout 1h;
+{{- end}}
         location / {
             proxy_pass http://backends;
             proxy_http_version 1.1;
@@ -385,12 +446,21 @@ http {
 
 // haproxyConf is HAProxy in its usual tuned form for WebSocket proxying:
 // HTTP mode (it sees the upgrade and tunnels), url_param hashing with
-// consistent hash-type, long tunnel timeouts, no logging.
+// consistent hash-type, long tunnel timeouts, no logging. In the TLS round
+// it terminates TLS (1.2 at least) with the round's certificate and
+// ALPN http/1.1; its TLS 1.3 suites are listed with AES-128-GCM first
+// because HAProxy picks by its own order (OpenSSL's puts AES-256 first),
+// while nginx and wsgate follow the client's, which is AES-128-GCM first:
+// so all three negotiate the same suite.
 const haproxyConf = `# Generated by wsgate bench compare.
 global
     maxconn {{.MaxConn}}
     nbthread 1
     tune.maxaccept 64
+{{- if .TLS}}
+    ssl-default-bind-options ssl-min-ver TLSv1.2
+    ssl-default-bind-ciphersuites TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256
+{{- end}}
 defaults
     mode http
     timeout connect 5s
@@ -400,7 +470,7 @@ defaults
     timeout http-request 10s
     option http-keep-alive
 frontend fe
-    bind {{.Listen}} backlog 4096
+    bind {{.Listen}} backlog 4096{{if .TLS}} ssl crt {{.TLS.PEM}} alpn http/1.1{{end}}
     maxconn {{.MaxConn}}
     default_backend be
 backend be
