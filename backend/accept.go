@@ -1,6 +1,7 @@
 package backend
 
 import (
+	"crypto/tls"
 	"errors"
 	"net"
 	"os"
@@ -18,11 +19,12 @@ const (
 	rejectFDExhausted
 	rejectBadHello
 	rejectBadAuth
+	rejectBadTLS
 	numRejectReasons
 )
 
 // rejectReasons are the reason labels (LinksRejected.ByReason).
-var rejectReasons = [numRejectReasons]string{"max_links", "max_pending", "hello_timeout", "fd_exhausted", "bad_hello", "bad_auth"}
+var rejectReasons = [numRejectReasons]string{"max_links", "max_pending", "hello_timeout", "fd_exhausted", "bad_hello", "bad_auth", "bad_tls"}
 
 // Accept loop tuning.
 const (
@@ -121,6 +123,9 @@ func (n *Node) acceptLoop(ln net.Listener) {
 // admit makes c a link, or closes it at once (before reading anything) if
 // the node is closing or over MaxLinks or MaxPendingLinks.
 func (n *Node) admit(c net.Conn) {
+	if n.cfg.TLS != nil {
+		c = tls.Server(c, n.cfg.TLS) // the handshake runs in serve, within HelloTimeout
+	}
 	l := newLink(n, c)
 	l.source, _, _ = net.SplitHostPort(c.RemoteAddr().String())
 	reason := -1

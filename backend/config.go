@@ -1,9 +1,12 @@
 package backend
 
 import (
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"time"
 
 	"github.com/wsgate/wsgate/internal/wire"
@@ -67,6 +70,12 @@ type Config struct {
 	// frame: a peer that does not is answered with an Error and closed, and
 	// counted (LinksRejected.BadAuth). The same secret goes to the gateways.
 	ClusterSecret []byte
+	// TLS, when set, makes the link listener speak TLS (mutual TLS with
+	// ClientAuth tls.RequireAndVerifyClientCert and ClientCAs: a gateway
+	// must show a certificate of the cluster's CA). The handshake runs
+	// within HelloTimeout; a failure is counted as links rejected
+	// "bad_tls". `wsgate backend --link-tls-*` builds it (LinkTLSConfig).
+	TLS *tls.Config
 
 	// MaxLinks is the most links the node holds at once, counting those
 	// still in the Hello handshake (default 1024). A connection accepted
@@ -157,4 +166,32 @@ func (c Config) withDefaults() (Config, error) {
 		return c, fmt.Errorf("backend: Config.MaxLinkReassembly %d must be at least MaxMessage %d", c.MaxLinkReassembly, c.MaxMessage)
 	}
 	return c, nil
+}
+
+// LinkTLSConfig builds Config.TLS for mutual TLS on links from PEM files:
+// the node's certificate and key, and the CA that signs the gateways'
+// certificates (`wsgate backend --link-tls-cert --link-tls-key
+// --link-tls-ca`). TLS 1.3 only: both ends are wsgate. Errors name the flag.
+func LinkTLSConfig(certFile, keyFile, caFile string) (*tls.Config, error) {
+	if certFile == "" || keyFile == "" || caFile == "" {
+		return nil, errors.New("--link-tls-cert, --link-tls-key and --link-tls-ca go together")
+	}
+	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+	if err != nil {
+		return nil, fmt.Errorf("--link-tls-cert %s / --link-tls-key %s: %w", certFile, keyFile, err)
+	}
+	pemCA, err := os.ReadFile(caFile)
+	if err != nil {
+		return nil, fmt.Errorf("--link-tls-ca: %w", err)
+	}
+	cas := x509.NewCertPool()
+	if !cas.AppendCertsFromPEM(pemCA) {
+		return nil, fmt.Errorf("--link-tls-ca %s: no PEM certificate in it", caFile)
+	}
+	return &tls.Config{
+		MinVersion:   tls.VersionTLS13,
+		Certificates: []tls.Certificate{cert},
+		ClientAuth:   tls.RequireAndVerifyClientCert,
+		ClientCAs:    cas,
+	}, nil
 }

@@ -92,7 +92,7 @@ func TestMaxLinks(t *testing.T) {
 	if st := n.Stats(); st.LinksRejected != (backend.LinksRejected{MaxLinks: 2}) || st.Links != 3 {
 		t.Fatalf("Stats %+v", st)
 	}
-	if got := n.Stats().LinksRejected.ByReason(); got["max_links"] != 2 || len(got) != 6 {
+	if got := n.Stats().LinksRejected.ByReason(); got["max_links"] != 2 || len(got) != 7 {
 		t.Fatalf("ByReason %v", got)
 	}
 

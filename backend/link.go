@@ -2,6 +2,7 @@ package backend
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -182,6 +183,16 @@ func (l *link) handshakeDone() {
 func (l *link) handshake() error {
 	cfg := &l.n.cfg
 	_ = l.c.SetDeadline(time.Now().Add(cfg.HelloTimeout))
+	if tc, ok := l.c.(*tls.Conn); ok {
+		if err := tc.Handshake(); err != nil {
+			var ne net.Error
+			if !errors.As(err, &ne) || !ne.Timeout() {
+				l.n.reject(rejectBadTLS, remoteAddr(l.c))
+				return fmt.Errorf("%w: TLS: %w", errBadHello, err)
+			}
+			return err
+		}
+	}
 	reply := func(code uint16, text string, err error) error {
 		l.n.reject(rejectBadHello, remoteAddr(l.c))
 		_, _ = l.c.Write(wire.AppendError(nil, code, text))

@@ -206,11 +206,12 @@ type LinksRejected struct {
 	FDExhausted  uint64 // (fd_exhausted) accepted and closed on the reserve descriptor while the process was out of descriptors
 	BadHello     uint64 // (bad_hello) the first frame was not an acceptable gateway Hello (answered with an Error frame)
 	BadAuth      uint64 // (bad_auth) the peer did not prove it holds Config.ClusterSecret (answered with an Error frame)
+	BadTLS       uint64 // (bad_tls) the TLS handshake failed (Config.TLS: no or an untrusted client certificate, not TLS)
 }
 
 // ByReason returns the counters keyed by reason label: "max_links",
 // "max_pending", "hello_timeout", "fd_exhausted", "bad_hello" and
-// "bad_auth" (always all six).
+// "bad_auth", "bad_tls" (always all seven).
 func (r LinksRejected) ByReason() map[string]uint64 {
 	return map[string]uint64{
 		rejectReasons[rejectMaxLinks]:     r.MaxLinks,
@@ -219,6 +220,7 @@ func (r LinksRejected) ByReason() map[string]uint64 {
 		rejectReasons[rejectFDExhausted]:  r.FDExhausted,
 		rejectReasons[rejectBadHello]:     r.BadHello,
 		rejectReasons[rejectBadAuth]:      r.BadAuth,
+		rejectReasons[rejectBadTLS]:       r.BadTLS,
 	}
 }
 
@@ -235,6 +237,7 @@ func (n *Node) Stats() Stats {
 		FDExhausted:  rj[rejectFDExhausted].Load(),
 		BadHello:     rj[rejectBadHello].Load(),
 		BadAuth:      rj[rejectBadAuth].Load(),
+		BadTLS:       rj[rejectBadTLS].Load(),
 	}
 	st.SessionsReassemblyShed = n.stats.shed.Load()
 	st.MessagesIn, st.BytesIn = n.stats.msgsIn.Load(), n.stats.bytesIn.Load()

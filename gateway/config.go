@@ -124,6 +124,11 @@ type Config struct {
 	// TLSReload is how often the two files are checked for a change;
 	// default DefaultTLSReload (ReloadTLS, on SIGHUP, reloads at once).
 	TLSReload time.Duration
+	// LinkTLSCert, LinkTLSKey and LinkTLSCA turn on mutual TLS on backend
+	// links (all three, and the same CA on the backends): the gateway
+	// shows its certificate, and a backend must show one that chains to
+	// the CA and names the address dialled.
+	LinkTLSCert, LinkTLSKey, LinkTLSCA string
 
 	// Auth turns on client authentication with JWTs (auth.go).
 	Auth AuthConfig

@@ -105,11 +105,29 @@ func (c *control) run() {
 	}
 }
 
+// dial connects to the backend: plain TCP, or mutual TLS with
+// --link-tls-* (a failed TLS handshake counts as a link authentication
+// failure).
+func (c *control) dial() (net.Conn, error) {
+	const timeout = 5 * time.Second
+	if lt := c.g.linkTLS; lt != nil {
+		_, tc, err := lt.dial(c.ctx, c.node.Addr, timeout)
+		if tlsErr := (*linkTLSError)(nil); errors.As(err, &tlsErr) {
+			c.g.metrics.linkAuthFailed(c.node.ID)
+		}
+		if err != nil {
+			return nil, err
+		}
+		return tc, nil
+	}
+	d := net.Dialer{Timeout: timeout}
+	return d.DialContext(c.ctx, "tcp", c.node.Addr)
+}
+
 // session dials, exchanges Hello, then reads until the link fails. up
 // reports whether the handshake completed.
 func (c *control) session() (up bool, err error) {
-	d := net.Dialer{Timeout: 5 * time.Second}
-	conn, err := d.DialContext(c.ctx, "tcp", c.node.Addr)
+	conn, err := c.dial()
 	if err != nil {
 		return false, err
 	}

@@ -62,6 +62,7 @@ type Gateway struct {
 	origins    *originPolicy
 	auth       *verifier    // nil: clients are not authenticated
 	tls        *edgeTLS     // nil: the client listener is plain TCP
+	linkTLS    *linkTLS     // nil: links are plain TCP
 	held       atomic.Int64 // client sockets admitted and not yet closed (handshaking, open, closing)
 	lingering  atomic.Int64 // refused connections waiting for their client to read the answer
 	starvedAt  atomic.Int64 // unix nanos of the last accept that failed for want of descriptors
@@ -107,8 +108,15 @@ func New(cfg Config) (*Gateway, error) {
 			return nil, &ConfigError{err.Error()}
 		}
 	}
+	var lt *linkTLS
+	if cfg.LinkTLSCert != "" || cfg.LinkTLSKey != "" || cfg.LinkTLSCA != "" {
+		if lt, err = newLinkTLS(cfg.LinkTLSCert, cfg.LinkTLSKey, cfg.LinkTLSCA); err != nil {
+			return nil, &ConfigError{err.Error()}
+		}
+	}
 	g := &Gateway{
 		tls:        edge,
+		linkTLS:    lt,
 		cfg:        cfg,
 		log:        cfg.Logger.With("component", "gateway"),
 		loopsUp:    make(chan struct{}),
@@ -416,7 +424,7 @@ func (g *Gateway) OnTraffic(c gnet.Conn) gnet.Action {
 	case *session:
 		return x.loop.onTraffic(x, c)
 	case *tlsConn:
-		return x.s.loop.tlsTraffic(x, c)
+		return x.loop.tlsTraffic(x, c)
 	case *link:
 		return x.loop.linkTraffic(x, c)
 	}
@@ -427,7 +435,9 @@ func (g *Gateway) OnTraffic(c gnet.Conn) gnet.Action {
 func (g *Gateway) OnClose(c gnet.Conn, err error) gnet.Action {
 	ctx := c.Context()
 	if t, ok := ctx.(*tlsConn); ok {
-		ctx = t.s
+		if ctx = t.s; t.k != nil {
+			ctx = t.k
+		}
 	}
 	switch x := ctx.(type) {
 	case *session:

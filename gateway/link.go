@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/lesismal/llib/std/crypto/tls"
 	"github.com/panjf2000/gnet/v2"
 
 	"github.com/wsgate/wsgate/internal/ring"
@@ -26,7 +27,11 @@ type link struct {
 	loop *loop
 	node string
 	addr string
-	conn gnet.Conn // nil while dialling and after close
+	conn gnet.Conn // nil while dialling (and in the TLS handshake) and after close
+	// tlsHandshaken is the TLS state after the dialling goroutine's
+	// handshake, handed to the loop with the socket (written before
+	// Enroll, read in OnOpen after it).
+	tlsHandshaken *tls.Conn
 
 	pending  []byte // frames written while dialling, flushed on open
 	sessions int    // sessions routed to this link
@@ -78,6 +83,19 @@ func (l *loop) linkTo(m *ring.Member) *link {
 	// registers the socket on this loop and calls OnOpen there.
 	go func() {
 		err := func() error {
+			if g.linkTLS != nil {
+				raw, tc, err := g.linkTLS.dial(context.Background(), k.addr, linkDialTimeout)
+				if err != nil {
+					return err
+				}
+				k.tlsHandshaken = tc
+				ch, err := l.el.Enroll(gnet.NewContext(context.Background(), k), raw) // gnet dups the socket and closes raw
+				if err != nil {
+					_ = raw.Close()
+					return err
+				}
+				return (<-ch).Err
+			}
 			addr, err := net.ResolveTCPAddr("tcp", k.addr)
 			if err != nil {
 				return err
@@ -89,6 +107,9 @@ func (l *loop) linkTo(m *ring.Member) *link {
 			return (<-ch).Err
 		}()
 		if err != nil {
+			if tlsErr := (*linkTLSError)(nil); errors.As(err, &tlsErr) {
+				g.metrics.linkAuthFailed(k.node)
+			}
 			g.log.Warn("link dial failed", "node", k.node, "addr", k.addr, "err", err)
 			_ = l.exec(func() { l.linkFailed(k, wsframe.CloseTryAgainLater, "backend unavailable") })
 		}
@@ -187,6 +208,10 @@ func (l *loop) linkOpened(k *link, c gnet.Conn) []byte {
 	if k.closed || k.retired && k.sessions == 0 {
 		k.closed = true
 		_ = c.Close()
+		return nil
+	}
+	if k.tlsHandshaken != nil {
+		l.linkTLSOpened(k, c)
 		return nil
 	}
 	k.conn = c

@@ -7,6 +7,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -14,6 +15,8 @@ import (
 
 	"github.com/lesismal/llib/std/crypto/tls"
 	"github.com/panjf2000/gnet/v2"
+
+	"github.com/wsgate/wsgate/internal/wsframe"
 )
 
 // TLS at the edge.
@@ -164,8 +167,10 @@ func (g *Gateway) watchTLS(ctx context.Context) {
 type tlsConn struct {
 	gnet.Conn
 	tc   *tls.Conn
-	s    *session
-	in   []byte // decrypted input; only during tlsTraffic
+	loop *loop
+	s    *session // the client session, or nil on a link
+	k    *link    // the backend link (--link-tls-*), or nil on a client connection
+	in   []byte   // decrypted input; only during tlsTraffic
 	off  int    // bytes of in consumed by the session reader
 	rest []byte // unconsumed plaintext carried to the next traffic
 }
@@ -179,7 +184,7 @@ func (*tlsRaw) Close() error { return nil }
 
 // wrapTLS starts TLS on a new client connection c of session s.
 func (e *edgeTLS) wrap(c gnet.Conn, s *session) *tlsConn {
-	t := &tlsConn{Conn: c, s: s}
+	t := &tlsConn{Conn: c, loop: s.loop, s: s}
 	t.tc = tls.NewConn((*tlsRaw)(t), e.config, false, true, tlsBuffers)
 	s.conn = t
 	return t
@@ -211,7 +216,7 @@ func (t *tlsConn) Write(b []byte) (int, error) { return t.tc.Write(b) }
 // Writev writes the pieces as one write (one record for a small frame, not
 // one per piece), gathered in the loop's scratch buffer.
 func (t *tlsConn) Writev(bs [][]byte) (int, error) {
-	l := t.s.loop
+	l := t.loop
 	buf := l.tlsOut[:0]
 	for _, b := range bs {
 		buf = append(buf, b...)
@@ -230,10 +235,12 @@ func (t *tlsConn) Close() error {
 	return t.Conn.Close()
 }
 
-// decrypt reads the TLS engine's decrypted records into t.in until
-// tlsReadAhead bytes wait or nothing is left; more reports the former.
+// decrypt reads the TLS engine's decrypted records into t.in until it has
+// read tlsReadAhead bytes or nothing is left; more reports the former. (A
+// reader that needs more than it has, a link's large frame, gets it in the
+// next pass: the bound is on what one pass adds, not on what waits.)
 func (t *tlsConn) decrypt() (more bool, err error) {
-	for len(t.in)-t.off < tlsReadAhead {
+	for got := 0; got < tlsReadAhead; {
 		if cap(t.in)-len(t.in) < 4096 {
 			if t.off > 0 { // compact first: the session reader consumed the front
 				t.in = t.in[:copy(t.in, t.in[t.off:])]
@@ -251,6 +258,7 @@ func (t *tlsConn) decrypt() (more bool, err error) {
 			return false, nil
 		}
 		t.in = t.in[:len(t.in)+n]
+		got += n
 	}
 	return true, nil
 }
@@ -264,7 +272,7 @@ func (l *loop) tlsTraffic(t *tlsConn, c gnet.Conn) gnet.Action {
 		return gnet.Close
 	}
 	t.in = append(l.tlsIn[:0], t.rest...)
-	t.off, t.rest = 0, nil
+	t.off, t.rest = 0, t.rest[:0]
 	act := gnet.None
 	for {
 		more, err := t.decrypt()
@@ -272,12 +280,15 @@ func (l *loop) tlsTraffic(t *tlsConn, c gnet.Conn) gnet.Action {
 			act = l.tlsFailed(t, raw, err)
 			break
 		}
-		if act = l.onTraffic(t.s, t); act != gnet.None || !more {
+		if act = t.consume(); act != gnet.None || !more {
 			break
 		}
 	}
-	if left := t.in[t.off:]; len(left) > 0 && act == gnet.None {
-		t.rest = append([]byte(nil), left...)
+	switch left := t.in[t.off:]; {
+	case len(left) > 0 && act == gnet.None:
+		t.rest = append(t.rest, left...)
+	case t.s != nil || cap(t.rest) > maxGathered:
+		t.rest = nil // an idle client keeps no buffer; a link keeps its own
 	}
 	if cap(t.in) <= 2*tlsReadAhead {
 		l.tlsIn = t.in[:0]
@@ -287,11 +298,31 @@ func (l *loop) tlsTraffic(t *tlsConn, c gnet.Conn) gnet.Action {
 	return act
 }
 
+// consume hands the decrypted input to its reader: the session's or the
+// link's.
+func (t *tlsConn) consume() gnet.Action {
+	l := t.loop
+	if t.s != nil {
+		return l.onTraffic(t.s, t)
+	}
+	k := t.k
+	if k.closed {
+		return gnet.None
+	}
+	return l.linkTraffic(k, t)
+}
+
 // tlsFailed ends a connection whose TLS failed: a failed handshake (no
 // common version or suite, a bad certificate request, not TLS at all) or a
 // record that does not decrypt. A plain HTTP request on the TLS port gets
 // a plain-text 400 saying so, as Go's and nginx's servers answer it.
 func (l *loop) tlsFailed(t *tlsConn, raw []byte, err error) gnet.Action {
+	if k := t.k; k != nil {
+		l.g.metrics.linkAuthFailed(k.node)
+		l.g.log.Error("link TLS failed, closing link", "node", k.node, "addr", k.addr, "err", err)
+		l.linkFailed(k, wsframe.CloseTryAgainLater, "backend unavailable")
+		return gnet.None
+	}
 	s := t.s
 	if s.state == stHandshake {
 		l.g.metrics.handshakeFailed("tls")
@@ -391,4 +422,89 @@ func (a *poolAllocator) Free(buf *[]byte) {
 		*buf = (*buf)[:0]
 		a.pools[i].Put(buf)
 	}
+}
+
+// linkTLS is the gateway's side of mutual TLS on backend links
+// (--link-tls-cert, --link-tls-key, --link-tls-ca): the gateway shows its
+// certificate and accepts a backend whose certificate chains to the CA and
+// names the address the gateway dialled.
+type linkTLS struct {
+	base *tls.Config
+}
+
+// newLinkTLS loads the gateway's link certificate and the CA; errors name
+// the flags.
+func newLinkTLS(certFile, keyFile, caFile string) (*linkTLS, error) {
+	if certFile == "" || keyFile == "" || caFile == "" {
+		return nil, errors.New("gateway: --link-tls-cert, --link-tls-key and --link-tls-ca go together")
+	}
+	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+	if err != nil {
+		return nil, fmt.Errorf("gateway: --link-tls-cert %s / --link-tls-key %s: %w", certFile, keyFile, err)
+	}
+	pemCA, err := os.ReadFile(caFile)
+	if err != nil {
+		return nil, fmt.Errorf("gateway: --link-tls-ca: %w", err)
+	}
+	roots := x509.NewCertPool()
+	if !roots.AppendCertsFromPEM(pemCA) {
+		return nil, fmt.Errorf("gateway: --link-tls-ca %s: no PEM certificate in it", caFile)
+	}
+	return &linkTLS{base: &tls.Config{
+		MinVersion:   tls.VersionTLS13, // both ends are wsgate: no older version to speak
+		Certificates: []tls.Certificate{cert},
+		RootCAs:      roots,
+	}}, nil
+}
+
+// dial connects to a backend and completes the TLS handshake, blocking
+// (the TLS engine's client side cannot resume a handshake across
+// non-blocking reads): the data links run it on their dialling goroutine
+// and then hand the socket to the loop (linkTLSOpened), the control link
+// uses the returned conn as is. The handshake is bounded by timeout.
+func (lt *linkTLS) dial(ctx context.Context, addr string, timeout time.Duration) (raw net.Conn, tc *tls.Conn, err error) {
+	d := net.Dialer{Timeout: timeout}
+	if raw, err = d.DialContext(ctx, "tcp", addr); err != nil {
+		return nil, nil, err
+	}
+	cfg := lt.base.Clone()
+	cfg.ServerName, _, _ = net.SplitHostPort(addr)
+	tc = tls.NewConn(raw, cfg, true, false, tlsBuffers)
+	_ = raw.SetDeadline(time.Now().Add(timeout))
+	if err = tc.Handshake(); err != nil {
+		_ = raw.Close()
+		return nil, nil, &linkTLSError{err}
+	}
+	_ = raw.SetDeadline(time.Time{})
+	return raw, tc, nil
+}
+
+// linkTLSError is a failed TLS handshake with a backend (counted as a
+// link authentication failure).
+type linkTLSError struct{ err error }
+
+func (e *linkTLSError) Error() string { return "link TLS: " + e.err.Error() }
+func (e *linkTLSError) Unwrap() error { return e.err }
+
+// linkTLSOpened runs on the loop when a link whose TLS handshake was done
+// by dial is registered: the TLS state goes on in non-blocking mode over
+// gnet's conn, and the link is open.
+func (l *loop) linkTLSOpened(k *link, c gnet.Conn) {
+	t := &tlsConn{Conn: c, loop: l, k: k, tc: k.tlsHandshaken}
+	k.tlsHandshaken = nil
+	t.tc.ResetConn((*tlsRaw)(t), true, tlsBuffers)
+	c.SetContext(t)
+	l.linkTLSUp(k, t)
+}
+
+// linkTLSUp makes a link whose TLS handshake completed open: what was
+// written meanwhile goes out, encrypted.
+func (l *loop) linkTLSUp(k *link, t *tlsConn) {
+	k.conn = t
+	k.lastRecv = time.Now()
+	if len(k.pending) > 0 {
+		_, _ = t.Write(k.pending)
+	}
+	k.pending = nil
+	l.g.log.Debug("link open (TLS)", "node", k.node, "addr", k.addr)
 }

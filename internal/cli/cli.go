@@ -4,6 +4,7 @@ package cli
 import (
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/hex"
 	"errors"
 	"flag"
@@ -328,6 +329,7 @@ func runGateway(ctx context.Context, args []string) error {
 	fs := newFlagSet("wsgate gateway")
 	fill := gatewayFlags(fs, "0.0.0.0:8080", "127.0.0.1:8081", "")
 	backends := fs.List("backend", "a backend node as id=host:port[,weight] (static membership; or use --amqp and --redis)")
+	linkTLS := addLinkTLSFlags(fs, "this gateway's client certificate on links", "the CA of the backends' certificates (a backend's must name the address dialled)")
 	cf := addClusterFlags(fs)
 	reconcile := fs.Duration("reconcile", 2*time.Second, "how often the member set is checked against the Redis registry")
 	log, err := parseArgs(fs, args)
@@ -344,6 +346,7 @@ func runGateway(ctx context.Context, args []string) error {
 		return err
 	}
 	cfg.Logger = log
+	cfg.LinkTLSCert, cfg.LinkTLSKey, cfg.LinkTLSCA = *linkTLS.cert, *linkTLS.key, *linkTLS.ca
 	if cfg.ID == "" {
 		cfg.ID = instanceID(cfg.Listen)
 	}
@@ -440,6 +443,7 @@ func runBackend(ctx context.Context, args []string) error {
 	insecure := fs.Bool("insecure", false, "let a backend listen beyond loopback without --cluster-secret-file (anyone who reaches the port can act as a gateway)")
 	maxPending := fs.Int("max-pending-links", backend.DefaultMaxPendingLinks, "most links still in the Hello handshake (beyond: closed at once)")
 	plain := fs.String("ws-listen", "", "also serve the demo app as plain WebSocket on host:port (for nginx/HAProxy comparisons)")
+	linkTLS := addLinkTLSFlags(fs, "this node's certificate (gateways verify it against their --link-tls-ca)", "the CA of the gateways' certificates")
 	cf := addClusterFlags(fs)
 	log, err := parseArgs(fs, args)
 	if err != nil {
@@ -469,8 +473,14 @@ func runBackend(ctx context.Context, args []string) error {
 	if *maxLinks < 1 || *maxPending < 1 {
 		return usageError{fmt.Errorf("--max-links %d, --max-pending-links %d: both must be at least 1", *maxLinks, *maxPending)}
 	}
+	var tlsCfg *tls.Config
+	if linkTLS.on() {
+		if tlsCfg, err = backend.LinkTLSConfig(*linkTLS.cert, *linkTLS.key, *linkTLS.ca); err != nil {
+			return usageError{err}
+		}
+	}
 	node, err := demo.NewNode(backend.Config{ID: *id, Listen: *listen, Logger: log, PingInterval: *keep,
-		MaxLinks: *maxLinks, MaxPendingLinks: *maxPending, ClusterSecret: []byte(cs)})
+		MaxLinks: *maxLinks, MaxPendingLinks: *maxPending, ClusterSecret: []byte(cs), TLS: tlsCfg})
 	if err != nil {
 		return usageError{err}
 	}
@@ -553,3 +563,18 @@ func reloadOnHangup(ctx context.Context, g *gateway.Gateway, log *slog.Logger) {
 		}
 	}
 }
+
+// linkTLSFlags are --link-tls-cert, --link-tls-key and --link-tls-ca, the
+// same on gateway and backend: mutual TLS on links.
+type linkTLSFlags struct{ cert, key, ca *string }
+
+func addLinkTLSFlags(fs *flagSet, certUsage, caUsage string) linkTLSFlags {
+	return linkTLSFlags{
+		cert: fs.String("link-tls-cert", "", "mutual TLS on links: PEM file of "+certUsage),
+		key:  fs.String("link-tls-key", "", "mutual TLS on links: PEM private key of --link-tls-cert"),
+		ca:   fs.String("link-tls-ca", "", "mutual TLS on links: PEM file of "+caUsage),
+	}
+}
+
+// on reports whether any of the three was given (then all three must be).
+func (f linkTLSFlags) on() bool { return *f.cert != "" || *f.key != "" || *f.ca != "" }

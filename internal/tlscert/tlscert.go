@@ -46,7 +46,7 @@ func Generate(validFor time.Duration, hosts ...string) (certPEM, keyPEM []byte, 
 		NotBefore:             now.Add(-time.Hour),
 		NotAfter:              now.Add(validFor),
 		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
-		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}, // client too: mutual TLS on links
 		BasicConstraintsValid: true,
 		IsCA:                  true,
 	}

@@ -1602,6 +1602,10 @@ func (c *Conn) Read(b []byte) (int, error) {
 	return n, nil
 }
 
+// HandshakeCompleted reports whether the handshake has finished (wsgate
+// patch: ConnectionState builds a whole struct to tell it).
+func (c *Conn) HandshakeCompleted() bool { return c.handshakeComplete() }
+
 // dropHandshakeState lets go of what only the handshake needed: the
 // resumable handshake states of the non-blocking mode, the hello messages
 // and the handshake message buffer once it is consumed (wsgate patch: they
