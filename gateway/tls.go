@@ -171,8 +171,8 @@ type tlsConn struct {
 	s    *session // the client session, or nil on a link
 	k    *link    // the backend link (--link-tls-*), or nil on a client connection
 	in   []byte   // decrypted input; only during tlsTraffic
-	off  int    // bytes of in consumed by the session reader
-	rest []byte // unconsumed plaintext carried to the next traffic
+	off  int      // bytes of in consumed by the session reader
+	rest []byte   // unconsumed plaintext carried to the next traffic
 }
 
 // tlsRaw is the view of a tlsConn that the TLS engine writes records to:
