@@ -1,8 +1,9 @@
 #!/bin/sh
 # `make compare`: wsgate, nginx and HAProxy in front of the same demo
 # backends, same scenarios, alternating rounds (docs/BENCHMARKS.md).
-# Then the wsgate-only scenarios: broadcast and push at 18,000 clients, and
-# rebalance against a dev cluster (it needs POST /api/nodes).
+# Then the wsgate-only scenarios: broadcast and push at 18,000 clients, the
+# TLS round (every target terminating TLS), and rebalance against a dev
+# cluster (it needs POST /api/nodes).
 # Sizes and rounds can be overridden: ROUNDS=1 ECHO_CONNS=2000 make compare.
 set -e
 BIN=${BIN:-bin/wsgate}
@@ -10,6 +11,7 @@ OUT=${OUT:-bin/bench-results}
 ROUNDS=${ROUNDS:-3}
 ECHO_CONNS=${ECHO_CONNS:-10000}
 IDLE_CONNS=${IDLE_CONNS:-18000}
+TLS_CONNS=${TLS_CONNS:-5000}
 DURATION=${DURATION:-10s}
 
 scripts/peers.sh
@@ -19,6 +21,10 @@ $BIN bench compare --out "$OUT/echo" --rounds "$ROUNDS" --conns "$ECHO_CONNS" \
 # 2. idle memory (all targets) and broadcast/push (wsgate): 18,000 connections.
 $BIN bench compare --out "$OUT/idle" --rounds "$ROUNDS" --conns "$IDLE_CONNS" \
 	--scenarios idle --wsgate-scenarios broadcast,push --duration 5s --quiet
+# 2b. the TLS round: one self-signed ECDSA P-256 certificate for every target,
+# the client dials wss:// and verifies it, every connection a full handshake.
+$BIN bench compare --tls --out "$OUT/tls" --rounds "$ROUNDS" --conns "$TLS_CONNS" \
+	--scenarios connect,echo,idle --wsgate-scenarios "" --size 64 --duration "$DURATION" --quiet
 # 3. rebalance: 18,000 clients on a 3-backend dev cluster, add then remove a node.
 $BIN dev --listen 127.0.0.1:0 --admin 127.0.0.1:18181 --backends 3 --log-level warn >"$OUT/dev.log" 2>&1 &
 dev=$!
