@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync/atomic"
@@ -190,5 +191,70 @@ func TestSplitURL(t *testing.T) {
 		if _, _, err := SplitURL(bad); err == nil {
 			t.Errorf("SplitURL(%q) accepted", bad)
 		}
+	}
+}
+
+// TestPeerConfigsTLS renders the TLS round's certificate and the peers'
+// configurations, plain and TLS; where nginx and HAProxy are installed it
+// has them check the files.
+func TestPeerConfigsTLS(t *testing.T) {
+	out := t.TempDir()
+	tf, err := writeTLSFiles(filepath.Join(out, "tls"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tls.LoadX509KeyPair(tf.Cert, tf.Key); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tls.LoadX509KeyPair(tf.PEM, tf.PEM); err != nil {
+		t.Fatalf("combined PEM: %v", err)
+	}
+	backends := []backendProc{{ID: "b1", Link: "127.0.0.1:1", WS: "127.0.0.1:2"}}
+	for _, tc := range []struct {
+		peer, file, tmpl string
+		want             []string
+	}{
+		{"nginx", "nginx.conf", nginxConf, []string{"listen 127.0.0.1:3 ssl reuseport", "ssl_certificate " + tf.Cert + ";",
+			"ssl_certificate_key " + tf.Key + ";", "ssl_protocols TLSv1.2 TLSv1.3;"}},
+		{"haproxy", "haproxy.cfg", haproxyConf, []string{"bind 127.0.0.1:3 backlog 4096 ssl crt " + tf.PEM + " alpn http/1.1",
+			"ssl-default-bind-options ssl-min-ver TLSv1.2"}},
+	} {
+		for _, files := range []*tlsFiles{nil, tf} {
+			sub := "plain"
+			if files != nil {
+				sub = "tls"
+			}
+			dir, conf, err := writeConfig(filepath.Join(out, sub), tc.peer, tc.file, tc.tmpl, "127.0.0.1:3", backends, files)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, _ := os.ReadFile(conf)
+			for _, w := range tc.want {
+				if got := strings.Contains(string(b), w); got != (files != nil) {
+					t.Errorf("%s (TLS %v): %q present: %v\n%s", tc.peer, files != nil, w, got, b)
+				}
+			}
+			checkPeerConfig(t, tc.peer, dir, conf)
+		}
+	}
+}
+
+// checkPeerConfig runs the peer's own configuration check if it is
+// installed (nginx -t, haproxy -c).
+func checkPeerConfig(t *testing.T, peer, dir, conf string) {
+	t.Helper()
+	bin, err := exec.LookPath(peer)
+	if err != nil {
+		return
+	}
+	args := []string{"-c", "-f", conf}
+	if peer == "nginx" {
+		if err := os.MkdirAll(filepath.Join(dir, "tmp"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		args = []string{"-t", "-q", "-p", dir, "-c", conf, "-g", "error_log stderr;"}
+	}
+	if b, err := exec.Command(bin, args...).CombinedOutput(); err != nil {
+		t.Errorf("%s %v: %v\n%s", peer, args, err, b)
 	}
 }
