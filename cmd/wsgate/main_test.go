@@ -231,6 +231,11 @@ func TestBadFlags(t *testing.T) {
 		{[]string{"gateway", "--backend", "a=127.0.0.1:1", "--admin", "0.0.0.0:0"}, "--admin-token-file"},
 		{[]string{"gateway", "--backend", "a=127.0.0.1:1", "--admin-token-file", "/nonexistent/token"}, "--admin-token-file"},
 		{[]string{"dev", "--log-level", "loud"}, "--log-level"},
+		{[]string{"dev", "--tls-cert", "/nonexistent/cert.pem", "--tls-key", "/nonexistent/key.pem"}, "--tls-cert"},
+		{[]string{"dev", "--tls-key", "/nonexistent/key.pem"}, "--tls-cert and --tls-key go together"},
+		{[]string{"dev", "--tls-self-signed", "--tls-cert", "/nonexistent/cert.pem"}, "--tls-self-signed"},
+		{[]string{"gateway", "--backend", "a=127.0.0.1:1", "--link-tls-cert", "/nonexistent/cert.pem"}, "--link-tls-"},
+		{[]string{"backend", "--listen", "127.0.0.1:0", "--link-tls-ca", "/nonexistent/ca.pem"}, "--link-tls-"},
 		{[]string{"frobnicate"}, "unknown command"},
 	}
 	for _, tc := range cases {
