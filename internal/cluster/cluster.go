@@ -1,31 +1,32 @@
 // Package cluster runs a whole wsgate cluster in one process: a gateway and
-// demo backends joined by real loopback TCP links, with in-process
-// membership. It is `wsgate dev`, and the harness of the end-to-end tests.
+// backends joined by real loopback TCP links, with in-process membership.
+// The backends come from a scaling driver (internal/scaler): demo backends
+// in this process by default, or `wsgate backend` child processes. It is
+// `wsgate dev`, and the harness of the end-to-end tests.
 package cluster
 
 import (
 	"context"
 	"crypto/rand"
 	"errors"
-	"fmt"
 	"log/slog"
-	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/wsgate/wsgate/backend"
-	"github.com/wsgate/wsgate/backend/demo"
 	"github.com/wsgate/wsgate/gateway"
 	"github.com/wsgate/wsgate/internal/fanout"
 	"github.com/wsgate/wsgate/internal/membership"
+	"github.com/wsgate/wsgate/internal/scaler"
 )
 
 // Config configures a dev cluster.
 type Config struct {
-	Backends int            // demo backends to start; default 3
+	Backends int            // backends to start; default 3
 	Gateway  gateway.Config // Members and Nodes are filled in by Start
-	// Backend is the template of every demo backend's config: ID, Listen
-	// and Logger are filled in; PingInterval defaults to Gateway.KeepAlive
-	// so both ends of a link keep the same schedule.
+	// Backend is the template of every demo backend's config (dev driver):
+	// ID, Listen and Logger are filled in; PingInterval defaults to
+	// Gateway.KeepAlive so both ends of a link keep the same schedule.
 	Backend backend.Config
 	Logger  *slog.Logger // default slog.Default()
 	// ClusterSecret authenticates the links (gateway and backends); default
@@ -34,19 +35,21 @@ type Config struct {
 	// DrainTimeout bounds a removed backend's wait for its clients to move;
 	// default 30s.
 	DrainTimeout time.Duration
+	// Scaler, when set, makes the cluster's driver from its bus, its
+	// secret and a Joined check (true once the gateway routes to the
+	// node, or before the gateway runs); default: the dev driver
+	// (scaler.Dev) with Backend, DrainTimeout and MaxBackends.
+	Scaler func(bus membership.Publisher, secret []byte, joined func(id string) bool) (scaler.Scaler, error)
+	// MaxBackends is the dev driver's maximum; default scaler.DefaultDevMax.
+	MaxBackends int
 }
 
-// Cluster is a running dev cluster. It implements gateway.NodeManager.
+// Cluster is a running dev cluster; its Scaler is the gateway's node manager.
 type Cluster struct {
-	cfg Config
-	bus *membership.Memory
-	gw  *gateway.Gateway
-	log *slog.Logger
-
-	mu     sync.Mutex
-	nodes  map[string]*backend.Node
-	seq    int
-	drains sync.WaitGroup
+	cfg    Config
+	bus    *membership.Memory
+	gw     atomic.Pointer[gateway.Gateway]
+	scaler scaler.Scaler
 }
 
 // Start starts the backends, then the gateway, and returns once clients can
@@ -58,125 +61,83 @@ func Start(cfg Config) (*Cluster, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	if cfg.DrainTimeout == 0 {
-		cfg.DrainTimeout = 30 * time.Second
-	}
 	if len(cfg.ClusterSecret) == 0 {
 		cfg.ClusterSecret = make([]byte, 32)
 		_, _ = rand.Read(cfg.ClusterSecret)
 	}
-	c := &Cluster{cfg: cfg, bus: membership.NewMemory(), log: cfg.Logger, nodes: make(map[string]*backend.Node)}
+	c := &Cluster{cfg: cfg, bus: membership.NewMemory()}
+	joined := func(id string) bool {
+		g := c.gw.Load()
+		return g == nil || scaler.OnRing(g, id)
+	}
+	if cfg.Scaler != nil {
+		s, err := cfg.Scaler(c.bus, cfg.ClusterSecret, joined)
+		if err != nil {
+			return nil, err
+		}
+		c.scaler = s
+	} else {
+		bc := cfg.Backend
+		if bc.PingInterval == 0 {
+			bc.PingInterval = cfg.Gateway.KeepAlive
+		}
+		c.scaler = scaler.NewDev(scaler.DevConfig{Bus: c.bus, Backend: bc, ClusterSecret: cfg.ClusterSecret,
+			DrainTimeout: cfg.DrainTimeout, Max: cfg.MaxBackends, Logger: cfg.Logger})
+	}
 	for range cfg.Backends {
-		if _, err := c.AddNode(); err != nil {
-			c.closeNodes()
+		if _, err := c.scaler.AddNode(); err != nil {
+			_ = c.scaler.Close(context.Background())
 			return nil, err
 		}
 	}
 	gc := cfg.Gateway
-	gc.Members, gc.Nodes, gc.ClusterSecret = c.bus, c, cfg.ClusterSecret
+	gc.Members, gc.Nodes, gc.ClusterSecret = c.bus, c.scaler, cfg.ClusterSecret
 	gc.Fanout = fanout.NewMemory() // presence: the gateway's own tables
 	if gc.Logger == nil {
 		gc.Logger = cfg.Logger
 	}
 	gw, err := gateway.New(gc)
+	if err == nil {
+		err = gw.Start(context.Background())
+	}
 	if err != nil {
-		c.closeNodes()
+		_ = c.scaler.Close(context.Background())
 		return nil, err
 	}
-	if err := gw.Start(context.Background()); err != nil {
-		c.closeNodes()
-		return nil, err
-	}
-	c.gw = gw
+	c.gw.Store(gw)
 	return c, nil
 }
 
 // Gateway is the cluster's gateway.
-func (c *Cluster) Gateway() *gateway.Gateway { return c.gw }
+func (c *Cluster) Gateway() *gateway.Gateway { return c.gw.Load() }
 
 // Bus is the cluster's membership bus.
 func (c *Cluster) Bus() *membership.Memory { return c.bus }
 
-// Node returns the running backend with id, or nil.
+// Scaler is the cluster's scaling driver (the gateway's node manager).
+func (c *Cluster) Scaler() scaler.Scaler { return c.scaler }
+
+// Node returns the running in-process backend with id, or nil (also for
+// every node of a driver other than dev).
 func (c *Cluster) Node(id string) *backend.Node {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.nodes[id]
-}
-
-// AddNode starts a demo backend on a random loopback port and announces it.
-func (c *Cluster) AddNode() (string, error) {
-	c.mu.Lock()
-	c.seq++
-	id := fmt.Sprintf("node-%d", c.seq)
-	c.mu.Unlock()
-	bc := c.cfg.Backend
-	bc.ID, bc.Listen, bc.Logger, bc.ClusterSecret = id, "127.0.0.1:0", c.log, c.cfg.ClusterSecret
-	if bc.PingInterval == 0 {
-		bc.PingInterval = c.cfg.Gateway.KeepAlive
+	if d, ok := c.scaler.(*scaler.Dev); ok {
+		return d.Node(id)
 	}
-	n, err := demo.NewNode(bc)
-	if err != nil {
-		return "", err
-	}
-	if err := n.Start(); err != nil {
-		return "", fmt.Errorf("cluster: start %s: %w", id, err)
-	}
-	c.mu.Lock()
-	c.nodes[id] = n
-	c.mu.Unlock()
-	if err := c.bus.Publish(context.Background(), membership.Event{Type: membership.Join,
-		Node: membership.Node{ID: id, Addr: n.Addr()}}); err != nil {
-		_ = n.Close()
-		return "", err
-	}
-	c.log.Info("backend joined", "node", id, "addr", n.Addr())
-	return id, nil
-}
-
-// RemoveNode announces that id leaves and drains it in the background: the
-// gateway moves its clients, then the backend stops.
-func (c *Cluster) RemoveNode(id string) error {
-	c.mu.Lock()
-	n := c.nodes[id]
-	delete(c.nodes, id)
-	c.mu.Unlock()
-	if n == nil {
-		return gateway.ErrUnknownNode
-	}
-	if err := c.bus.Publish(context.Background(), membership.Event{Type: membership.Leave,
-		Node: membership.Node{ID: id, Addr: n.Addr()}}); err != nil {
-		return err
-	}
-	c.drains.Add(1)
-	go func() {
-		defer c.drains.Done()
-		ctx, cancel := context.WithTimeout(context.Background(), c.cfg.DrainTimeout)
-		defer cancel()
-		if err := n.Shutdown(ctx); err != nil {
-			c.log.Warn("backend drain incomplete", "node", id, "err", err)
-		}
-		c.log.Info("backend left", "node", id)
-	}()
 	return nil
 }
+
+// AddNode starts a backend through the cluster's driver.
+func (c *Cluster) AddNode() (string, error) { return c.scaler.AddNode() }
+
+// RemoveNode drains and stops a backend through the cluster's driver.
+func (c *Cluster) RemoveNode(id string) error { return c.scaler.RemoveNode(id) }
 
 // Shutdown closes every client with 1001, then stops the backends.
 func (c *Cluster) Shutdown(ctx context.Context) error {
 	var errs []error
-	if c.gw != nil {
-		errs = append(errs, c.gw.Shutdown(ctx))
+	if g := c.gw.Load(); g != nil {
+		errs = append(errs, g.Shutdown(ctx))
 	}
-	c.closeNodes()
-	c.drains.Wait()
+	errs = append(errs, c.scaler.Close(ctx))
 	return errors.Join(errs...)
-}
-
-func (c *Cluster) closeNodes() {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	for id, n := range c.nodes {
-		_ = n.Close()
-		delete(c.nodes, id)
-	}
 }
