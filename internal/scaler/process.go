@@ -67,8 +67,8 @@ type Process struct {
 
 	mu       sync.Mutex
 	children map[string]*child // joined
-	starting int                // AddNode calls under way
-	adding   sync.WaitGroup     // the same, for Close to wait on
+	starting int               // AddNode calls under way
+	adding   sync.WaitGroup    // the same, for Close to wait on
 	seq      int
 	closed   bool
 }
