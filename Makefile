@@ -45,10 +45,12 @@ up:
 down:
 	$(COMPOSE) -f deploy/docker-compose.yml down
 
-# The dashboard in headless Chromium (needs Node.js; installs Debian's
-# chromium and playwright-core into bin/ when missing). Not part of `test`.
+# The console in headless Chromium alone (it also runs in `test`), on free
+# ports, leaving a screenshot in bin/console.png.
 dashboard-check:
-	scripts/dashboard-check.sh
+	scripts/services.sh
+	mkdir -p bin
+	WSGATE_CONSOLE_SCREENSHOT=$(CURDIR)/bin/console.png $(GO) test -count=1 -run TestConsoleInBrowser -v ./gateway
 
 clean:
 	rm -rf bin

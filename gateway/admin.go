@@ -28,6 +28,10 @@ type NodeStatus struct {
 	Online  int    `json:"online"`  // clients on the node over all gateways (presence)
 	Healthy bool   `json:"healthy"` // the control link is up
 	OnRing  bool   `json:"onRing"`  // false while marked down locally
+	Weight  int    `json:"weight"`
+	// Share is the node's expected share of the keys: its weight over the
+	// weights of the nodes on the ring (0 when off the ring).
+	Share float64 `json:"share"`
 }
 
 func startAdmin(g *Gateway, addr string) (*adminServer, error) {
@@ -177,6 +181,8 @@ func (g *Gateway) AdminHandler() http.Handler {
 		w.Header().Set("Content-Type", "text/html; charset=utf-8")
 		_, _ = w.Write(dashboardHTML)
 	})
+	mux.HandleFunc("GET /api/console", g.serveConsole)
+	mux.HandleFunc("GET /api/console/stream", g.serveStream)
 	mux.HandleFunc("GET /api/info", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, g.Info())
 	})
@@ -219,8 +225,15 @@ func (g *Gateway) Nodes(ctx context.Context) []NodeStatus {
 	online, _ := g.cfg.Presence.Online(ctx) // nil on an outage: counts read 0
 	r := g.ring.Load()
 	out := []NodeStatus{}
+	total := 0
+	for _, m := range r.Members() {
+		total += max(1, m.Weight)
+	}
 	for _, n := range g.memberSet() {
-		st := NodeStatus{ID: n.ID, Addr: n.Addr, Clients: g.NodeClients(n.ID), Online: online[n.ID], OnRing: r.Member(n.ID) != nil}
+		st := NodeStatus{ID: n.ID, Addr: n.Addr, Clients: g.NodeClients(n.ID), Online: online[n.ID], OnRing: r.Member(n.ID) != nil, Weight: max(1, n.Weight)}
+		if st.OnRing && total > 0 {
+			st.Share = float64(st.Weight) / float64(total)
+		}
 		if c := g.control(n.ID); c != nil {
 			st.Healthy = c.healthy.Load()
 		}

@@ -80,6 +80,7 @@ type Gateway struct {
 	ringMu     sync.Mutex // serializes rebuild
 
 	presence *presenceWriter
+	console  *console     // the operations console's history and event log
 	bcasts   atomic.Int64 // broadcast deliveries (client writes)
 
 	kick   chan struct{} // wakes the pacer
@@ -138,6 +139,7 @@ func New(cfg Config) (*Gateway, error) {
 	g.tick = janitorTick(&g.cfg)
 	g.ownsMemLimit = debug.SetMemoryLimit(-1) == math.MaxInt64
 	g.metrics = newMetrics(g)
+	g.console = newConsole()
 	g.presence = &presenceWriter{g: g, store: cfg.Presence}
 	if cfg.Presence == nil {
 		g.cfg.Presence = localPresence{g}
@@ -200,7 +202,8 @@ func (g *Gateway) Start(ctx context.Context) error {
 		return fmt.Errorf("gateway: membership: %w", err)
 	}
 	first := make(chan struct{})
-	g.wg.Add(5)
+	g.wg.Add(6)
+	go g.sampleLoop(ctx)
 	go g.memoryReleaser(ctx)
 	go g.watch(sets, first)
 	go g.pace(ctx)
@@ -531,6 +534,11 @@ func (g *Gateway) setDown(c *control, down bool) {
 	}
 	if changed {
 		g.log.Warn("backend marked locally "+map[bool]string{true: "down", false: "up"}[down], "node", id)
+		if down {
+			g.console.event("down", "node %s is unreachable (control link lost): off this gateway's ring until it answers", id)
+		} else {
+			g.console.event("up", "node %s answers again", id)
+		}
 		if err := g.rebuild(); err != nil {
 			g.log.Error("ring rebuild failed", "err", err)
 		}
@@ -565,6 +573,7 @@ func (g *Gateway) rebuild() error {
 	g.metrics.ringSwapped(r)
 	g.ring.Store(r)
 	g.log.Info("ring updated", "members", r.Len(), "version", fmt.Sprintf("%016x", r.Version()))
+	g.ringChanged(r.Version(), memberIDs(prev), memberIDs(r), prev != nil)
 	if prev != nil {
 		for _, l := range g.loopList() {
 			l.pending.Store(1) // unknown until the scan runs; keeps the pacer going
@@ -607,6 +616,7 @@ func (g *Gateway) pace(ctx context.Context) {
 			if len(loops) == 0 { // no client has ever connected: nothing to move
 				active = false
 				tick.Stop()
+				g.rebalanceDone()
 				continue
 			}
 			perTick := int64(max(1, g.cfg.RebalanceRate*int(paceTick)/int(time.Second)))
@@ -628,6 +638,7 @@ func (g *Gateway) pace(ctx context.Context) {
 			if left == 0 {
 				active = false
 				tick.Stop()
+				g.rebalanceDone()
 			}
 		}
 	}

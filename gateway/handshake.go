@@ -332,6 +332,8 @@ func (l *loop) handshakeTraffic(s *session, c gnet.Conn) (act gnet.Action, done 
 	_, _ = c.Discard(n)
 	delete(l.timed, s)
 	l.g.metrics.handshakeOK()
+	// deadline was set at accept to HandshakeTimeout from then.
+	l.g.metrics.handshakeSeconds.Observe((l.g.cfg.HandshakeTimeout - time.Duration(s.deadline-int64(time.Since(l.g.started)))).Seconds())
 
 	s.state = stOpen
 	l.startLimits(s)

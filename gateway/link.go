@@ -424,6 +424,12 @@ func (l *loop) linkFrame(k *link, h wire.Header, body []byte) error {
 	case wire.TypePing:
 		k.writeFrame(wire.TypePong, 0, 0, body)
 	case wire.TypePong:
+		if len(body) == wire.PingSize { // our Ping's send time, echoed
+			rtt := time.Duration(time.Now().UnixNano() - int64(binary.BigEndian.Uint64(body)))
+			if rtt >= 0 && rtt < time.Minute { // a wall-clock step is not a round trip
+				l.g.metrics.linkPong(rtt)
+			}
+		}
 	case wire.TypeHello:
 		hello, err := wire.ParseHello(body)
 		if err != nil {

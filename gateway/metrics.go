@@ -1,11 +1,16 @@
 package gateway
 
 import (
+	"sort"
 	"strconv"
+	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	dto "github.com/prometheus/client_model/go"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/wsgate/wsgate/internal/ring"
 )
@@ -48,6 +53,11 @@ type metrics struct {
 	linkAuth    *prometheus.CounterVec
 	hsOK        prometheus.Counter
 	tlsReloads  *prometheus.CounterVec
+
+	handshakeSeconds prometheus.Histogram // accept to 101, client connections
+	linkRTT          prometheus.Histogram // keepalive Ping to Pong, all links
+	rebalanceSeconds prometheus.Histogram // ring swap to the last moved client closed
+	rttWindow        *window              // linkRTT over the last minute or two, for the console
 }
 
 func newMetrics(g *Gateway) *metrics {
@@ -90,6 +100,17 @@ func newMetrics(g *Gateway) *metrics {
 	m.tlsReloads = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "tls_reloads_total",
 		Help: "TLS certificate reloads (file change or SIGHUP) by result (ok, error: the old certificate stays)."}, []string{"result"})
 	m.hsOK = m.handshakes.WithLabelValues("ok")
+	m.handshakeSeconds = prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Name: "handshake_duration_seconds",
+		Help:    "Time from accepting a client connection to its 101 (TLS handshake included), successful upgrades.",
+		Buckets: prometheus.ExponentialBuckets(50e-6, 2.5, 12)})
+	m.linkRTT = prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Name: "link_rtt_seconds",
+		Help:    "Round trip of keepalive Pings on backend links: through the links' write queues and the backends' read loops, so it grows with their load.",
+		Buckets: linkRTTBuckets})
+	m.rebalanceSeconds = prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Name: "rebalance_duration_seconds",
+		Help:    "Time from a ring change to the last moved client closed (paced at --rebalance-rate).",
+		Buckets: prometheus.ExponentialBuckets(0.001, 4, 10)})
+	m.rttWindow = newWindow(linkRTTBuckets, time.Minute)
+	reg.MustRegister(m.handshakeSeconds, m.linkRTT, m.rebalanceSeconds)
 	if g.tls != nil {
 		reg.MustRegister(m.tlsReloads, prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: ns, Name: "tls_certificate_expiry_seconds",
 			Help: "Unix time when the client listener's certificate expires."}, func() float64 { return float64(g.tls.notAfter.Load()) }))
@@ -124,14 +145,79 @@ func newMetrics(g *Gateway) *metrics {
 	return m
 }
 
-func (m *metrics) handshakeOK()                { m.hsOK.Inc() }
-func (m *metrics) handshakeFailed(why string)  { m.handshakes.WithLabelValues(why).Inc() }
-func (m *metrics) protocolClose(code uint16)   { m.closes.WithLabelValues(strconv.Itoa(int(code))).Inc() }
-func (m *metrics) rebalanceClose()             { m.rebalance.Inc() }
-func (m *metrics) slowClient()                 { m.slow.Inc() }
-func (m *metrics) linkAuthFailed(node string)  { m.linkAuth.WithLabelValues(node).Inc() }
-func (m *metrics) reject(reason string)        { m.rejected.WithLabelValues(reason).Inc() }
-func (m *metrics) tlsReload(result string)     { m.tlsReloads.WithLabelValues(result).Inc() }
+func (m *metrics) handshakeOK()               { m.hsOK.Inc() }
+func (m *metrics) handshakeFailed(why string) { m.handshakes.WithLabelValues(why).Inc() }
+func (m *metrics) protocolClose(code uint16)  { m.closes.WithLabelValues(strconv.Itoa(int(code))).Inc() }
+func (m *metrics) rebalanceClose()            { m.rebalance.Inc() }
+func (m *metrics) slowClient()                { m.slow.Inc() }
+func (m *metrics) linkAuthFailed(node string) { m.linkAuth.WithLabelValues(node).Inc() }
+func (m *metrics) reject(reason string)       { m.rejected.WithLabelValues(reason).Inc() }
+func (m *metrics) tlsReload(result string)    { m.tlsReloads.WithLabelValues(result).Inc() }
+
+// linkRTTBuckets: 50 µs to ~10 s.
+var linkRTTBuckets = prometheus.ExponentialBuckets(50e-6, 2.5, 14)
+
+// linkPong records a keepalive round trip.
+func (m *metrics) linkPong(rtt time.Duration) {
+	m.linkRTT.Observe(rtt.Seconds())
+	m.rttWindow.observe(rtt.Seconds())
+}
+
+// window counts observations in fixed buckets over the last period to two
+// periods (the current and the previous period, rotated), for quantiles
+// of recent values; a Prometheus histogram counts since the start. Safe
+// for concurrent use; meant for rare observations (a mutex per one).
+type window struct {
+	bounds    []float64
+	period    time.Duration
+	mu        sync.Mutex
+	cur, prev []uint64
+	since     time.Time
+}
+
+func newWindow(bounds []float64, period time.Duration) *window {
+	return &window{bounds: bounds, period: period, cur: make([]uint64, len(bounds)+1), prev: make([]uint64, len(bounds)+1), since: time.Now()}
+}
+
+func (w *window) rotateLocked(now time.Time) {
+	if now.Sub(w.since) < w.period {
+		return
+	}
+	if now.Sub(w.since) >= 2*w.period {
+		clear(w.prev)
+	} else {
+		copy(w.prev, w.cur)
+	}
+	clear(w.cur)
+	w.since = now
+}
+
+func (w *window) observe(v float64) {
+	i := sort.SearchFloat64s(w.bounds, v) // first bound >= v; len(bounds) = +Inf
+	w.mu.Lock()
+	w.rotateLocked(time.Now())
+	w.cur[i]++
+	w.mu.Unlock()
+}
+
+// snapshot is the window as a cumulative histogram; nil when empty.
+func (w *window) snapshot() *dto.Histogram {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.rotateLocked(time.Now())
+	var total uint64
+	h := &dto.Histogram{}
+	for i, b := range w.bounds {
+		total += w.cur[i] + w.prev[i]
+		h.Bucket = append(h.Bucket, &dto.Bucket{UpperBound: proto.Float64(b), CumulativeCount: proto.Uint64(total)})
+	}
+	total += w.cur[len(w.bounds)] + w.prev[len(w.bounds)]
+	if total == 0 {
+		return nil
+	}
+	h.SampleCount = proto.Uint64(total)
+	return h
+}
 func (m *metrics) linkSilent(node string)      { m.silent.WithLabelValues(node).Inc() }
 func (m *metrics) linkUp(node string, up bool) { m.links.WithLabelValues(node).Set(b2f(up)) }
 func (m *metrics) forgetNode(node string)      { m.links.DeleteLabelValues(node) }

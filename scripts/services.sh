@@ -2,6 +2,7 @@
 # Makes sure the services the tests use are up on this machine:
 #   Redis     127.0.0.1:6379
 #   RabbitMQ  127.0.0.1:5672 (guest/guest)
+# and that Debian's chromium is installed (the console's browser test).
 # Installs them from Debian's packages when missing, starts them when
 # stopped, and waits until both accept connections. Idempotent.
 set -euo pipefail
@@ -12,6 +13,8 @@ sudo_() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 missing=()
 command -v redis-server >/dev/null || missing+=(redis-server)
 command -v rabbitmq-server >/dev/null || missing+=(rabbitmq-server)
+# The console's browser test (gateway/console_browser_test.go) drives it.
+command -v chromium >/dev/null || missing+=(chromium)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "services: installing ${missing[*]} from Debian's packages"
   sudo_ apt-get update -qq
