@@ -137,7 +137,6 @@ func (g *Gateway) sampleLoop(ctx context.Context) {
 	for {
 		select {
 		case <-ctx.Done():
-			g.console.closeStreams()
 			return
 		case now := <-t.C:
 			g.takeSample(now)
@@ -337,22 +336,23 @@ func diffIDs(a, b []string) []string {
 
 // consoleSnapshot is GET /api/console: what a console shows when it opens.
 type consoleSnapshot struct {
-	Info    Info         `json:"info"`
-	Nodes   []NodeStatus `json:"nodes"`
-	Samples []Sample     `json:"samples"`
-	Events  []Event      `json:"events"`
-	Every   int64        `json:"everyMs"`
+	Info     Info            `json:"info"`
+	Nodes    []NodeStatus    `json:"nodes"`
+	Gateways []GatewayStatus `json:"gateways"`
+	Samples  []Sample        `json:"samples"`
+	Events   []Event         `json:"events"`
+	Every    int64           `json:"everyMs"`
 }
 
 func (g *Gateway) serveConsole(w http.ResponseWriter, r *http.Request) {
 	samples, events := g.console.snapshot()
-	writeJSON(w, http.StatusOK, consoleSnapshot{Info: g.Info(), Nodes: g.Nodes(r.Context()),
+	writeJSON(w, http.StatusOK, consoleSnapshot{Info: g.Info(), Nodes: g.Nodes(r.Context()), Gateways: g.Gateways(r.Context()),
 		Samples: samples, Events: events, Every: consoleEvery.Milliseconds()})
 }
 
 // serveStream is GET /api/console/stream: server-sent events "sample"
-// (each second), "event" (as they happen) and "nodes" (each second) until
-// the client goes or the gateway stops.
+// (each second), "event" (as they happen), "nodes" and "gateways" (each
+// second) until the client goes or the gateway stops.
 func (g *Gateway) serveStream(w http.ResponseWriter, r *http.Request) {
 	fl, ok := w.(http.Flusher)
 	if !ok {
@@ -397,8 +397,9 @@ func (g *Gateway) serveStream(w http.ResponseWriter, r *http.Request) {
 			}
 			fl.Flush()
 		case <-nodes.C:
-			data, _ := json.Marshal(g.Nodes(r.Context()))
-			if _, err := w.Write([]byte("event: nodes\ndata: " + string(data) + "\n\n")); err != nil {
+			n, _ := json.Marshal(g.Nodes(r.Context()))
+			gws, _ := json.Marshal(g.Gateways(r.Context()))
+			if _, err := w.Write([]byte("event: nodes\ndata: " + string(n) + "\n\nevent: gateways\ndata: " + string(gws) + "\n\n")); err != nil {
 				return
 			}
 			fl.Flush()
@@ -427,4 +428,40 @@ func memberIDs(r *ring.Ring) []string {
 		ids = append(ids, m.ID)
 	}
 	return ids
+}
+
+// gatewayLister is a Presence that also knows every live gateway
+// (presence.Redis, localPresence).
+type gatewayLister interface {
+	Gateways(ctx context.Context) (map[string]map[string]int, error)
+}
+
+// GatewayStatus is one gateway of the cluster as the console lists it.
+type GatewayStatus struct {
+	ID      string         `json:"id"`
+	Clients int            `json:"clients"`
+	Nodes   map[string]int `json:"nodes"` // its clients per backend node, as of its last presence beat
+	Self    bool           `json:"self"`  // the gateway serving this console
+}
+
+// Gateways lists every live gateway of the cluster (from presence) with
+// its clients; this gateway's own counts are read live.
+func (g *Gateway) Gateways(ctx context.Context) []GatewayStatus {
+	all := map[string]map[string]int{}
+	if gl, ok := g.cfg.Presence.(gatewayLister); ok {
+		if m, err := gl.Gateways(ctx); err == nil {
+			all = m
+		}
+	}
+	all[g.cfg.ID] = g.nodeCounts()
+	out := make([]GatewayStatus, 0, len(all))
+	for id, nodes := range all {
+		st := GatewayStatus{ID: id, Nodes: nodes, Self: id == g.cfg.ID}
+		for _, c := range nodes {
+			st.Clients += c
+		}
+		out = append(out, st)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out
 }

@@ -320,6 +320,7 @@ func (g *Gateway) Close() {
 	if g.cancel != nil {
 		g.cancel()
 	}
+	g.console.closeStreams() // before the admin server waits for its handlers
 	if g.admin != nil {
 		g.admin.close()
 	}

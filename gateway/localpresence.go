@@ -59,3 +59,8 @@ func (p localPresence) Where(ctx context.Context, user string) ([]presence.Locat
 func (p localPresence) Online(context.Context) (map[string]int, error) {
 	return p.g.nodeCounts(), nil
 }
+
+// Gateways implements gatewayLister: this gateway alone.
+func (p localPresence) Gateways(context.Context) (map[string]map[string]int, error) {
+	return map[string]map[string]int{p.g.cfg.ID: p.g.nodeCounts()}, nil
+}

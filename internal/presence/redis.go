@@ -350,20 +350,37 @@ func (r *Redis) ReapGateways(ctx context.Context) ([]string, error) {
 
 // Online returns the clients per node over all live gateways.
 func (r *Redis) Online(ctx context.Context) (map[string]int, error) {
-	live, err := r.liveGateways(ctx)
+	gws, err := r.Gateways(ctx)
 	if err != nil {
 		return nil, err
 	}
 	out := map[string]int{}
+	for _, counts := range gws {
+		for n, c := range counts {
+			out[n] += c
+		}
+	}
+	return out, nil
+}
+
+// Gateways returns every live gateway with its clients per node (as of
+// its last beat).
+func (r *Redis) Gateways(ctx context.Context) (map[string]map[string]int, error) {
+	live, err := r.liveGateways(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[string]map[string]int, len(live))
 	for gw := range live {
 		counts, err := r.rdb.HGetAll(ctx, r.key("counts", gw)).Result()
 		if err != nil {
 			return nil, err
 		}
+		m := make(map[string]int, len(counts))
 		for n, c := range counts {
-			v, _ := strconv.Atoi(c)
-			out[n] += v
+			m[n], _ = strconv.Atoi(c)
 		}
+		out[gw] = m
 	}
 	return out, nil
 }
