@@ -15,6 +15,7 @@ import (
 	"os/signal"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -26,6 +27,7 @@ import (
 	"github.com/wsgate/wsgate/internal/cluster"
 	"github.com/wsgate/wsgate/internal/fanout"
 	"github.com/wsgate/wsgate/internal/membership"
+	"github.com/wsgate/wsgate/internal/scaler"
 	"github.com/wsgate/wsgate/internal/tlscert"
 )
 
@@ -255,6 +257,7 @@ func runDev(ctx context.Context, args []string, stdout io.Writer) error {
 	fill := gatewayFlags(fs, gateway.DefaultListen, gateway.DefaultAdmin, "*")
 	n := fs.Int("backends", 3, "demo backend nodes to start")
 	selfSigned := fs.Bool("tls-self-signed", false, "serve wss:// with a self-signed certificate for localhost made at start (printed: give it to clients as their CA)")
+	sf := addScalerFlags(fs, scaler.NameDev)
 	log, err := parseArgs(fs, args)
 	if err != nil {
 		return err
@@ -265,6 +268,12 @@ func runDev(ctx context.Context, args []string, stdout io.Writer) error {
 	var cfg gateway.Config
 	if err := fill(&cfg); err != nil {
 		return err
+	}
+	if err := sf.check(true, false, cfg.ClusterSecret); err != nil {
+		return err
+	}
+	if *sf.max > 0 && *n > *sf.max {
+		return usageError{fmt.Errorf("--backends %d is more than --scaler-max %d", *n, *sf.max)}
 	}
 	cfg.Logger = log
 	scheme, tlsNote := "ws", ""
@@ -293,7 +302,8 @@ func runDev(ctx context.Context, args []string, stdout io.Writer) error {
 		tokenNote = "\n  Admin token (made for this run; the dashboard asks for it once):\n    " + cfg.AdminToken + "\n"
 		auth = "-H 'Authorization: Bearer " + cfg.AdminToken + "' "
 	}
-	c, err := cluster.Start(cluster.Config{Backends: *n, Gateway: cfg, Logger: log})
+	c, err := cluster.Start(cluster.Config{Backends: *n, Gateway: cfg, Logger: log, ClusterSecret: cfg.ClusterSecret,
+		MaxBackends: *sf.max, Scaler: sf.devScaler(cfg.KeepAlive, log)})
 	if ce := (*gateway.ConfigError)(nil); errors.As(err, &ce) {
 		return usageError{err}
 	}
@@ -302,7 +312,7 @@ func runDev(ctx context.Context, args []string, stdout io.Writer) error {
 	}
 	g := c.Gateway()
 	admin := g.AdminAddr()
-	fmt.Fprintf(stdout, `wsgate dev: gateway and %d backends running.
+	fmt.Fprintf(stdout, `wsgate dev: gateway and %d backends running (scaling driver: %[8]s).
 
   Dashboard:  http://%[3]s/
   WebSocket:  %[6]s://%[2]s/ws/{userId}   (also /websocket/connect/{userId}, or ?userId=)
@@ -311,7 +321,7 @@ func runDev(ctx context.Context, args []string, stdout io.Writer) error {
   Scale:      curl %[5]s-H 'Content-Type: application/json' -d '{}' http://%[3]s/api/nodes ; curl %[5]s-X DELETE http://%[3]s/api/nodes/{id}
 %[4]s
 Ctrl-C stops the cluster (clients get close 1001).
-`, *n, g.Addr(), admin, tokenNote, auth, scheme, tlsNote)
+`, *n, g.Addr(), admin, tokenNote, auth, scheme, tlsNote, c.Scaler().Name())
 	go reloadOnHangup(ctx, g, log)
 	select {
 	case <-ctx.Done():
@@ -332,6 +342,7 @@ func runGateway(ctx context.Context, args []string) error {
 	linkTLS := addLinkTLSFlags(fs, "this gateway's client certificate on links", "the CA of the backends' certificates (a backend's must name the address dialled)")
 	cf := addClusterFlags(fs)
 	reconcile := fs.Duration("reconcile", 2*time.Second, "how often the member set is checked against the Redis registry")
+	sf := addScalerFlags(fs, "")
 	log, err := parseArgs(fs, args)
 	if err != nil {
 		return err
@@ -406,10 +417,31 @@ func runGateway(ctx context.Context, args []string) error {
 	if len(cfg.ClusterSecret) == 0 {
 		log.Warn("no --cluster-secret-file: links to backends are not authenticated (anyone on the backend network can pose as a backend or a gateway)")
 	}
+	if err := sf.check(false, clustered, cfg.ClusterSecret); err != nil {
+		return err
+	}
+	var gp atomic.Pointer[gateway.Gateway]
+	nodes, err := sf.gatewayScaler(cf, &cfg, joinedOn(&gp), log)
+	if err != nil {
+		return err
+	}
+	if nodes != nil {
+		cfg.Nodes = nodes
+		// Children of the process driver stop with the gateway.
+		defer func() {
+			sctx, cancel := context.WithTimeout(context.Background(), scaler.DefaultStopTimeout)
+			defer cancel()
+			if err := nodes.Close(sctx); err != nil {
+				log.Warn("scaling driver: not every backend stopped cleanly", "err", err)
+			}
+		}()
+		log.Info("scaling driver", "scaler", nodes.Name(), "max", nodes.Max())
+	}
 	g, err := gateway.New(cfg)
 	if err != nil {
 		return usageError{err}
 	}
+	gp.Store(g)
 	if members != nil {
 		members.Alive = g.NodeAlive // a node the registry lost but this gateway reaches stays
 	}

@@ -8,6 +8,7 @@ package cluster
 import (
 	"context"
 	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"log/slog"
 	"sync/atomic"
@@ -30,7 +31,8 @@ type Config struct {
 	Backend backend.Config
 	Logger  *slog.Logger // default slog.Default()
 	// ClusterSecret authenticates the links (gateway and backends); default
-	// a random one made by Start (the whole cluster is this process).
+	// a random one made by Start (hex: children of the process driver get
+	// it in their environment).
 	ClusterSecret []byte
 	// DrainTimeout bounds a removed backend's wait for its clients to move;
 	// default 30s.
@@ -62,8 +64,10 @@ func Start(cfg Config) (*Cluster, error) {
 		cfg.Logger = slog.Default()
 	}
 	if len(cfg.ClusterSecret) == 0 {
-		cfg.ClusterSecret = make([]byte, 32)
-		_, _ = rand.Read(cfg.ClusterSecret)
+		// Text, so that a driver can hand it to child processes.
+		var b [32]byte
+		_, _ = rand.Read(b[:])
+		cfg.ClusterSecret = []byte(hex.EncodeToString(b[:]))
 	}
 	c := &Cluster{cfg: cfg, bus: membership.NewMemory()}
 	joined := func(id string) bool {
