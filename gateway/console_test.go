@@ -150,3 +150,31 @@ func TestConsoleRebalanceEvent(t *testing.T) {
 		return nil
 	})
 }
+
+// TestRelayRoundTripSampled: request/reply traffic is sampled into the
+// relay round-trip histogram (one message in 64 per loop), and the
+// per-node connection gauge and ring info are exported.
+func TestRelayRoundTripSampled(t *testing.T) {
+	c := startCluster(t, 2, nil)
+	ws, _ := dial(t, c, "/ws/probe")
+	for i := range 300 {
+		if err := ws.WriteMessage(1, []byte("ping")); err != nil {
+			t.Fatal(err)
+		}
+		if _, _, err := ws.ReadMessage(); err != nil {
+			t.Fatalf("echo %d: %v", i, err)
+		}
+	}
+	adminAddr := c.Gateway().AdminAddr()
+	if n := testutil.Metric(t, adminAddr, "wsgate_gateway_relay_roundtrip_seconds_count"); n < 1 {
+		t.Errorf("relay_roundtrip_seconds_count = %v after 300 echoes", n)
+	}
+	node := owner(t, c, "probe")
+	if n := testutil.Metric(t, adminAddr, `wsgate_gateway_node_connections{node="`+node+`"}`); n != 1 {
+		t.Errorf("node_connections{%s} = %v, want 1", node, n)
+	}
+	v := fmt.Sprintf("%016x", c.Gateway().Ring().Version())
+	if n := testutil.Metric(t, adminAddr, `wsgate_gateway_ring_info{version="`+v+`"}`); n != 1 {
+		t.Errorf("ring_info{version=%s} = %v, want 1", v, n)
+	}
+}

@@ -374,6 +374,10 @@ func (l *loop) linkFrame(k *link, h wire.Header, body []byte) error {
 			op = wsframe.OpBinary
 		}
 		l.stats.out(len(body), h.Flags&wire.FlagMore == 0)
+		if s == l.probe {
+			l.probe = nil
+			l.g.metrics.relayRoundTrip.Observe(time.Duration(int64(time.Since(l.g.started)) - l.probeAt).Seconds())
+		}
 		l.writeClient(s, h.Flags&wire.FlagMore == 0, op, body)
 	case wire.TypeClose:
 		s := l.sessions[h.Session]

@@ -42,6 +42,12 @@ type loop struct {
 	outEstimate int64        // bytes queued to this loop's clients: last measure plus writes since
 	outbound    atomic.Int64 // last measured bytes queued to this loop's clients (read by other loops)
 
+	// Relay round-trip probe: one session at a time, picked every
+	// probeEvery client messages; see metrics.relayRoundTrip.
+	probe    *session
+	probeAt  int64 // Gateway.deadline clock (nanoseconds since start) when probe's message was relayed
+	probeCnt uint32
+
 	dirty     []*link       // links with gathered output, written by flushLinks
 	flushTask gnet.Runnable // runs flushLinks; made once, so scheduling a flush does not allocate it
 
@@ -139,6 +145,9 @@ func (l *loop) sweep(now time.Time) {
 	}
 	for _, k := range l.links {
 		k.keepalive(now)
+	}
+	if l.probe != nil && (l.probe.state == stClosed || nowNano-l.probeAt > int64(probeExpiry)) {
+		l.probe = nil // no reply came (push-only traffic, or the client left): let another start
 	}
 	l.walkSessions(l.g.tick)
 	if l.g.cfg.MaxOutboundMemory > 0 {

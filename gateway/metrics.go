@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"fmt"
 	"sort"
 	"strconv"
 	"sync"
@@ -57,6 +58,8 @@ type metrics struct {
 	handshakeSeconds prometheus.Histogram // accept to 101, client connections
 	linkRTT          prometheus.Histogram // keepalive Ping to Pong, all links
 	rebalanceSeconds prometheus.Histogram // ring swap to the last moved client closed
+	relayRoundTrip   prometheus.Histogram // sampled client message to the backend's next message to that client
+	ringInfo         *prometheus.GaugeVec
 	rttWindow        *window              // linkRTT over the last minute or two, for the console
 }
 
@@ -109,8 +112,14 @@ func newMetrics(g *Gateway) *metrics {
 	m.rebalanceSeconds = prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Name: "rebalance_duration_seconds",
 		Help:    "Time from a ring change to the last moved client closed (paced at --rebalance-rate).",
 		Buckets: prometheus.ExponentialBuckets(0.001, 4, 10)})
+	m.relayRoundTrip = prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Name: "relay_roundtrip_seconds",
+		Help: "Sampled, one client message in 64 per event loop: from relaying it to the backend to relaying the backend's next message to that client " +
+			"(the backend's reply time plus both relays; for request/reply traffic).",
+		Buckets: linkRTTBuckets})
+	m.ringInfo = prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Name: "ring_info",
+		Help: "1 for the current ring, labelled with its version (hex content hash: equal on gateways with equal rings)."}, []string{"version"})
 	m.rttWindow = newWindow(linkRTTBuckets, time.Minute)
-	reg.MustRegister(m.handshakeSeconds, m.linkRTT, m.rebalanceSeconds)
+	reg.MustRegister(m.handshakeSeconds, m.linkRTT, m.rebalanceSeconds, m.relayRoundTrip, m.ringInfo, perNodeCollector{g})
 	if g.tls != nil {
 		reg.MustRegister(m.tlsReloads, prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: ns, Name: "tls_certificate_expiry_seconds",
 			Help: "Unix time when the client listener's certificate expires."}, func() float64 { return float64(g.tls.notAfter.Load()) }))
@@ -153,6 +162,27 @@ func (m *metrics) slowClient()                { m.slow.Inc() }
 func (m *metrics) linkAuthFailed(node string) { m.linkAuth.WithLabelValues(node).Inc() }
 func (m *metrics) reject(reason string)       { m.rejected.WithLabelValues(reason).Inc() }
 func (m *metrics) tlsReload(result string)    { m.tlsReloads.WithLabelValues(result).Inc() }
+
+// perNodeCollector reports this gateway's open sessions per backend node.
+type perNodeCollector struct{ g *Gateway }
+
+var perNodeDesc = prometheus.NewDesc("wsgate_gateway_node_connections",
+	"Open client sessions of this gateway per backend node.", []string{"node"}, nil)
+
+func (perNodeCollector) Describe(ch chan<- *prometheus.Desc) { ch <- perNodeDesc }
+
+func (c perNodeCollector) Collect(ch chan<- prometheus.Metric) {
+	for _, n := range c.g.memberSet() {
+		ch <- prometheus.MustNewConstMetric(perNodeDesc, prometheus.GaugeValue, float64(c.g.nodeClients(n.ID).Load()), n.ID)
+	}
+}
+
+// probeEvery: one client message in this many (per loop) starts a relay
+// round-trip probe when none is running.
+const probeEvery = 64
+
+// probeExpiry: a probe with no reply by then is dropped, unobserved.
+const probeExpiry = 10 * time.Second
 
 // linkRTTBuckets: 50 µs to ~10 s.
 var linkRTTBuckets = prometheus.ExponentialBuckets(50e-6, 2.5, 14)
@@ -225,6 +255,8 @@ func (m *metrics) ringSwapped(r *ring.Ring) {
 	m.ringSwaps.Inc()
 	m.ringMembers.Set(float64(r.Len()))
 	m.ringVersion.Set(float64(r.Version() & (1<<52 - 1)))
+	m.ringInfo.Reset()
+	m.ringInfo.WithLabelValues(fmt.Sprintf("%016x", r.Version())).Set(1)
 }
 
 func b2f(b bool) float64 {

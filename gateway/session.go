@@ -1,6 +1,8 @@
 package gateway
 
 import (
+	"time"
+
 	"github.com/panjf2000/gnet/v2"
 
 	"github.com/wsgate/wsgate/internal/wire"
@@ -207,6 +209,11 @@ func (l *loop) relayChunk(s *session, p []byte, last bool) gnet.Action {
 	}
 	s.relayed = true
 	l.stats.in(len(p), last)
+	if last {
+		if l.probeCnt++; l.probeCnt%probeEvery == 0 && l.probe == nil {
+			l.probe, l.probeAt = s, int64(time.Since(l.g.started))
+		}
+	}
 	if s.link.backlog() > l.g.cfg.MaxLinkBacklog {
 		// The backend does not keep up: shed this sender rather than
 		// buffer without bound.
