@@ -44,6 +44,10 @@ type Sample struct {
 	// Ping/Pong through the links' queues and the backends' read loops)
 	// over the last minute, in milliseconds; 0 before any.
 	RTTp99 float64 `json:"rtt99"`
+	// RelayP99 is the 99th percentile of sampled relay round trips (a
+	// client message to the backend's next message to that client) over
+	// the last minute, in milliseconds; 0 before any.
+	RelayP99 float64 `json:"relay99"`
 }
 
 // Event is one line of the console's event log.
@@ -172,6 +176,9 @@ func (g *Gateway) takeSample(now time.Time) {
 	}
 	if rtt != nil {
 		s.RTTp99 = quantile(rtt, 0.99) * 1000
+	}
+	if h := g.metrics.relayWindow.snapshot(); h != nil {
+		s.RelayP99 = quantile(h, 0.99) * 1000
 	}
 	c := g.console
 	c.mu.Lock()

@@ -376,7 +376,7 @@ func (l *loop) linkFrame(k *link, h wire.Header, body []byte) error {
 		l.stats.out(len(body), h.Flags&wire.FlagMore == 0)
 		if s == l.probe {
 			l.probe = nil
-			l.g.metrics.relayRoundTrip.Observe(time.Duration(int64(time.Since(l.g.started)) - l.probeAt).Seconds())
+			l.g.metrics.relayed(time.Duration(int64(time.Since(l.g.started)) - l.probeAt))
 		}
 		l.writeClient(s, h.Flags&wire.FlagMore == 0, op, body)
 	case wire.TypeClose:

@@ -61,6 +61,7 @@ type metrics struct {
 	relayRoundTrip   prometheus.Histogram // sampled client message to the backend's next message to that client
 	ringInfo         *prometheus.GaugeVec
 	rttWindow        *window              // linkRTT over the last minute or two, for the console
+	relayWindow      *window              // relayRoundTrip likewise
 }
 
 func newMetrics(g *Gateway) *metrics {
@@ -119,6 +120,7 @@ func newMetrics(g *Gateway) *metrics {
 	m.ringInfo = prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Name: "ring_info",
 		Help: "1 for the current ring, labelled with its version (hex content hash: equal on gateways with equal rings)."}, []string{"version"})
 	m.rttWindow = newWindow(linkRTTBuckets, time.Minute)
+	m.relayWindow = newWindow(linkRTTBuckets, time.Minute)
 	reg.MustRegister(m.handshakeSeconds, m.linkRTT, m.rebalanceSeconds, m.relayRoundTrip, m.ringInfo, perNodeCollector{g})
 	if g.tls != nil {
 		reg.MustRegister(m.tlsReloads, prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: ns, Name: "tls_certificate_expiry_seconds",
@@ -186,6 +188,12 @@ const probeExpiry = 10 * time.Second
 
 // linkRTTBuckets: 50 µs to ~10 s.
 var linkRTTBuckets = prometheus.ExponentialBuckets(50e-6, 2.5, 14)
+
+// relayed records a sampled relay round trip.
+func (m *metrics) relayed(d time.Duration) {
+	m.relayRoundTrip.Observe(d.Seconds())
+	m.relayWindow.observe(d.Seconds())
+}
 
 // linkPong records a keepalive round trip.
 func (m *metrics) linkPong(rtt time.Duration) {
