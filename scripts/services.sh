@@ -2,7 +2,8 @@
 # Makes sure the services the tests use are up on this machine:
 #   Redis     127.0.0.1:6379
 #   RabbitMQ  127.0.0.1:5672 (guest/guest)
-# and that Debian's chromium is installed (the console's browser test).
+# and that Debian's chromium (the console's browser test) and promtool (the
+# metrics lint) are installed.
 # Installs them from Debian's packages when missing, starts them when
 # stopped, and waits until both accept connections. Idempotent.
 set -euo pipefail
@@ -15,6 +16,8 @@ command -v redis-server >/dev/null || missing+=(redis-server)
 command -v rabbitmq-server >/dev/null || missing+=(rabbitmq-server)
 # The console's browser test (gateway/console_browser_test.go) drives it.
 command -v chromium >/dev/null || missing+=(chromium)
+# promtool (Debian's prometheus package) lints the /metrics pages in a test.
+command -v promtool >/dev/null || missing+=(prometheus)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "services: installing ${missing[*]} from Debian's packages"
   sudo_ apt-get update -qq
