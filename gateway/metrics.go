@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"fmt"
+	"regexp"
 	"sort"
 	"strconv"
 	"sync"
@@ -54,19 +55,20 @@ type metrics struct {
 	linkAuth    *prometheus.CounterVec
 	hsOK        prometheus.Counter
 	tlsReloads  *prometheus.CounterVec
+	registered  *recordingRegistry // every collector registered, for the dashboard test
 
 	handshakeSeconds prometheus.Histogram // accept to 101, client connections
 	linkRTT          prometheus.Histogram // keepalive Ping to Pong, all links
 	rebalanceSeconds prometheus.Histogram // ring swap to the last moved client closed
 	relayRoundTrip   prometheus.Histogram // sampled client message to the backend's next message to that client
 	ringInfo         *prometheus.GaugeVec
-	rttWindow        *window              // linkRTT over the last minute or two, for the console
-	relayWindow      *window              // relayRoundTrip likewise
+	rttWindow        *window // linkRTT over the last minute or two, for the console
+	relayWindow      *window // relayRoundTrip likewise
 }
 
 func newMetrics(g *Gateway) *metrics {
 	const ns = "wsgate_gateway"
-	reg := prometheus.NewRegistry()
+	reg := &recordingRegistry{Registry: prometheus.NewRegistry()}
 	f := func(name, help string, pick func(*loopStats) *atomic.Uint64) prometheus.Collector {
 		return prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: ns, Name: name, Help: help}, func() float64 {
 			var sum uint64
@@ -77,7 +79,8 @@ func newMetrics(g *Gateway) *metrics {
 		})
 	}
 	m := &metrics{
-		reg: reg,
+		reg:        reg.Registry,
+		registered: reg,
 		handshakes: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "handshakes_total",
 			Help: "WebSocket upgrade attempts by result (ok or the failure reason)."}, []string{"result"}),
 		closes: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "protocol_closes_total",
@@ -164,6 +167,41 @@ func (m *metrics) slowClient()                { m.slow.Inc() }
 func (m *metrics) linkAuthFailed(node string) { m.linkAuth.WithLabelValues(node).Inc() }
 func (m *metrics) reject(reason string)       { m.rejected.WithLabelValues(reason).Inc() }
 func (m *metrics) tlsReload(result string)    { m.tlsReloads.WithLabelValues(result).Inc() }
+
+// recordingRegistry is a registry that remembers what was registered, so
+// that every metric name can be listed (Gather omits empty vectors).
+type recordingRegistry struct {
+	*prometheus.Registry
+	all []prometheus.Collector
+}
+
+// MustRegister registers cs and remembers them.
+func (r *recordingRegistry) MustRegister(cs ...prometheus.Collector) {
+	r.Registry.MustRegister(cs...)
+	r.all = append(r.all, cs...)
+}
+
+// names lists the fully-qualified name of every registered metric.
+func (r *recordingRegistry) names() []string {
+	ch := make(chan *prometheus.Desc, 64)
+	go func() {
+		for _, c := range r.all {
+			c.Describe(ch)
+		}
+		close(ch)
+	}()
+	var out []string
+	for d := range ch {
+		if m := descName.FindStringSubmatch(d.String()); m != nil {
+			out = append(out, m[1])
+		}
+	}
+	return out
+}
+
+// descName picks the name out of a Desc's String (the only way the client
+// library shows it).
+var descName = regexp.MustCompile(`fqName: "([^"]+)"`)
 
 // perNodeCollector reports this gateway's open sessions per backend node.
 type perNodeCollector struct{ g *Gateway }

@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"io"
 	"net/http"
+	"os"
 	"os/exec"
 	"regexp"
+	"strings"
 	"testing"
 )
 
@@ -21,8 +23,8 @@ func promtool(t *testing.T) string {
 }
 
 // checkMetrics fetches a /metrics page and runs `promtool check metrics`
-// on it (naming, units, _total suffixes, help texts).
-func checkMetrics(t *testing.T, tool, url string) {
+// on it (naming, units, _total suffixes, help texts); it returns the page.
+func checkMetrics(t *testing.T, tool, url string) string {
 	t.Helper()
 	resp, err := http.Get(url)
 	if err != nil {
@@ -38,6 +40,7 @@ func checkMetrics(t *testing.T, tool, url string) {
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Errorf("promtool check metrics %s: %v\n%s", url, err, out)
 	}
+	return string(body)
 }
 
 // TestMetricsLint: the gateway's and a backend's /metrics pass promtool.
@@ -54,5 +57,16 @@ func TestMetricsLint(t *testing.T) {
 	g := startGateway(t, "--backend", "m1="+addr)
 	connect(t, g, "lint") // a session, so per-node and traffic series exist
 	checkMetrics(t, tool, "http://"+g.admin+"/metrics")
-	checkMetrics(t, tool, "http://"+badmin+"/metrics")
+	page := checkMetrics(t, tool, "http://"+badmin+"/metrics")
+	// The Grafana dashboard's backend series exist (its gateway series are
+	// checked in gateway's TestGrafanaDashboard).
+	dash, err := os.ReadFile("../../deploy/grafana/wsgate.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range regexp.MustCompile(`wsgate_backend_[a-z_]+`).FindAllString(string(dash), -1) {
+		if !strings.Contains(page, "# HELP "+name+" ") {
+			t.Errorf("the Grafana dashboard uses %s, which a backend does not export", name)
+		}
+	}
 }
