@@ -840,11 +840,16 @@ func (l *link) teardown(err error) {
 	<-l.writerDone
 	l.n.removeLink(l)
 
+	// A clean close (the gateway closed the link, or this node did) is
+	// routine: a gateway shutting down closes one link per event loop per
+	// node, and each would be a line. Debug only; trouble stays visible.
 	switch {
 	case code != 0:
-		l.log.Info("link closed by the node")
-	case errors.Is(err, io.EOF), errors.Is(err, errPeerError), errors.Is(err, net.ErrClosed):
-		l.log.Info("link closed", "err", err)
+		l.log.Debug("link closed by the node")
+	case errors.Is(err, io.EOF), errors.Is(err, net.ErrClosed):
+		l.log.Debug("link closed by the gateway")
+	case errors.Is(err, errPeerError):
+		l.log.Info("link closed after an error from the gateway", "err", err)
 	default:
 		var ne net.Error
 		if errors.As(err, &ne) && ne.Timeout() {
