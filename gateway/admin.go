@@ -67,13 +67,18 @@ type Info struct {
 	TLS         bool   `json:"tls"`    // the listener speaks wss://
 	Clients     int    `json:"clients"`
 	RingMembers int    `json:"ringMembers"`
-	RingVersion string `json:"ringVersion"` // hex; equal on gateways with equal rings
-	NodeManager bool   `json:"nodeManager"` // POST/DELETE /api/nodes work (dev mode)
+	RingVersion string `json:"ringVersion"`         // hex; equal on gateways with equal rings
+	NodeManager bool   `json:"nodeManager"`         // POST/DELETE /api/nodes work (a scaling driver is set)
+	Scaler      string `json:"scaler,omitempty"`    // the scaling driver: dev, process, docker, kubernetes
+	ScalerMax   int    `json:"scalerMax,omitempty"` // its maximum number of nodes
 }
 
 // Info describes this gateway.
 func (g *Gateway) Info() Info {
 	in := Info{ID: g.cfg.ID, Listen: g.Addr(), TLS: g.tls != nil, Clients: g.Clients(), NodeManager: g.cfg.Nodes != nil}
+	if si, ok := g.cfg.Nodes.(ScalerInfo); ok {
+		in.Scaler, in.ScalerMax = si.Name(), si.Max()
+	}
 	if r := g.ring.Load(); r != nil {
 		in.RingMembers, in.RingVersion = r.Len(), fmt.Sprintf("%016x", r.Version())
 	}
@@ -195,7 +200,11 @@ func (g *Gateway) AdminHandler() http.Handler {
 			return
 		}
 		id, err := g.cfg.Nodes.AddNode()
-		if err != nil {
+		switch {
+		case errors.Is(err, ErrNodeLimit):
+			writeError(w, http.StatusConflict, err.Error())
+			return
+		case err != nil:
 			writeError(w, http.StatusInternalServerError, err.Error())
 			return
 		}

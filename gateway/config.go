@@ -168,6 +168,17 @@ type NodeManager interface {
 // ErrUnknownNode is returned by NodeManager.RemoveNode for an id it does not know.
 var ErrUnknownNode = errors.New("gateway: unknown node")
 
+// ErrNodeLimit is returned (wrapped) by NodeManager.AddNode at its maximum
+// number of nodes; POST /api/nodes answers it with 409.
+var ErrNodeLimit = errors.New("maximum number of nodes reached")
+
+// ScalerInfo is what a NodeManager may also tell the console: its driver's
+// name and its maximum number of nodes.
+type ScalerInfo interface {
+	Name() string
+	Max() int
+}
+
 func (c *Config) setDefaults() {
 	if c.ID == "" {
 		h, _ := os.Hostname()

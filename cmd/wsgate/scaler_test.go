@@ -62,8 +62,8 @@ func TestGatewayProcessScaler(t *testing.T) {
 	var body bytes.Buffer
 	_, _ = body.ReadFrom(r.Body)
 	r.Body.Close()
-	if r.StatusCode/100 == 2 || !strings.Contains(body.String(), "--scaler-max") {
-		t.Fatalf("third node at --scaler-max 2: %s %s", r.Status, body.String())
+	if r.StatusCode != http.StatusConflict || !strings.Contains(body.String(), "--scaler-max") {
+		t.Fatalf("third node at --scaler-max 2: %s %s; want 409 naming --scaler-max", r.Status, body.String())
 	}
 	req, _ := http.NewRequest(http.MethodDelete, "http://"+g.admin+"/api/nodes/"+a.ID, nil)
 	resp, err := http.DefaultClient.Do(req)

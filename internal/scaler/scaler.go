@@ -12,7 +12,6 @@ package scaler
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"time"
 
@@ -68,7 +67,8 @@ type Scaler interface {
 var _ gateway.NodeManager = Scaler(nil)
 
 // ErrMax is returned (wrapped) by AddNode when the driver runs its maximum.
-var ErrMax = errors.New("scaler: maximum reached")
+// It is gateway.ErrNodeLimit, which the admin API answers with 409.
+var ErrMax = gateway.ErrNodeLimit
 
 // maxError is ErrMax with the numbers an operator needs.
 func maxError(name string, running, limit int) error {
