@@ -6,7 +6,7 @@ PKGS    := ./...
 .PHONY: build run test bench lint fuzz clean compare up down dashboard-check
 
 build:
-	$(GO) build -trimpath -o $(BIN) ./cmd/wsgate
+	$(GO) build -trimpath -buildvcs=auto -o $(BIN) ./cmd/wsgate
 
 run: build
 	./$(BIN) dev

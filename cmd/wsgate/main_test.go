@@ -236,7 +236,14 @@ func TestBadFlags(t *testing.T) {
 		{[]string{"dev", "--tls-self-signed", "--tls-cert", "/nonexistent/cert.pem"}, "--tls-self-signed"},
 		{[]string{"gateway", "--backend", "a=127.0.0.1:1", "--link-tls-cert", "/nonexistent/cert.pem"}, "--link-tls-"},
 		{[]string{"backend", "--listen", "127.0.0.1:0", "--link-tls-ca", "/nonexistent/ca.pem"}, "--link-tls-"},
-		{[]string{"frobnicate"}, "unknown command"},
+		{[]string{"frobnicate"}, "the commands are dev, gateway, backend, bench, version and help"},
+		{[]string{"gateway", "--backend", "a=127.0.0.1:1", "--listen", "127.0.0.1:99999"}, "--listen"},
+		{[]string{"gateway", "--backend", "a=127.0.0.1:99999"}, "port must be 1..65535"},
+		{[]string{"dev", "--admin", "localhost:http"}, "--admin"},
+		{[]string{"backend", "--listen", "127.0.0.1:0", "--weight", "0"}, "--weight 0"},
+		{[]string{"backend", "--listen", "127.0.0.1:0", "--advertise", "10.0.0.1:70000"}, "--advertise"},
+		{[]string{"gateway", "--amqp", "amqp://127.0.0.1/", "--redis", "mysql://x"}, "--redis"},
+		{[]string{"gateway", "--amqp", "http://x", "--redis", "redis://127.0.0.1:6379/0"}, "--amqp"},
 	}
 	for _, tc := range cases {
 		out, err := exec.Command(binary, tc.args...).CombinedOutput()

@@ -11,8 +11,11 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"os/signal"
+	"runtime"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -38,10 +41,13 @@ Usage:
   wsgate gateway  [flags]   the edge: clients in, links out to --backend nodes
   wsgate backend  [flags]   a demo backend node (echo, push) behind gateways
   wsgate bench    [flags]   load generator and side-by-side comparison (see docs/BENCHMARKS.md)
+  wsgate version            version, commit and Go version of this build
   wsgate help               this text
 
 Run 'wsgate <command> -h' for a command's flags. Every flag can also be set
-through the environment as WSGATE_<FLAG> (e.g. WSGATE_LISTEN=0.0.0.0:8080).
+through the environment as WSGATE_<FLAG> (e.g. WSGATE_LISTEN=0.0.0.0:8080) and
+in a file given with --config (one "flag value" per line); the command line wins
+over the environment, which wins over the file.
 `
 
 // Run runs the subcommand in args until ctx ends (a signal) or it fails.
@@ -67,11 +73,14 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 		return runBackend(ctx, args[1:])
 	case "bench":
 		return runBench(ctx, args[1:], stdout)
+	case "version", "--version":
+		fmt.Fprintln(stdout, version())
+		return nil
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return nil
 	}
-	return usageError{fmt.Errorf("unknown command %q (want dev, gateway or backend)", args[0])}
+	return usageError{fmt.Errorf("unknown command %q; the commands are dev, gateway, backend, bench, version and help", args[0])}
 }
 
 // ExitCode maps an error from Run to a process exit code: 2 for a usage
@@ -96,12 +105,9 @@ func parseArgs(fs *flagSet, args []string) (*slog.Logger, error) {
 	if err := lv.UnmarshalText([]byte(*level)); err != nil {
 		return nil, usageError{fmt.Errorf("--log-level %q: want debug, info, warn or error", *level)}
 	}
-	opts := &slog.HandlerOptions{Level: lv}
 	switch *format {
-	case "text":
-		return slog.New(slog.NewTextHandler(os.Stderr, opts)), nil
-	case "json":
-		return slog.New(slog.NewJSONHandler(os.Stderr, opts)), nil
+	case "text", "json":
+		return newLogger(os.Stderr, lv, *format == "json"), nil
 	}
 	return nil, usageError{fmt.Errorf("--log-format %q: want text or json", *format)}
 }
@@ -201,6 +207,14 @@ func gatewayFlags(fs *flagSet, listen, admin, defOrigins string) func(*gateway.C
 		for o := range strings.SplitSeq(*origins, ",") {
 			if o = strings.TrimSpace(o); o != "" {
 				c.AllowedOrigins = append(c.AllowedOrigins, o)
+			}
+		}
+		if err := checkHostPort("--listen", *l, true); err != nil {
+			return err
+		}
+		if *a != "-" {
+			if err := checkHostPort("--admin", *a, true); err != nil {
+				return err
 			}
 		}
 		c.Listen, c.Admin, c.ID, c.Loops, c.ReusePort = *l, *a, *id, *loops, *reuse
@@ -365,6 +379,7 @@ func runGateway(ctx context.Context, args []string) error {
 	case clustered && len(*backends) > 0:
 		return usageError{errors.New("--backend and --amqp/--redis exclude each other: pick static or cluster membership")}
 	case clustered:
+		cf.warnShared(log)
 		d, err := cf.dial(ctx, "wsgate-gateway-"+cfg.ID, log)
 		if err != nil {
 			return err
@@ -505,6 +520,14 @@ func runBackend(ctx context.Context, args []string) error {
 	if *maxLinks < 1 || *maxPending < 1 {
 		return usageError{fmt.Errorf("--max-links %d, --max-pending-links %d: both must be at least 1", *maxLinks, *maxPending)}
 	}
+	if *weight < 1 || *weight > 100 {
+		return usageError{fmt.Errorf("--weight %d: want 1..100", *weight)}
+	}
+	for flagName, v := range map[string]string{"--listen": *listen, "--advertise": *advertise, "--ws-listen": *plain} {
+		if err := checkHostPort(flagName, v, flagName == "--listen"); err != nil {
+			return err
+		}
+	}
 	var tlsCfg *tls.Config
 	if linkTLS.on() {
 		if tlsCfg, err = backend.LinkTLSConfig(*linkTLS.cert, *linkTLS.key, *linkTLS.ca); err != nil {
@@ -518,6 +541,7 @@ func runBackend(ctx context.Context, args []string) error {
 	}
 	var d *deps
 	if clustered {
+		cf.warnShared(log)
 		if d, err = cf.dial(ctx, "wsgate-backend-"+*id, log); err != nil {
 			return err
 		}
@@ -610,3 +634,44 @@ func addLinkTLSFlags(fs *flagSet, certUsage, caUsage string) linkTLSFlags {
 
 // on reports whether any of the three was given (then all three must be).
 func (f linkTLSFlags) on() bool { return *f.cert != "" || *f.key != "" || *f.ca != "" }
+
+// version describes this build: the module version (a tag, or a pseudo
+// version), the commit and its time, and the Go version.
+func version() string {
+	bi, ok := debug.ReadBuildInfo()
+	if !ok {
+		return "wsgate (no build information)"
+	}
+	v := "wsgate " + bi.Main.Version
+	settings := map[string]string{}
+	for _, s := range bi.Settings {
+		settings[s.Key] = s.Value
+	}
+	if rev := settings["vcs.revision"]; rev != "" {
+		v += " commit " + rev
+		if settings["vcs.modified"] == "true" {
+			v += " (modified)"
+		}
+		if t := settings["vcs.time"]; t != "" {
+			v += " " + t
+		}
+	}
+	return v + " " + bi.GoVersion + " " + runtime.GOOS + "/" + runtime.GOARCH
+}
+
+// checkHostPort validates a host:port flag value (empty: not given) with a
+// numeric port in 1..65535, or 0 where a free port may be picked.
+func checkHostPort(flagName, v string, zeroOK bool) error {
+	if v == "" {
+		return nil
+	}
+	_, port, err := net.SplitHostPort(v)
+	if err != nil {
+		return usageError{fmt.Errorf("%s %q: want host:port", flagName, v)}
+	}
+	p, err := strconv.Atoi(port)
+	if err != nil || p < 0 || p > 65535 || p == 0 && !zeroOK {
+		return usageError{fmt.Errorf("%s %q: the port must be a number in 1..65535%s", flagName, v, map[bool]string{true: " (or 0: any free port)"}[zeroOK])}
+	}
+	return nil
+}

@@ -10,6 +10,9 @@ import (
 	"strings"
 	"time"
 
+	amqp "github.com/rabbitmq/amqp091-go"
+	"github.com/redis/go-redis/v9"
+
 	"github.com/wsgate/wsgate/internal/presence"
 	"github.com/wsgate/wsgate/internal/rabbit"
 )
@@ -24,8 +27,8 @@ func addClusterFlags(fs *flagSet) clusterFlags {
 	return clusterFlags{
 		amqp:     fs.String("amqp", "", "RabbitMQ URL for membership events and broadcasts, e.g. amqp://guest:guest@127.0.0.1:5672/"),
 		redis:    fs.String("redis", "", "Redis URL for the node registry and presence, e.g. redis://127.0.0.1:6379/0"),
-		exchange: fs.String("exchange", "wsgate", "RabbitMQ exchange name (membership; broadcasts use <name>.broadcast)"),
-		prefix:   fs.String("redis-prefix", "wsgate", "prefix of every Redis key"),
+		exchange: fs.String("exchange", defaultClusterName, "RabbitMQ exchange name (membership; broadcasts use <name>.broadcast); one per cluster"),
+		prefix:   fs.String("redis-prefix", defaultClusterName, "prefix of every Redis key; one per cluster"),
 	}
 }
 
@@ -38,8 +41,26 @@ func (c clusterFlags) enabled() (bool, error) {
 	case *c.amqp == "" || *c.redis == "":
 		return false, usageError{errors.New("--amqp and --redis go together (cluster mode needs both)")}
 	}
+	if _, err := redis.ParseURL(*c.redis); err != nil {
+		return false, usageError{fmt.Errorf("--redis %q: %w (want redis://[user:password@]host:port/db or rediss://)", *c.redis, err)}
+	}
+	if _, err := amqp.ParseURI(*c.amqp); err != nil {
+		return false, usageError{fmt.Errorf("--amqp %q: %w (want amqp://user:password@host:port/vhost or amqps://)", *c.amqp, err)}
+	}
 	return true, nil
 }
+
+// warnShared warns when cluster mode runs on the default exchange and
+// Redis prefix: two clusters sharing a RabbitMQ and a Redis that way would
+// silently merge into one.
+func (c clusterFlags) warnShared(log *slog.Logger) {
+	if *c.exchange == defaultClusterName && *c.prefix == defaultClusterName {
+		log.Warn("using the default --exchange and --redis-prefix (" + defaultClusterName + "): clusters that share this RabbitMQ and Redis would merge; give each cluster its own name")
+	}
+}
+
+// defaultClusterName is the default --exchange and --redis-prefix.
+const defaultClusterName = "wsgate"
 
 // deps are the connections of cluster mode.
 type deps struct {

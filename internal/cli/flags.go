@@ -1,25 +1,30 @@
 package cli
 
 import (
+	"errors"
 	"flag"
 	"fmt"
-	"os"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/peterbourgon/ff/v3"
 )
 
-// flagSet wraps flag.FlagSet so every flag also reads WSGATE_<NAME> from the
-// environment (dashes become underscores); a flag given on the command line
-// wins over the environment, which wins over the default.
+// flagSet wraps flag.FlagSet for github.com/peterbourgon/ff/v3, which
+// gives every flag its environment variable WSGATE_<NAME> (dashes become
+// underscores) and reads --config FILE. Precedence: the command line, then
+// the environment, then the config file, then the default; a repeatable
+// flag takes all its values from the first of those that has any (lists
+// never merge).
 type flagSet struct {
 	*flag.FlagSet
-	envErrs []error
 }
 
 func newFlagSet(name string) *flagSet {
-	fs := flag.NewFlagSet(name, flag.ContinueOnError)
-	return &flagSet{FlagSet: fs}
+	fs := &flagSet{FlagSet: flag.NewFlagSet(name, flag.ContinueOnError)}
+	fs.FlagSet.String("config", "", "file of flag values, one `name value` per line (# comments); the command line and the environment win over it (env "+envName("config")+")")
+	return fs
 }
 
 // envName is the environment variable of a flag.
@@ -27,47 +32,32 @@ func envName(flagName string) string {
 	return "WSGATE_" + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
 }
 
-// envOr returns the parsed value of the flag's environment variable, or def
-// when it is unset; a bad value is kept for parse to report.
-func envOr[T any](f *flagSet, name string, def T, parse func(string) (T, error), want string) T {
-	v, ok := os.LookupEnv(envName(name))
-	if !ok {
-		return def
-	}
-	x, err := parse(v)
-	if err != nil {
-		f.envErrs = append(f.envErrs, fmt.Errorf("%s=%q: want %s", envName(name), v, want))
-		return def
-	}
-	return x
-}
-
 func help(name, usage string) string { return usage + " (env " + envName(name) + ")" }
 
 func (f *flagSet) String(name, def, usage string) *string {
-	return f.FlagSet.String(name, envOr(f, name, def, func(s string) (string, error) { return s, nil }, ""), help(name, usage))
+	return f.FlagSet.String(name, def, help(name, usage))
 }
 
 func (f *flagSet) Int(name string, def int, usage string) *int {
-	return f.FlagSet.Int(name, envOr(f, name, def, strconv.Atoi, "a number"), help(name, usage))
+	return f.FlagSet.Int(name, def, help(name, usage))
 }
 
 func (f *flagSet) Bool(name string, def bool, usage string) *bool {
-	return f.FlagSet.Bool(name, envOr(f, name, def, strconv.ParseBool, "true or false"), help(name, usage))
+	return f.FlagSet.Bool(name, def, help(name, usage))
 }
 
 func (f *flagSet) Duration(name string, def time.Duration, usage string) *time.Duration {
-	return f.FlagSet.Duration(name, envOr(f, name, def, time.ParseDuration, "a duration like 5s"), help(name, usage))
+	return f.FlagSet.Duration(name, def, help(name, usage))
 }
 
 func (f *flagSet) Float(name string, def float64, usage string) *float64 {
-	return f.FlagSet.Float64(name, envOr(f, name, def, func(s string) (float64, error) { return strconv.ParseFloat(s, 64) }, "a number"), help(name, usage))
+	return f.FlagSet.Float64(name, def, help(name, usage))
 }
 
 // Bytes is a byte-size flag: a plain number or one with a KiB, MiB, GiB
 // (or K, M, G) suffix, e.g. 512MiB.
 func (f *flagSet) Bytes(name string, def int64, usage string) *int64 {
-	v := byteSize(envOr(f, name, def, parseBytes, "a size like 512MiB"))
+	v := byteSize(def)
 	f.FlagSet.Var(&v, name, help(name, usage))
 	return (*int64)(&v)
 }
@@ -103,27 +93,29 @@ func parseBytes(s string) (int64, error) {
 	return n * mult, nil
 }
 
-// list is a repeatable flag; WSGATE_<NAME> holds a space-separated list.
+// list is a repeatable flag. Each value may hold several, separated by
+// spaces: that is how WSGATE_<NAME> lists them.
 type list []string
 
-func (l *list) String() string     { return strings.Join(*l, ",") }
-func (l *list) Set(v string) error { *l = append(*l, v); return nil }
+func (l *list) String() string { return strings.Join(*l, ",") }
+func (l *list) Set(v string) error {
+	*l = append(*l, strings.Fields(v)...)
+	return nil
+}
 
 func (f *flagSet) List(name, usage string) *list {
 	l := new(list)
-	if v, ok := os.LookupEnv(envName(name)); ok && v != "" {
-		*l = strings.Fields(v)
-	}
 	f.FlagSet.Var(l, name, usage+" (repeatable; env "+envName(name)+", space-separated)")
 	return l
 }
 
-// parse parses args and reports environment errors first.
+// parse parses args, then the environment, then --config.
 func (f *flagSet) parse(args []string) error {
-	if len(f.envErrs) > 0 {
-		return usageError{f.envErrs[0]}
-	}
-	if err := f.FlagSet.Parse(args); err != nil {
+	if err := ff.Parse(f.FlagSet, args, ff.WithEnvVarPrefix("WSGATE"),
+		ff.WithConfigFileFlag("config"), ff.WithConfigFileParser(ff.PlainParser)); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
 		return usageError{err}
 	}
 	if f.NArg() > 0 {

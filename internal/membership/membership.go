@@ -61,8 +61,10 @@ func (n Node) Validate() error {
 	if len(n.ID) > 128 || strings.ContainsAny(n.ID, " \t\r\n/") {
 		return fmt.Errorf("membership: node id %q: at most 128 characters, no spaces or '/'", n.ID)
 	}
-	if _, port, err := net.SplitHostPort(n.Addr); err != nil || port == "" || port == "0" {
+	if _, port, err := net.SplitHostPort(n.Addr); err != nil || port == "" {
 		return fmt.Errorf("membership: node %s: addr %q is not host:port", n.ID, n.Addr)
+	} else if p, err := strconv.Atoi(port); err != nil || p < 1 || p > 65535 {
+		return fmt.Errorf("membership: node %s: addr %q: port must be 1..65535", n.ID, n.Addr)
 	}
 	if n.Weight < 0 || n.Weight > 100 {
 		return fmt.Errorf("membership: node %s: weight %d out of range 0..100", n.ID, n.Weight)
