@@ -9,6 +9,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/cenkalti/backoff/v5"
+
 	"github.com/wsgate/wsgate/internal/membership"
 	"github.com/wsgate/wsgate/internal/wire"
 )
@@ -79,7 +81,13 @@ func (c *control) stop() {
 // locally; the next successful handshake marks it up again.
 func (c *control) run() {
 	defer close(c.done)
-	backoff := time.Duration(0) // the first redial after a loss is immediate
+	// The first redial after a loss is immediate; then 100 ms doubling to
+	// 5 s, each wait randomized ±50% so that gateways that lost a node
+	// together do not redial it in step.
+	b := &backoff.ExponentialBackOff{InitialInterval: 100 * time.Millisecond, RandomizationFactor: 0.5,
+		Multiplier: 2, MaxInterval: 5 * time.Second}
+	b.Reset()
+	wait := time.Duration(0)
 	for c.ctx.Err() == nil {
 		wasUp, err := c.session()
 		c.healthy.Store(false)
@@ -88,20 +96,21 @@ func (c *control) run() {
 			return
 		}
 		if wasUp {
-			backoff = 0
+			wait = 0
+			b.Reset()
 			if ne, ok := errors.AsType[net.Error](err); ok && ne.Timeout() {
 				c.g.metrics.linkSilent(c.node.ID) // heard nothing for 3 keepalive intervals
 			}
 		} else {
 			c.g.setDown(c, true)
 		}
-		c.g.log.Warn("backend control link down", "node", c.node.ID, "addr", c.node.Addr, "err", err, "retry_in", backoff)
+		c.g.log.Warn("backend control link down", "node", c.node.ID, "addr", c.node.Addr, "err", err, "retry_in", wait.Round(time.Millisecond))
 		select {
 		case <-c.ctx.Done():
 			return
-		case <-time.After(backoff):
+		case <-time.After(wait):
 		}
-		backoff = min(max(2*backoff, 100*time.Millisecond), 5*time.Second)
+		wait = b.NextBackOff()
 	}
 }
 

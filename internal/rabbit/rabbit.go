@@ -16,6 +16,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/cenkalti/backoff/v5"
 	amqp "github.com/rabbitmq/amqp091-go"
 )
 
@@ -167,7 +168,11 @@ func (c *Client) keep(lost chan *amqp.Error) {
 			c.mu.Unlock()
 			c.log.Warn("connection lost; reconnecting", "err", err)
 		}
-		backoff := 100 * time.Millisecond
+		// 100 ms doubling to MaxBackoff, randomized ±50%: the nodes of a
+		// cluster that lost the broker together do not reconnect in step.
+		b := &backoff.ExponentialBackOff{InitialInterval: 100 * time.Millisecond, RandomizationFactor: 0.5,
+			Multiplier: 2, MaxInterval: c.cfg.MaxBackoff}
+		b.Reset()
 		for {
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			l, err := c.connect(ctx)
@@ -184,13 +189,13 @@ func (c *Client) keep(lost chan *amqp.Error) {
 				}
 				break
 			}
-			c.log.Debug("reconnect failed", "err", err, "retry_in", backoff)
+			wait := b.NextBackOff()
+			c.log.Debug("reconnect failed", "err", err, "retry_in", wait.Round(time.Millisecond))
 			select {
 			case <-c.closed:
 				return
-			case <-time.After(backoff):
+			case <-time.After(wait):
 			}
-			backoff = min(2*backoff, c.cfg.MaxBackoff)
 		}
 	}
 }
