@@ -10,15 +10,15 @@ import (
 
 	"github.com/wsgate/wsgate/backend"
 	"github.com/wsgate/wsgate/backend/demo"
+	"github.com/wsgate/wsgate/devcluster"
 	"github.com/wsgate/wsgate/gateway"
-	"github.com/wsgate/wsgate/internal/cluster"
 )
 
 // TestScenariosAgainstDevCluster runs every scenario with a few hundred
 // connections through an in-process dev cluster.
 func TestScenariosAgainstDevCluster(t *testing.T) {
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	c, err := cluster.Start(cluster.Config{Backends: 3, Logger: log,
+	c, err := devcluster.Start(devcluster.Config{Backends: 3, Logger: log,
 		Gateway: gateway.Config{Listen: "127.0.0.1:0", Admin: "127.0.0.1:0", Pprof: true}}) // the probe forces GCs through pprof
 	if err != nil {
 		t.Fatal(err)

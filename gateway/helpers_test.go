@@ -15,8 +15,8 @@ import (
 
 	"github.com/gorilla/websocket"
 
+	"github.com/wsgate/wsgate/devcluster"
 	"github.com/wsgate/wsgate/gateway"
-	"github.com/wsgate/wsgate/internal/cluster"
 	"github.com/wsgate/wsgate/internal/membership"
 	"github.com/wsgate/wsgate/internal/wsframe"
 )
@@ -29,13 +29,13 @@ func testLogger() *slog.Logger {
 }
 
 // startCluster starts a dev cluster with n backends on random ports.
-func startCluster(t testing.TB, n int, tune func(*gateway.Config)) *cluster.Cluster {
+func startCluster(t testing.TB, n int, tune func(*gateway.Config)) *devcluster.Cluster {
 	t.Helper()
 	cfg := gateway.Config{Listen: "127.0.0.1:0", Admin: "127.0.0.1:0", CloseTimeout: time.Second, DrainTimeout: 3 * time.Second}
 	if tune != nil {
 		tune(&cfg)
 	}
-	c, err := cluster.Start(cluster.Config{Backends: n, Gateway: cfg, Logger: testLogger(), DrainTimeout: 10 * time.Second})
+	c, err := devcluster.Start(devcluster.Config{Backends: n, Gateway: cfg, Logger: testLogger(), DrainTimeout: 10 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -53,7 +53,7 @@ type welcome struct {
 }
 
 // dial connects a WebSocket client to path and reads the welcome message.
-func dial(t testing.TB, c *cluster.Cluster, path string) (*websocket.Conn, welcome) {
+func dial(t testing.TB, c *devcluster.Cluster, path string) (*websocket.Conn, welcome) {
 	t.Helper()
 	ws, err := dialErr(c.Gateway().Addr(), path, nil)
 	if err != nil {
@@ -93,7 +93,7 @@ func readWelcome(t testing.TB, ws *websocket.Conn) welcome {
 }
 
 // admin calls the gateway's admin API and decodes a JSON answer into out.
-func admin(t testing.TB, c *cluster.Cluster, method, path, body string, out any) int {
+func admin(t testing.TB, c *devcluster.Cluster, method, path, body string, out any) int {
 	t.Helper()
 	req, err := http.NewRequest(method, "http://"+c.Gateway().AdminAddr()+path, strings.NewReader(body))
 	if err != nil {
@@ -116,7 +116,7 @@ func admin(t testing.TB, c *cluster.Cluster, method, path, body string, out any)
 	return resp.StatusCode
 }
 
-func owner(t testing.TB, c *cluster.Cluster, key string) string {
+func owner(t testing.TB, c *devcluster.Cluster, key string) string {
 	t.Helper()
 	m := c.Gateway().Ring().LookupString(key)
 	if m == nil {

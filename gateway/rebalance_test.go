@@ -9,8 +9,8 @@ import (
 
 	"github.com/gorilla/websocket"
 
+	"github.com/wsgate/wsgate/devcluster"
 	"github.com/wsgate/wsgate/gateway"
-	"github.com/wsgate/wsgate/internal/cluster"
 	"github.com/wsgate/wsgate/internal/ring"
 	"github.com/wsgate/wsgate/internal/testutil"
 )
@@ -23,7 +23,7 @@ type client struct {
 	done chan int // close code, once
 }
 
-func connectAll(t *testing.T, c *cluster.Cluster, keys []string) []*client {
+func connectAll(t *testing.T, c *devcluster.Cluster, keys []string) []*client {
 	t.Helper()
 	out := make([]*client, len(keys))
 	var wg sync.WaitGroup

@@ -17,8 +17,8 @@ import (
 
 	"github.com/gorilla/websocket"
 
+	"github.com/wsgate/wsgate/devcluster"
 	"github.com/wsgate/wsgate/gateway"
-	"github.com/wsgate/wsgate/internal/cluster"
 	"github.com/wsgate/wsgate/internal/testutil"
 	"github.com/wsgate/wsgate/internal/tlscert"
 )
@@ -44,7 +44,7 @@ func tlsFiles(t testing.TB, dir string) (certFile, keyFile string, roots *x509.C
 
 // startTLSCluster starts a dev cluster whose client listener speaks TLS
 // with a fresh certificate; roots trusts it.
-func startTLSCluster(t testing.TB, tune func(*gateway.Config)) (c *cluster.Cluster, roots *x509.CertPool, certFile, keyFile string) {
+func startTLSCluster(t testing.TB, tune func(*gateway.Config)) (c *devcluster.Cluster, roots *x509.CertPool, certFile, keyFile string) {
 	t.Helper()
 	certFile, keyFile, roots = tlsFiles(t, t.TempDir())
 	c = startCluster(t, 2, func(cfg *gateway.Config) {

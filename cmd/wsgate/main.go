@@ -9,7 +9,7 @@ import (
 	"os/signal"
 	"syscall"
 
-	"github.com/wsgate/wsgate/internal/cli"
+	"github.com/wsgate/wsgate/cli"
 )
 
 func main() {

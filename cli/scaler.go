@@ -10,7 +10,7 @@ import (
 
 	"github.com/wsgate/wsgate/gateway"
 	"github.com/wsgate/wsgate/internal/membership"
-	"github.com/wsgate/wsgate/internal/scaler"
+	"github.com/wsgate/wsgate/scaler"
 )
 
 // scalerFlags choose and configure the scaling driver behind POST

@@ -26,12 +26,12 @@ import (
 
 	"github.com/wsgate/wsgate/backend"
 	"github.com/wsgate/wsgate/backend/demo"
+	"github.com/wsgate/wsgate/devcluster"
 	"github.com/wsgate/wsgate/gateway"
-	"github.com/wsgate/wsgate/internal/cluster"
 	"github.com/wsgate/wsgate/internal/fanout"
 	"github.com/wsgate/wsgate/internal/membership"
-	"github.com/wsgate/wsgate/internal/scaler"
 	"github.com/wsgate/wsgate/internal/tlscert"
+	"github.com/wsgate/wsgate/scaler"
 )
 
 const usage = `wsgate — a WebSocket edge tier that routes clients by key to stateful backends.
@@ -316,7 +316,7 @@ func runDev(ctx context.Context, args []string, stdout io.Writer) error {
 		tokenNote = "\n  Admin token (made for this run; the dashboard asks for it once):\n    " + cfg.AdminToken + "\n"
 		auth = "-H 'Authorization: Bearer " + cfg.AdminToken + "' "
 	}
-	c, err := cluster.Start(cluster.Config{Backends: *n, Gateway: cfg, Logger: log, ClusterSecret: cfg.ClusterSecret,
+	c, err := devcluster.Start(devcluster.Config{Backends: *n, Gateway: cfg, Logger: log, ClusterSecret: cfg.ClusterSecret,
 		MaxBackends: *sf.max, Scaler: sf.devScaler(cfg.KeepAlive, log)})
 	if ce := (*gateway.ConfigError)(nil); errors.As(err, &ce) {
 		return usageError{err}

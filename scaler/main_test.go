@@ -24,7 +24,7 @@ import (
 	"github.com/wsgate/wsgate/internal/membership"
 	"github.com/wsgate/wsgate/internal/presence"
 	"github.com/wsgate/wsgate/internal/rabbit"
-	"github.com/wsgate/wsgate/internal/scaler"
+	"github.com/wsgate/wsgate/scaler"
 )
 
 // The process and docker tests run the real binary, built once here; the

@@ -14,7 +14,7 @@ import (
 	"testing"
 
 	"github.com/wsgate/wsgate/gateway"
-	"github.com/wsgate/wsgate/internal/scaler"
+	"github.com/wsgate/wsgate/scaler"
 )
 
 // fakeKube is an API server holding one Deployment's scale subresource.

@@ -11,11 +11,11 @@ import (
 
 	"github.com/gorilla/websocket"
 
+	"github.com/wsgate/wsgate/devcluster"
 	"github.com/wsgate/wsgate/gateway"
-	"github.com/wsgate/wsgate/internal/cluster"
 	"github.com/wsgate/wsgate/internal/membership"
-	"github.com/wsgate/wsgate/internal/scaler"
 	"github.com/wsgate/wsgate/internal/testutil"
+	"github.com/wsgate/wsgate/scaler"
 )
 
 // TestProcessCluster: two real `wsgate backend` children join a real
@@ -116,7 +116,7 @@ func TestProcessCluster(t *testing.T) {
 // its children on the dev cluster's in-process bus.
 func TestProcessDev(t *testing.T) {
 	var pids []int
-	c, err := cluster.Start(cluster.Config{Backends: 2, Logger: testLogger(t),
+	c, err := devcluster.Start(devcluster.Config{Backends: 2, Logger: testLogger(t),
 		Gateway: gateway.Config{Listen: "127.0.0.1:0", Admin: "127.0.0.1:0", CloseTimeout: time.Second, DrainTimeout: 3 * time.Second},
 		Scaler: func(bus membership.Publisher, secret []byte, joined func(string) bool) (scaler.Scaler, error) {
 			return scaler.NewProcess(scaler.ProcessConfig{Binary: binary(), Announce: bus, ClusterSecret: secret,

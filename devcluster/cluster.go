@@ -3,7 +3,7 @@
 // The backends come from a scaling driver (internal/scaler): demo backends
 // in this process by default, or `wsgate backend` child processes. It is
 // `wsgate dev`, and the harness of the end-to-end tests.
-package cluster
+package devcluster
 
 import (
 	"context"
@@ -18,7 +18,7 @@ import (
 	"github.com/wsgate/wsgate/gateway"
 	"github.com/wsgate/wsgate/internal/fanout"
 	"github.com/wsgate/wsgate/internal/membership"
-	"github.com/wsgate/wsgate/internal/scaler"
+	"github.com/wsgate/wsgate/scaler"
 )
 
 // Config configures a dev cluster.

@@ -9,16 +9,16 @@ import (
 
 	"github.com/gorilla/websocket"
 
+	"github.com/wsgate/wsgate/devcluster"
 	"github.com/wsgate/wsgate/gateway"
-	"github.com/wsgate/wsgate/internal/cluster"
-	"github.com/wsgate/wsgate/internal/scaler"
+	"github.com/wsgate/wsgate/scaler"
 )
 
 // TestDev: wsgate dev's default driver, in-process demo backends, through
 // the dev cluster: add up to the maximum, remove one and see its client
 // move.
 func TestDev(t *testing.T) {
-	c, err := cluster.Start(cluster.Config{Backends: 2, MaxBackends: 3, Logger: testLogger(t), DrainTimeout: 10 * time.Second,
+	c, err := devcluster.Start(devcluster.Config{Backends: 2, MaxBackends: 3, Logger: testLogger(t), DrainTimeout: 10 * time.Second,
 		Gateway: gateway.Config{Listen: "127.0.0.1:0", Admin: "127.0.0.1:0", CloseTimeout: time.Second, DrainTimeout: 3 * time.Second}})
 	if err != nil {
 		t.Fatal(err)

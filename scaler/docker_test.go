@@ -19,7 +19,7 @@ import (
 	"time"
 
 	"github.com/wsgate/wsgate/gateway"
-	"github.com/wsgate/wsgate/internal/scaler"
+	"github.com/wsgate/wsgate/scaler"
 )
 
 // fakeEngine speaks the few Docker Engine API endpoints the docker driver
