@@ -14,16 +14,13 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
-	"net"
 	"runtime/debug"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/panjf2000/gnet/v2"
-	"golang.org/x/sys/unix"
 
 	"github.com/wsgate/wsgate/internal/membership"
 	"github.com/wsgate/wsgate/internal/ring"
@@ -39,6 +36,7 @@ type Gateway struct {
 	ring    ring.Handle
 	metrics *metrics
 
+	// The engine and its loops (engine.go, loop.go), the clocks (edge.go).
 	eng         gnet.Engine
 	addr        string        // actual client listener address
 	loopsUp     chan struct{} // closed by the first OnTick: the event loops run
@@ -58,6 +56,8 @@ type Gateway struct {
 	loops   map[gnet.EventLoop]*loop
 	loopArr atomic.Pointer[[]*loop]
 
+	// Admission at the edge (accept.go, limits.go, edge.go, auth.go,
+	// origin.go, tls.go).
 	limits     *limiter
 	origins    *originPolicy
 	auth       *verifier    // nil: clients are not authenticated
@@ -69,6 +69,8 @@ type Gateway struct {
 	engineDown atomic.Bool  // the event loops stopped while not shutting down
 	fatalCh    chan error   // gets the error that makes the gateway unhealthy for good (cap 1)
 
+	// Routing, links and rebalance (routing.go, rebalance.go, control.go,
+	// link.go).
 	clients    atomic.Int64 // open sessions, all loops
 	rebalanced atomic.Int64 // rebalance closes since start
 	rr         atomic.Uint64
@@ -79,6 +81,8 @@ type Gateway struct {
 	members    atomic.Pointer[[]membership.Node]
 	ringMu     sync.Mutex // serializes rebuild
 
+	// Presence, broadcasts and operations (presence.go, admin.go,
+	// console.go, metrics.go).
 	presence *presenceWriter
 	console  *console     // the operations console's history and event log
 	bcasts   atomic.Int64 // broadcast deliveries (client writes)
@@ -349,125 +353,6 @@ func (g *Gateway) stopEngine() {
 	}
 }
 
-// loopList returns the loops seen so far. Safe from any goroutine.
-func (g *Gateway) loopList() []*loop { return *g.loopArr.Load() }
-
-// loopOf returns the gateway state of el, creating it on first use.
-func (g *Gateway) loopOf(el gnet.EventLoop) *loop {
-	g.loopsMu.Lock()
-	defer g.loopsMu.Unlock()
-	l := g.loops[el]
-	if l == nil {
-		l = newLoop(g, el, len(g.loops))
-		g.loops[el] = l
-		arr := append(append([]*loop(nil), g.loopList()...), l)
-		g.loopArr.Store(&arr)
-	}
-	return l
-}
-
-// OnBoot records the engine and the listener's real address. gnet calls
-// it before it creates the event loops (see OnTick).
-func (g *Gateway) OnBoot(eng gnet.Engine) gnet.Action {
-	g.eng = eng
-	g.addr = g.cfg.Listen
-	if fd, err := eng.Dup(); err == nil {
-		if sa, err := unix.Getsockname(fd); err == nil {
-			if in, ok := sa.(*unix.SockaddrInet4); ok {
-				g.addr = net.JoinHostPort(net.IP(in.Addr[:]).String(), strconv.Itoa(in.Port))
-			} else if in6, ok := sa.(*unix.SockaddrInet6); ok {
-				g.addr = net.JoinHostPort(net.IP(in6.Addr[:]).String(), strconv.Itoa(in6.Port))
-			}
-		}
-		_ = unix.Close(fd)
-	}
-	return gnet.None
-}
-
-// OnTick runs once the event loops are registered (gnet starts its ticker
-// after them): Start returns only then, so links can be dialled on the
-// loops. The ticker is not needed after that.
-func (g *Gateway) OnTick() (time.Duration, gnet.Action) {
-	g.loopsUpOnce.Do(func() { close(g.loopsUp) })
-	return 24 * time.Hour, gnet.None
-}
-
-// OnOpen starts a client session in the handshake state, or completes a
-// link dialled by linkTo (its context is the *link).
-func (g *Gateway) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
-	l := g.loopOf(c.EventLoop())
-	if k, ok := c.Context().(*link); ok {
-		return l.linkOpened(k, c), gnet.None
-	}
-	if g.draining.Load() {
-		return nil, gnet.Close
-	}
-	s := &session{conn: c, loop: l, state: stHandshake,
-		deadline: g.deadline(g.cfg.HandshakeTimeout)}
-	c.SetContext(s)
-	if resp, why := g.admit(c); resp != nil {
-		if g.tls != nil {
-			// No HTTP answer can be sent before a TLS handshake, and a
-			// handshake is what a refused client must not cost: close.
-			s.state = stRejected
-			g.metrics.reject(why)
-			return nil, gnet.Close
-		}
-		return nil, l.reject(s, c, resp, why)
-	}
-	if g.tls != nil {
-		c.SetContext(g.tls.wrap(c, s))
-	}
-	l.timed[s] = struct{}{}
-	return nil, gnet.None
-}
-
-// OnTraffic dispatches input to the session or link that owns c.
-func (g *Gateway) OnTraffic(c gnet.Conn) gnet.Action {
-	switch x := c.Context().(type) {
-	case *session:
-		return x.loop.onTraffic(x, c)
-	case *tlsConn:
-		return x.loop.tlsTraffic(x, c)
-	case *link:
-		return x.loop.linkTraffic(x, c)
-	}
-	return gnet.Close
-}
-
-// OnClose forgets the session or link of c.
-func (g *Gateway) OnClose(c gnet.Conn, err error) gnet.Action {
-	ctx := c.Context()
-	if t, ok := ctx.(*tlsConn); ok {
-		if ctx = t.s; t.k != nil {
-			ctx = t.k
-		}
-	}
-	switch x := ctx.(type) {
-	case *session:
-		if x.state == stRejected {
-			if x.lingers {
-				g.lingering.Add(-1)
-			}
-			delete(x.loop.timed, x)
-			return gnet.None
-		}
-		x.loop.onClose(x)
-		g.released(c)
-	case *link:
-		x.loop.linkClosed(x, err)
-	}
-	return gnet.None
-}
-
-// released gives back the admission of a client connection that closes.
-func (g *Gateway) released(c gnet.Conn) {
-	g.held.Add(-1)
-	if g.limits.on() {
-		g.limits.release(peerIP(c.RemoteAddr()))
-	}
-}
-
 // fatal reports an error after which the gateway cannot serve new clients:
 // /healthz fails and Fatal delivers it, so the process exits non-zero and a
 // supervisor restarts it.
@@ -481,169 +366,6 @@ func (g *Gateway) fatal(err error) {
 // Fatal delivers the error that left the gateway unable to serve new
 // clients (its accept loop stopped). The caller should exit non-zero.
 func (g *Gateway) Fatal() <-chan error { return g.fatalCh }
-
-// watch applies each member set from the membership source.
-func (g *Gateway) watch(sets <-chan []membership.Node, first chan struct{}) {
-	defer g.wg.Done()
-	once := sync.OnceFunc(func() { close(first) })
-	for set := range sets {
-		if err := g.apply(set); err != nil {
-			g.log.Error("member set rejected; keeping the current ring", "err", err)
-			continue
-		}
-		once()
-	}
-}
-
-// apply takes a new member set from the membership source.
-func (g *Gateway) apply(set []membership.Node) error {
-	for _, n := range set {
-		if err := n.Validate(); err != nil {
-			return err
-		}
-	}
-	g.members.Store(&set)
-	g.syncControls(set)
-	return g.rebuild()
-}
-
-// setDown marks c's node down locally (its control link died and could not
-// be re-dialled) or up again (c's handshake completed). A down node stays a
-// member but leaves this gateway's ring until its link is back. A control
-// that is no longer the node's current one (the node left or moved, and
-// its stop is under way) changes nothing.
-func (g *Gateway) setDown(c *control, down bool) {
-	id := c.node.ID
-	g.nodesMu.Lock()
-	if g.controls[id] != c {
-		g.nodesMu.Unlock()
-		return
-	}
-	changed := g.down[id] != down
-	if down {
-		g.down[id] = true
-	} else {
-		delete(g.down, id)
-	}
-	g.nodesMu.Unlock()
-	if !down {
-		// The node answers again: forget the loops' failed data-link
-		// dials, so its clients are not refused for the rest of LinkRetry.
-		for _, l := range g.loopList() {
-			_ = l.exec(func() { delete(l.down, id) })
-		}
-	}
-	if changed {
-		g.log.Warn("backend marked locally "+map[bool]string{true: "down", false: "up"}[down], "node", id)
-		if down {
-			g.console.event("down", "node %s is unreachable (control link lost): off this gateway's ring until it answers", id)
-		} else {
-			g.console.event("up", "node %s answers again", id)
-		}
-		if err := g.rebuild(); err != nil {
-			g.log.Error("ring rebuild failed", "err", err)
-		}
-	}
-}
-
-// rebuild builds the ring from the members not marked down, swaps it in and
-// starts the rebalance. Serialized by ringMu.
-func (g *Gateway) rebuild() error {
-	g.ringMu.Lock()
-	defer g.ringMu.Unlock()
-	var members []ring.Member
-	g.nodesMu.Lock()
-	for _, n := range g.memberSet() {
-		if !g.down[n.ID] {
-			members = append(members, ring.Member{ID: n.ID, Addr: n.Addr, Weight: n.Weight})
-		}
-	}
-	g.nodesMu.Unlock()
-	var opts []ring.Option
-	if g.cfg.VirtualNodes > 0 {
-		opts = append(opts, ring.WithVirtualNodes(g.cfg.VirtualNodes))
-	}
-	r, err := ring.New(members, opts...)
-	if err != nil {
-		return err
-	}
-	prev := g.ring.Load() // ringMu: no other writer
-	if prev != nil && prev.Version() == r.Version() {
-		return nil
-	}
-	g.metrics.ringSwapped(r)
-	g.ring.Store(r)
-	g.log.Info("ring updated", "members", r.Len(), "version", fmt.Sprintf("%016x", r.Version()))
-	g.ringChanged(r.Version(), memberIDs(prev), memberIDs(r), prev != nil)
-	if prev != nil {
-		for _, l := range g.loopList() {
-			l.pending.Store(1) // unknown until the scan runs; keeps the pacer going
-			_ = l.exec(func() { l.scan(r) })
-		}
-		select {
-		case g.kick <- struct{}{}:
-		default:
-		}
-	}
-	return nil
-}
-
-// memberSet is the last member set from the membership source.
-func (g *Gateway) memberSet() []membership.Node {
-	if p := g.members.Load(); p != nil {
-		return *p
-	}
-	return nil
-}
-
-// pace has the loops close moved sessions at RebalanceRate per second.
-func (g *Gateway) pace(ctx context.Context) {
-	defer g.wg.Done()
-	tick := time.NewTicker(paceTick)
-	tick.Stop()
-	active := false
-	for {
-		select {
-		case <-ctx.Done():
-			tick.Stop()
-			return
-		case <-g.kick:
-			if !active {
-				active = true
-				tick.Reset(paceTick)
-			}
-		case <-tick.C:
-			loops := g.loopList()
-			if len(loops) == 0 { // no client has ever connected: nothing to move
-				active = false
-				tick.Stop()
-				g.rebalanceDone()
-				continue
-			}
-			perTick := int64(max(1, g.cfg.RebalanceRate*int(paceTick)/int(time.Second)))
-			// Share the tick's budget in proportion to each loop's victims,
-			// so the whole gateway closes RebalanceRate per second even
-			// when the moved clients sit unevenly on the loops.
-			left := int64(0)
-			pending := make([]int64, len(loops))
-			for i, l := range loops {
-				pending[i] = l.pending.Load()
-				left += pending[i]
-			}
-			for i, l := range loops {
-				if pending[i] > 0 {
-					budget := int(max(1, (perTick*pending[i]+left-1)/left))
-					_ = l.exec(func() { l.closeVictims(budget) })
-				}
-			}
-			if left == 0 {
-				active = false
-				tick.Stop()
-				g.rebalanceDone()
-			}
-		}
-	}
-}
 
 // janitorTick is the janitor's period: 250ms, or a quarter of the link
 // keepalive, the client ping interval or the idle timeout when one is
