@@ -593,7 +593,7 @@ func TestClusterStartErrors(t *testing.T) {
 		{[]string{"gateway", "--amqp", amqpURL, "--redis", redisURL, "--backend", "a=127.0.0.1:1"}, 2, "exclude each other"},
 		{[]string{"gateway", "--amqp", amqpURL, "--redis", "redis://" + down.Addr() + "/0"}, 1, "redis at " + down.Addr() + " unreachable"},
 		{[]string{"backend", "--listen", "127.0.0.1:0", "--amqp", "amqp://guest:guest@" + down.Addr() + "/", "--redis", redisURL}, 1, "rabbitmq at amqp://guest:xxxxx@" + down.Addr() + "/ unreachable"},
-		{[]string{"backend", "--listen", "127.0.0.1:0", "--amqp", amqpURL, "--redis", "mysql://x"}, 1, "--redis"},
+		{[]string{"backend", "--listen", "127.0.0.1:0", "--amqp", amqpURL, "--redis", "mysql://x"}, 2, "--redis"}, // a malformed URL is a usage error (an unreachable one is not)
 	}
 	for _, tc := range cases {
 		out, err := exec.Command(binary, tc.args...).CombinedOutput()
