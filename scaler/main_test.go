@@ -45,7 +45,7 @@ func TestMain(m *testing.M) {
 	}
 	binDir = dir
 	// Static, so the docker test can put it in a FROM scratch image.
-	cmd := exec.Command("go", "build", "-o", filepath.Join(dir, "wsgate"), "../../cmd/wsgate")
+	cmd := exec.Command("go", "build", "-o", filepath.Join(dir, "wsgate"), "../cmd/wsgate")
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := cmd.CombinedOutput(); err != nil {
 		fmt.Fprintf(os.Stderr, "build: %v\n%s", err, out)
