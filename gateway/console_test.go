@@ -178,3 +178,24 @@ func TestRelayRoundTripSampled(t *testing.T) {
 		t.Errorf("ring_info{version=%s} = %v, want 1", v, n)
 	}
 }
+
+// TestClosesSentByCode: every close the gateway starts is counted by code,
+// once per client. (It caught a double close frame: closing the last
+// session of a retiring link made the link close that session again.)
+func TestClosesSentByCode(t *testing.T) {
+	c := startCluster(t, 2, nil)
+	ws, _ := dial(t, c, "/ws/closer")
+	node := owner(t, c, "closer")
+	if code := admin(t, c, "DELETE", "/api/nodes/"+node, "", nil); code != http.StatusAccepted {
+		t.Fatalf("remove %s: %d", node, code)
+	}
+	if code, _ := closeCode(t, ws); code != 1012 {
+		t.Fatalf("close %d, want 1012", code)
+	}
+	testutil.CheckFor(t, 5*time.Second, 20*time.Millisecond, func() error {
+		if n := testutil.Metric(t, c.Gateway().AdminAddr(), `wsgate_gateway_closes_sent_total{code="1012"}`); n != 1 {
+			return fmt.Errorf("closes_sent_total{1012} = %v, want 1", n)
+		}
+		return nil
+	})
+}

@@ -44,6 +44,7 @@ type metrics struct {
 	reg         *prometheus.Registry
 	handshakes  *prometheus.CounterVec
 	closes      *prometheus.CounterVec
+	closesSent  *prometheus.CounterVec // every close the gateway starts, by code
 	rebalance   prometheus.Counter
 	slow        prometheus.Counter
 	ringMembers prometheus.Gauge
@@ -106,6 +107,8 @@ func newMetrics(g *Gateway) *metrics {
 	}
 	m.tlsReloads = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "tls_reloads_total",
 		Help: "TLS certificate reloads (file change or SIGHUP) by result (ok, error: the old certificate stays)."}, []string{"result"})
+	m.closesSent = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "closes_sent_total",
+		Help: "Close frames the gateway sent to start closing a client, by close code (1001 shutdown, 1008 policy, 1011/1013 backend trouble, 1012 rebalance, or the backend's own code)."}, []string{"code"})
 	m.hsOK = m.handshakes.WithLabelValues("ok")
 	m.handshakeSeconds = prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Name: "handshake_duration_seconds",
 		Help:    "Time from accepting a client connection to its 101 (TLS handshake included), successful upgrades.",
@@ -124,6 +127,7 @@ func newMetrics(g *Gateway) *metrics {
 		Help: "1 for the current ring, labelled with its version (hex content hash: equal on gateways with equal rings)."}, []string{"version"})
 	m.rttWindow = newWindow(linkRTTBuckets, time.Minute)
 	m.relayWindow = newWindow(linkRTTBuckets, time.Minute)
+	reg.MustRegister(m.closesSent)
 	reg.MustRegister(m.handshakeSeconds, m.linkRTT, m.rebalanceSeconds, m.relayRoundTrip, m.ringInfo, perNodeCollector{g})
 	if g.tls != nil {
 		reg.MustRegister(m.tlsReloads, prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: ns, Name: "tls_certificate_expiry_seconds",
@@ -162,6 +166,7 @@ func newMetrics(g *Gateway) *metrics {
 func (m *metrics) handshakeOK()               { m.hsOK.Inc() }
 func (m *metrics) handshakeFailed(why string) { m.handshakes.WithLabelValues(why).Inc() }
 func (m *metrics) protocolClose(code uint16)  { m.closes.WithLabelValues(strconv.Itoa(int(code))).Inc() }
+func (m *metrics) closeSent(code uint16)      { m.closesSent.WithLabelValues(strconv.Itoa(int(code))).Inc() }
 func (m *metrics) rebalanceClose()            { m.rebalance.Inc() }
 func (m *metrics) slowClient()                { m.slow.Inc() }
 func (m *metrics) linkAuthFailed(node string) { m.linkAuth.WithLabelValues(node).Inc() }

@@ -310,6 +310,7 @@ func (l *loop) closeSession(s *session, code uint16, reason string, fromBackend 
 		return
 	}
 	_, _ = s.conn.Write(wsframe.AppendClose(l.out[:0], code, reason))
+	l.g.metrics.closeSent(code)
 	if s.state != stOpen {
 		return // the write failed: gnet closed the conn, and OnClose ran inside Write
 	}
@@ -334,15 +335,19 @@ func (l *loop) detach(s *session, code uint16, reason []byte) {
 // unlink removes s from its link and from routing; s stays in l.sessions
 // (for the close handshake) until its conn closes.
 func (l *loop) unlink(s *session) {
-	if s.link == nil {
+	k := s.link
+	if k == nil {
 		return
 	}
-	s.link.sessions--
-	s.link.clients.Add(-1)
-	l.g.presence.note(l, s, s.link.node, false)
-	l.removeKey(s)
-	s.link.maybeRetire()
+	// s leaves the link before the link may retire: a retiring link closes
+	// the sessions still on it, and s (being closed by the caller already)
+	// must not get a second close frame.
 	s.link = nil
+	k.sessions--
+	k.clients.Add(-1)
+	l.g.presence.note(l, s, k.node, false)
+	l.removeKey(s)
+	k.maybeRetire()
 }
 
 // onClose forgets s; its connection is gone.
