@@ -107,6 +107,7 @@ type Ring struct {
 	table   []uint32
 	shift   uint
 	version uint64
+	weight  int64 // sum of the members' normalised weights (bounded loads)
 }
 
 // New builds a ring from members. The order of members does not matter.
@@ -189,6 +190,9 @@ func build(ms []Member, o options) (*Ring, error) {
 	}
 	r.buildTable()
 	r.version = version(ms, o)
+	for _, m := range ms {
+		r.weight += int64(m.Weight)
+	}
 	return r, nil
 }
 
