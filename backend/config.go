@@ -2,13 +2,12 @@ package backend
 
 import (
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
-	"os"
 	"time"
 
+	"github.com/wsgate/wsgate/internal/tlscert"
 	"github.com/wsgate/wsgate/internal/wire"
 )
 
@@ -180,13 +179,9 @@ func LinkTLSConfig(certFile, keyFile, caFile string) (*tls.Config, error) {
 	if err != nil {
 		return nil, fmt.Errorf("--link-tls-cert %s / --link-tls-key %s: %w", certFile, keyFile, err)
 	}
-	pemCA, err := os.ReadFile(caFile)
+	cas, err := tlscert.CAPool(caFile)
 	if err != nil {
 		return nil, fmt.Errorf("--link-tls-ca: %w", err)
-	}
-	cas := x509.NewCertPool()
-	if !cas.AppendCertsFromPEM(pemCA) {
-		return nil, fmt.Errorf("--link-tls-ca %s: no PEM certificate in it", caFile)
 	}
 	return &tls.Config{
 		MinVersion:   tls.VersionTLS13,

@@ -61,10 +61,8 @@ type Event struct {
 // Safe for concurrent use.
 type console struct {
 	mu      sync.Mutex
-	samples []Sample // ring of consoleSamples, oldest at head once full
-	head    int
-	events  []Event // ring of consoleEvents
-	ehead   int
+	samples history[Sample]
+	events  history[Event]
 	subs    map[chan []byte]struct{}
 	last    counters // the previous sample's counter values
 	lastAt  time.Time
@@ -91,19 +89,36 @@ type rebalanceRun struct {
 }
 
 func newConsole() *console {
-	return &console{subs: make(map[chan []byte]struct{})}
+	return &console{subs: make(map[chan []byte]struct{}),
+		samples: history[Sample]{max: consoleSamples}, events: history[Event]{max: consoleEvents}}
+}
+
+// history keeps the last max values pushed (a ring).
+type history[T any] struct {
+	buf  []T
+	head int // the oldest value once buf is full
+	max  int
+}
+
+func (h *history[T]) push(v T) {
+	if len(h.buf) < h.max {
+		h.buf = append(h.buf, v)
+		return
+	}
+	h.buf[h.head] = v
+	h.head = (h.head + 1) % h.max
+}
+
+// all returns a copy of the values, oldest first.
+func (h *history[T]) all() []T {
+	return append(append([]T(nil), h.buf[h.head:]...), h.buf[:h.head]...)
 }
 
 // event records an event and pushes it to open consoles.
 func (c *console) event(kind, format string, args ...any) {
 	e := Event{T: time.Now().UnixMilli(), Kind: kind, Text: fmt.Sprintf(format, args...)}
 	c.mu.Lock()
-	if len(c.events) < consoleEvents {
-		c.events = append(c.events, e)
-	} else {
-		c.events[c.ehead] = e
-		c.ehead = (c.ehead + 1) % consoleEvents
-	}
+	c.events.push(e)
 	c.publishLocked("event", e)
 	c.mu.Unlock()
 }
@@ -128,9 +143,7 @@ func (c *console) publishLocked(name string, v any) {
 func (c *console) snapshot() (samples []Sample, events []Event) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	samples = append(append(samples, c.samples[c.head:]...), c.samples[:c.head]...)
-	events = append(append(events, c.events[c.ehead:]...), c.events[:c.ehead]...)
-	return samples, events
+	return c.samples.all(), c.events.all()
 }
 
 // sampleLoop takes a sample every consoleEvery until ctx ends.
@@ -197,12 +210,7 @@ func (g *Gateway) takeSample(now time.Time) {
 	}
 	prev := c.last
 	c.last, c.lastAt = cur, now
-	if len(c.samples) < consoleSamples {
-		c.samples = append(c.samples, s)
-	} else {
-		c.samples[c.head] = s
-		c.head = (c.head + 1) % consoleSamples
-	}
+	c.samples.push(s)
 	c.publishLocked("sample", s)
 	c.mu.Unlock()
 	if prev.rejected != nil {

@@ -38,3 +38,13 @@ func TestDeltas(t *testing.T) {
 		t.Errorf("deltas = %q", got)
 	}
 }
+
+func TestHistory(t *testing.T) {
+	h := history[int]{max: 3}
+	for i := range 5 {
+		h.push(i)
+	}
+	if got := h.all(); len(got) != 3 || got[0] != 2 || got[2] != 4 {
+		t.Errorf("all = %v, want [2 3 4]", got)
+	}
+}

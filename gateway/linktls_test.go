@@ -114,34 +114,26 @@ func TestLinkMutualTLS(t *testing.T) {
 func TestLinkTLSRefusals(t *testing.T) {
 	pki, other := newLinkPKI(t), newLinkPKI(t)
 
-	t.Run("backend refuses a foreign gateway certificate", func(t *testing.T) {
-		n := startTLSBackend(t, &pki)
-		g := startLinkTLSGateway(t, n.Addr(), &linkPKI{other.cert, other.key, pki.ca}) // trusts the backend, shows a foreign cert
-		expectTryAgain(t, g)
-		testutil.CheckFor(t, 5*time.Second, 20*time.Millisecond, func() error {
-			if r := n.Stats().LinksRejected.BadTLS; r < 1 {
-				return fmt.Errorf("backend bad_tls = %d", r)
+	// The backend refuses a gateway that shows a foreign certificate (it
+	// trusts the backend), and one that speaks plain TCP.
+	for name, gw := range map[string]*linkPKI{
+		"backend refuses a foreign gateway certificate": {other.cert, other.key, pki.ca},
+		"backend refuses a plain gateway":               nil,
+	} {
+		t.Run(name, func(t *testing.T) {
+			n := startTLSBackend(t, &pki)
+			expectTryAgain(t, startLinkTLSGateway(t, n.Addr(), gw))
+			testutil.CheckFor(t, 5*time.Second, 20*time.Millisecond, func() error {
+				if r := n.Stats().LinksRejected.BadTLS; r < 1 {
+					return fmt.Errorf("backend bad_tls = %d", r)
+				}
+				return nil
+			})
+			if s := n.SessionCount(); s != 0 {
+				t.Errorf("the backend took %d sessions from an unauthenticated gateway", s)
 			}
-			return nil
 		})
-		if s := n.SessionCount(); s != 0 {
-			t.Errorf("the backend took %d sessions from an unauthenticated gateway", s)
-		}
-	})
-	t.Run("backend refuses a plain gateway", func(t *testing.T) {
-		n := startTLSBackend(t, &pki)
-		g := startLinkTLSGateway(t, n.Addr(), nil)
-		expectTryAgain(t, g)
-		testutil.CheckFor(t, 5*time.Second, 20*time.Millisecond, func() error {
-			if r := n.Stats().LinksRejected.BadTLS; r < 1 {
-				return fmt.Errorf("backend bad_tls = %d", r)
-			}
-			return nil
-		})
-		if s := n.SessionCount(); s != 0 {
-			t.Errorf("the backend took %d sessions from an unauthenticated gateway", s)
-		}
-	})
+	}
 	t.Run("gateway refuses a foreign backend certificate", func(t *testing.T) {
 		n := startTLSBackend(t, &linkPKI{other.cert, other.key, pki.ca}) // trusts the gateway, shows a foreign cert
 		g := startLinkTLSGateway(t, n.Addr(), &pki)

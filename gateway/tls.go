@@ -16,6 +16,7 @@ import (
 	"github.com/lesismal/llib/std/crypto/tls"
 	"github.com/panjf2000/gnet/v2"
 
+	"github.com/wsgate/wsgate/internal/tlscert"
 	"github.com/wsgate/wsgate/internal/wsframe"
 )
 
@@ -442,13 +443,9 @@ func newLinkTLS(certFile, keyFile, caFile string) (*linkTLS, error) {
 	if err != nil {
 		return nil, fmt.Errorf("gateway: --link-tls-cert %s / --link-tls-key %s: %w", certFile, keyFile, err)
 	}
-	pemCA, err := os.ReadFile(caFile)
+	roots, err := tlscert.CAPool(caFile)
 	if err != nil {
 		return nil, fmt.Errorf("gateway: --link-tls-ca: %w", err)
-	}
-	roots := x509.NewCertPool()
-	if !roots.AppendCertsFromPEM(pemCA) {
-		return nil, fmt.Errorf("gateway: --link-tls-ca %s: no PEM certificate in it", caFile)
 	}
 	return &linkTLS{base: &tls.Config{
 		MinVersion:   tls.VersionTLS13, // both ends are wsgate: no older version to speak

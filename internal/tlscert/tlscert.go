@@ -86,3 +86,17 @@ func Write(dir string, validFor time.Duration, hosts ...string) (certFile, keyFi
 	}
 	return certFile, keyFile, nil
 }
+
+// CAPool reads a PEM file of CA certificates into a pool; a file with no
+// certificate in it is an error.
+func CAPool(file string) (*x509.CertPool, error) {
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return nil, err
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(b) {
+		return nil, fmt.Errorf("%s: no PEM certificate in it", file)
+	}
+	return pool, nil
+}
