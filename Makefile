@@ -3,7 +3,7 @@ GO      ?= go
 BIN     := bin/wsgate
 PKGS    := ./...
 
-.PHONY: build run test bench lint fuzz clean compare up down dashboard-check
+.PHONY: build run test bench lint fuzz clean compare up down dashboard-check chaos
 
 build:
 	$(GO) build -trimpath -buildvcs=auto -o $(BIN) ./cmd/wsgate
@@ -29,6 +29,19 @@ lint:
 # when missing), then broadcast, push and rebalance; see docs/BENCHMARKS.md.
 compare: build
 	scripts/compare.sh
+
+# The chaos suite at full size (cmd/wsgate/chaos_test.go; `make test` runs
+# it small): kill -9 a backend and a gateway, Redis and RabbitMQ outages,
+# SIGSTOP, a 10-minute soak with churn. The figures (expected, measured,
+# pass/fail) go to $(CHAOS_OUT); docs/BENCHMARKS.md "Reliability" quotes them.
+CHAOS_OUT ?= bin/chaos.md
+chaos:
+	scripts/services.sh
+	mkdir -p $(dir $(CHAOS_OUT))
+	rm -f $(CHAOS_OUT)
+	@status=0; WSGATE_CHAOS_SCALE=full WSGATE_CHAOS_OUT=$(abspath $(CHAOS_OUT)) \
+	  $(GO) test -count=1 -timeout 40m -run TestChaos -v ./cmd/wsgate || status=$$?; \
+	  echo; cat $(CHAOS_OUT); exit $$status
 
 # Short fuzzing pass over every decoder (FUZZTIME per target).
 FUZZTIME ?= 20s

@@ -196,9 +196,20 @@ type wsClient struct {
 
 func connect(t *testing.T, g *gw, key string) *wsClient {
 	t.Helper()
+	c, err := dial(g, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.ws.Close() })
+	return c
+}
+
+// dial connects a client of key to g and waits for the welcome message;
+// the caller closes it.
+func dial(g *gw, key string) (*wsClient, error) {
 	ws, _, err := websocket.DefaultDialer.Dial("ws://"+g.addr+"/ws/"+key, nil)
 	if err != nil {
-		t.Fatalf("dial %s key %s: %v", g.addr, key, err)
+		return nil, fmt.Errorf("dial %s key %s: %w", g.addr, key, err)
 	}
 	var w struct {
 		Type     int
@@ -206,7 +217,8 @@ func connect(t *testing.T, g *gw, key string) *wsClient {
 	}
 	_ = ws.SetReadDeadline(time.Now().Add(10 * time.Second))
 	if err := ws.ReadJSON(&w); err != nil || w.Type != 2 {
-		t.Fatalf("welcome of %s: %+v %v", key, w, err)
+		ws.Close()
+		return nil, fmt.Errorf("welcome of %s: %+v %v", key, w, err)
 	}
 	_ = ws.SetReadDeadline(time.Time{})
 	c := &wsClient{g: g, key: key, node: w.ServerIP, ws: ws, msgs: make(chan string, 64), closed: make(chan struct{})}
@@ -225,8 +237,7 @@ func connect(t *testing.T, g *gw, key string) *wsClient {
 			c.msgs <- string(m)
 		}
 	}()
-	t.Cleanup(func() { ws.Close() })
-	return c
+	return c, nil
 }
 
 func connectAll(t *testing.T, g *gw, keys []string) []*wsClient {

@@ -47,13 +47,7 @@ func checkMetrics(t *testing.T, tool, url string) string {
 func TestMetricsLint(t *testing.T) {
 	tool := promtool(t)
 	bp, addr := startBackend(t, "m1", "127.0.0.1:0")
-	bp.log.mu.Lock()
-	m := regexp.MustCompile(`backend admin listening.* addr=(\S+)`).FindStringSubmatch(bp.log.all.String()) // logged before "backend started"
-	bp.log.mu.Unlock()
-	if m == nil {
-		t.Fatal("the backend did not log its admin address")
-	}
-	badmin := m[1]
+	badmin := backendAdmin(t, bp)
 	g := startGateway(t, "--backend", "m1="+addr)
 	connect(t, g, "lint") // a session, so per-node and traffic series exist
 	checkMetrics(t, tool, "http://"+g.admin+"/metrics")
