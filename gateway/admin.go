@@ -171,10 +171,8 @@ func (g *Gateway) AdminHandler() http.Handler {
 			return
 		}
 		owner := ""
-		if rg := g.ring.Load(); rg != nil {
-			if m := rg.LookupString(key); m != nil {
-				owner = m.ID
-			}
+		if m := g.ownerNow(key); m != nil { // with bounded loads, where a new client of key would go now
+			owner = m.ID
 		}
 		if owner == "" {
 			writeError(w, http.StatusServiceUnavailable, "no backend on the ring")

@@ -65,6 +65,9 @@ const (
 	// quarter of the limit (20,000 -> 19,000; 1,024 -> 768; 256 -> 192).
 	FDReserveMin   = 512
 	FDReserveShare = 20
+
+	// MaxBalanceFactor is the largest Config.BalanceFactor.
+	MaxBalanceFactor = 100
 )
 
 // Config configures a Gateway. The zero value of every field means its default.
@@ -88,6 +91,12 @@ type Config struct {
 	MaxLinkBacklog   int           // default DefaultMaxLinkBacklog
 	DrainTimeout     time.Duration // Shutdown waits this long for clients to finish the close handshake
 	VirtualNodes     int           // ring virtual nodes per weight unit; 0 = the ring's default
+	// BalanceFactor turns on bounded-load consistent hashing: no backend
+	// takes more than ceil(BalanceFactor × its share of this gateway's
+	// clients); a key whose owner is full goes to the next backend on the
+	// ring with room (docs/operations.md, "Bounded loads"). 0 = off; else
+	// above 1 (such as 1.25) and at most MaxBalanceFactor.
+	BalanceFactor float64
 
 	// Edge limits. For the rates and timeouts below, 0 means the default
 	// and a negative value turns the limit off.
@@ -321,6 +330,9 @@ func (c *Config) check() error {
 	}
 	if c.HandshakeRatePerIP < 0 || math.IsNaN(c.HandshakeRatePerIP) || math.IsInf(c.HandshakeRatePerIP, 0) {
 		return fmt.Errorf("gateway: --handshake-rate-per-ip %v: want a rate >= 0 (0 = off)", c.HandshakeRatePerIP)
+	}
+	if f := c.BalanceFactor; f != 0 && !(f > 1 && f <= MaxBalanceFactor) { // NaN fails too
+		return fmt.Errorf("gateway: --balance-factor %v: want 0 (off) or a factor above 1 and at most %d, such as 1.25", f, MaxBalanceFactor)
 	}
 	if c.MaxOutboundMemory > 0 && c.MaxOutboundMemory < 1<<20 {
 		return fmt.Errorf("gateway: --max-outbound-memory %d: must be at least 1 MiB (or 0 for the default)", c.MaxOutboundMemory)

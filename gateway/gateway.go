@@ -79,7 +79,9 @@ type Gateway struct {
 	controls   map[string]*control
 	down       map[string]bool // nodes whose control link is down (nodesMu)
 	members    atomic.Pointer[[]membership.Node]
-	ringMu     sync.Mutex // serializes rebuild
+	ringMu     sync.Mutex               // serializes rebuild
+	loads      atomic.Pointer[loadView] // the ring with its members' counters, for bounded loads (bounded.go)
+	reserved   atomic.Int64             // bounded-load places taken by upgrades not yet counted in clients
 
 	// Presence, broadcasts and operations (presence.go, admin.go,
 	// console.go, metrics.go).

@@ -6,6 +6,7 @@ import (
 	"math"
 	"net/http"
 	"net/url"
+	"sync/atomic"
 	"time"
 
 	"github.com/gobwas/ws"
@@ -61,6 +62,10 @@ type handshake struct {
 	member  *ring.Member
 	origin  []byte // the Origin header, if any
 	host    []byte // the Host header
+
+	// With bounded loads: member's client counter, holding a place
+	// reserved for this client (bounded.go).
+	placed *atomic.Int64
 
 	// Client authentication (auth.go).
 	queryTok   []byte // ?token=
@@ -259,12 +264,19 @@ func (h *handshake) onBeforeUpgrade() (ws.HandshakeHeader, error) {
 	if r == nil || r.Len() == 0 {
 		return nil, rejectNoNode
 	}
-	if h.keyless {
+	switch {
+	case h.keyless:
 		h.member = r.MemberAt(int(g.rr.Add(1) % uint64(r.Len())))
-	} else {
+	case g.cfg.BalanceFactor != 0:
+		if h.member, h.placed = g.routeBounded(h.key); h.member == nil {
+			return nil, rejectNoNode
+		}
+	default:
 		h.member = r.Lookup(h.key)
 	}
 	if t, down := h.l.down[h.member.ID]; down && time.Now().Before(t) {
+		g.release(h.placed)
+		h.placed = nil
 		return nil, rejectDown
 	}
 	return nil, nil
@@ -302,7 +314,7 @@ func (l *loop) handshakeTraffic(s *session, c gnet.Conn) (act gnet.Action, done 
 	h := &l.hs
 	h.r.Reset(buf[:n])
 	h.w = l.out[:0]
-	h.member = nil
+	h.member, h.placed = nil, nil
 	h.origin, h.host = h.origin[:0], h.host[:0]
 	h.queryTok, h.authz, h.protoToken, h.id, h.authFail = h.queryTok[:0], h.authz[:0], h.protoToken[:0], identity{}, ""
 	if dupHeader(buf[:n]) {
@@ -316,6 +328,7 @@ func (l *loop) handshakeTraffic(s *session, c gnet.Conn) (act gnet.Action, done 
 	if _, werr := c.Write(h.w); werr != nil && err == nil {
 		// The conn is gone already; OnClose ran while s was still in
 		// the handshake, so nothing was registered. Do not register now.
+		l.g.release(h.placed)
 		l.g.metrics.handshakeFailed("reset")
 		s.state = stClosed
 		return gnet.Close, false
@@ -325,6 +338,7 @@ func (l *loop) handshakeTraffic(s *session, c gnet.Conn) (act gnet.Action, done 
 		if h.authFail != "" {
 			reason = h.authFail
 		}
+		l.g.release(h.placed)
 		l.g.metrics.handshakeFailed(reason)
 		s.state = stClosed
 		return gnet.Close, false
@@ -341,11 +355,16 @@ func (l *loop) handshakeTraffic(s *session, c gnet.Conn) (act gnet.Action, done 
 	s.key = string(h.key)
 	s.keyless = h.keyless
 	l.sessions[s.id] = s
+	if h.placed != nil { // the reserved place becomes the client's count on its node
+		l.g.reserved.Add(-1)
+	}
 	l.g.clients.Add(1)
 	k := l.linkTo(h.member)
 	s.link = k
 	k.sessions++
-	k.clients.Add(1)
+	if h.placed == nil {
+		k.clients.Add(1)
+	}
 	l.addKey(s)
 	l.g.presence.note(l, s, k.node, true)
 	var addr string

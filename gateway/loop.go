@@ -7,6 +7,7 @@ import (
 
 	"github.com/panjf2000/gnet/v2"
 
+	"github.com/wsgate/wsgate/internal/ring"
 	"github.com/wsgate/wsgate/internal/wsframe"
 )
 
@@ -27,6 +28,7 @@ type loop struct {
 	timed    map[*session]struct{}
 	down     map[string]time.Time // node id -> no new dial before this (after a failed dial)
 	victims  []*session           // sessions to close for a rebalance, paced
+	bases    []*ring.Ring         // with bounded loads: the ring each victim was listed against (bounded.go)
 	pending  atomic.Int64         // len(victims), for the pacer (read off the loop)
 
 	hs handshake // the loop's reusable upgrader state

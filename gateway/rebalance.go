@@ -31,15 +31,20 @@ func (l *loop) moved(s *session, r *ring.Ring) bool {
 	return m == nil || m.ID != s.link.node
 }
 
-// scan lists the loop's sessions that r moves and retires links to nodes r
-// no longer has (or has at another address).
-func (l *loop) scan(r *ring.Ring) {
+// scan lists the loop's sessions that the change from prev to r moves and
+// retires links to nodes r no longer has (or has at another address). With
+// bounded loads scanBounded lists them.
+func (l *loop) scan(prev, r *ring.Ring) {
 	for id, k := range l.links {
 		if m := r.Member(id); m == nil || m.Addr != k.addr {
 			k.retired = true
 			delete(l.links, id)
 			k.maybeRetire()
 		}
+	}
+	if l.g.cfg.BalanceFactor != 0 {
+		l.scanBounded(prev, r)
+		return
 	}
 	l.victims = l.victims[:0]
 	for _, s := range l.sessions {
@@ -54,10 +59,18 @@ func (l *loop) scan(r *ring.Ring) {
 func (l *loop) closeVictims(budget int) {
 	r := l.g.ring.Load()
 	for budget > 0 && len(l.victims) > 0 {
-		s := l.victims[len(l.victims)-1]
-		l.victims[len(l.victims)-1] = nil
-		l.victims = l.victims[:len(l.victims)-1]
-		if s.state == stOpen && l.moved(s, r) {
+		last := len(l.victims) - 1
+		s, moved := l.victims[last], false
+		if l.g.cfg.BalanceFactor != 0 {
+			moved = s.state == stOpen && l.displaced(s, l.bases[last], r)
+			l.bases[last] = nil
+			l.bases = l.bases[:last]
+		} else {
+			moved = s.state == stOpen && l.moved(s, r)
+		}
+		l.victims[last] = nil
+		l.victims = l.victims[:last]
+		if moved {
 			l.closeSession(s, wsframe.CloseServiceRestart, "rebalance", false)
 			l.g.metrics.rebalanceClose()
 			l.g.rebalanced.Add(1)

@@ -103,13 +103,14 @@ func (g *Gateway) rebuild() error {
 		return nil
 	}
 	g.metrics.ringSwapped(r)
+	g.storeLoads(r)
 	g.ring.Store(r)
 	g.log.Info("ring updated", "members", r.Len(), "version", fmt.Sprintf("%016x", r.Version()))
 	g.ringChanged(r.Version(), memberIDs(prev), memberIDs(r), prev != nil)
 	if prev != nil {
 		for _, l := range g.loopList() {
 			l.pending.Store(1) // unknown until the scan runs; keeps the pacer going
-			_ = l.exec(func() { l.scan(r) })
+			_ = l.exec(func() { l.scan(prev, r) })
 		}
 		select {
 		case g.kick <- struct{}{}:

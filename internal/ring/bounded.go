@@ -100,11 +100,11 @@ func (r *Ring) walk(h uint64, admit func(i int) bool) (*Member, bool) {
 // and loads may change, without moving the client. For a client on its
 // plain owner under old (every client, with bounded loads off) it equals
 // OwnerChanged. It does not allocate.
-func Displaced(old, new *Ring, key []byte, id string) bool {
+func Displaced(old, new *Ring, key, id string) bool {
 	if new.Member(id) == nil {
 		return true
 	}
-	h := xxh3.Hash(key)
+	h := xxh3.HashString(key)
 	var checked seen
 	for p := new.search(h); new.members[new.owners[p]].ID != id; {
 		o := new.owners[p]

@@ -98,7 +98,7 @@ func (p *placer) change(nr *Ring) int {
 	kept := p.placed[:0:0]
 	var moved []string
 	for _, pl := range p.placed {
-		if p.c == 0 && OwnerChanged(old, nr, []byte(pl.key)) || p.c != 0 && Displaced(old, nr, []byte(pl.key), pl.node) {
+		if p.c == 0 && OwnerChanged(old, nr, []byte(pl.key)) || p.c != 0 && Displaced(old, nr, pl.key, pl.node) {
 			moved = append(moved, pl.key)
 			p.loads[pl.node]--
 			p.total--
@@ -240,7 +240,7 @@ func TestDisplacedPlainOwner(t *testing.T) {
 		"same":   base,
 	} {
 		forKeys(20_000, func(k []byte) {
-			if got, want := Displaced(base, nr, k, base.Lookup(k).ID), OwnerChanged(base, nr, k); got != want {
+			if got, want := Displaced(base, nr, string(k), base.Lookup(k).ID), OwnerChanged(base, nr, k); got != want {
 				t.Fatalf("%s, key %s: Displaced %v, OwnerChanged %v", name, k, got, want)
 			}
 		})
@@ -264,17 +264,17 @@ func TestDisplacedRule(t *testing.T) {
 		owner := r.Lookup(k)
 		// The owner is full: the client goes to the next member.
 		m, _ := r.LookupBounded(k, func(i int) bool { return r.MemberAt(i).ID != owner.ID })
-		if Displaced(r, r, k, m.ID) {
+		if Displaced(r, r, string(k), m.ID) {
 			t.Fatalf("key %s displaced within one ring", k)
 		}
-		if Displaced(r, without[owner.ID], k, m.ID) {
+		if Displaced(r, without[owner.ID], string(k), m.ID) {
 			t.Fatalf("key %s on %s: displaced when the member it passed (%s) left", k, m.ID, owner.ID)
 		}
-		if !Displaced(r, without[m.ID], k, m.ID) {
+		if !Displaced(r, without[m.ID], string(k), m.ID) {
 			t.Fatalf("key %s: not displaced when its own member left", k)
 		}
 		ahead := joined.before(hashOf(k), "node-new", m.ID)
-		if got := Displaced(r, joined, k, m.ID); got != ahead {
+		if got := Displaced(r, joined, string(k), m.ID); got != ahead {
 			t.Fatalf("key %s on %s: Displaced %v, new member ahead %v", k, m.ID, got, ahead)
 		}
 		if ahead {
@@ -342,7 +342,7 @@ func TestBoundedNoAllocs(t *testing.T) {
 	for name, f := range map[string]func(){
 		"LookupBounded":       func() { sink, _ = r.LookupBounded(key, admit) },
 		"LookupBoundedString": func() { sink, _ = r.LookupBoundedString("user-42", admit) },
-		"Displaced":           func() { _ = Displaced(r, nr, key, "node-3") },
+		"Displaced":           func() { _ = Displaced(r, nr, "user-42", "node-3") },
 		"Capacity":            func() { _ = r.Capacity(2, 1.25, 1000) },
 	} {
 		if n := testing.AllocsPerRun(100, f); n != 0 {
