@@ -763,13 +763,13 @@ func (a vec) Sub(b vec) vec {
 }
 
 // usage is a process's footprint from its /metrics.
-type usage struct{ rss, goroutines, fds float64 }
+type usage struct{ rss, heap, goroutines, fds float64 }
 
 func (x *chaos) usage() []usage {
 	_, admins, _ := x.procs()
 	out := make([]usage, len(admins))
 	for i, a := range admins {
-		out[i] = usage{testutil.Metric(x.t, a, "process_resident_memory_bytes"),
+		out[i] = usage{testutil.Metric(x.t, a, "process_resident_memory_bytes"), testutil.Metric(x.t, a, "go_memstats_heap_inuse_bytes"),
 			testutil.Metric(x.t, a, "go_goroutines"), testutil.Metric(x.t, a, "process_open_fds")}
 	}
 	return out
@@ -804,8 +804,26 @@ func TestChaosSoak(t *testing.T) {
 	start := x.usage()
 	t0 := time.Now()
 	var extra *chaosNode
+	var mid []usage
 	var connects, closes, rebalances, seq, moves, needlessCloses int
 	lastRebalance := t0
+	// rebalance adds c4, or removes it when it runs, and reconnects the
+	// clients whose key moved.
+	rebalance := func() {
+		rebalances++
+		if extra == nil {
+			extra = x.addBackend("c4")
+			x.waitRings("c1,c2,c3,c4")
+		} else {
+			x.removeBackend(extra)
+			extra = nil
+			x.waitRings("c1,c2,c3")
+		}
+		moved, needless := x.rebalanced()
+		moves += moved
+		needlessCloses += needless
+		connects += moved
+	}
 	for time.Since(t0) < x.size.soak {
 		// Churn: close some clients (half with a close handshake, half
 		// dropping the socket) and connect as many new ones.
@@ -838,30 +856,15 @@ func TestChaosSoak(t *testing.T) {
 		}
 		if time.Since(lastRebalance) >= x.size.rebalance {
 			lastRebalance = time.Now()
-			rebalances++
-			if extra == nil {
-				extra = x.addBackend("c4")
-				x.waitRings("c1,c2,c3,c4")
-			} else {
-				x.removeBackend(extra)
-				extra = nil
-				x.waitRings("c1,c2,c3")
-			}
-			moved, needless := x.rebalanced()
-			moves += moved
-			needlessCloses += needless
-			connects += moved
+			rebalance()
 		}
 		x.served(10 * time.Second)
+		if mid == nil && time.Since(t0) >= x.size.soak/2 {
+			mid = x.usage() // growth in the first half only is warm-up, not a leak
+		}
 	}
 	if extra != nil {
-		x.removeBackend(extra)
-		x.waitRings("c1,c2,c3")
-		rebalances++
-		moved, needless := x.rebalanced()
-		moves += moved
-		needlessCloses += needless
-		connects += moved
+		rebalance()
 	}
 	x.served(10 * time.Second)
 	x.settle()
@@ -871,10 +874,12 @@ func TestChaosSoak(t *testing.T) {
 	x.row("clients closed by the rebalances whose owner did not change", "0", fmt.Sprintf("%d (%d moved)", needlessCloses, moves), needlessCloses == 0)
 	names, _, _ := x.procs()
 	for i, name := range names {
-		s, e := start[i], end[i]
-		x.row(name+": goroutines start → end", "≤ start + 10% + 10", fmt.Sprintf("%v → %v", s.goroutines, e.goroutines), e.goroutines <= s.goroutines*1.1+10)
-		x.row(name+": open fds start → end", "≤ start + 10% + 10", fmt.Sprintf("%v → %v", s.fds, e.fds), e.fds <= s.fds*1.1+10)
-		x.row(name+": RSS start → end", "≤ start × 1.5 + 16 MiB", fmt.Sprintf("%.1f → %.1f MiB", s.rss/(1<<20), e.rss/(1<<20)), e.rss <= s.rss*1.5+16<<20)
+		s, m, e := start[i], mid[i], end[i]
+		x.row(name+": goroutines start → mid → end", "end ≤ start + 10% + 10", fmt.Sprintf("%v → %v → %v", s.goroutines, m.goroutines, e.goroutines), e.goroutines <= s.goroutines*1.1+10)
+		x.row(name+": open fds start → mid → end", "end ≤ start + 10% + 10", fmt.Sprintf("%v → %v → %v", s.fds, m.fds, e.fds), e.fds <= s.fds*1.1+10)
+		x.row(name+": RSS (Go heap in use) start → mid → end", "end RSS ≤ start × 1.5 + 16 MiB",
+			fmt.Sprintf("%.1f (%.1f) → %.1f (%.1f) → %.1f (%.1f) MiB", s.rss/(1<<20), s.heap/(1<<20), m.rss/(1<<20), m.heap/(1<<20), e.rss/(1<<20), e.heap/(1<<20)),
+			e.rss <= s.rss*1.5+16<<20)
 	}
 }
 
