@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"net/url"
+	"os"
 	"strconv"
 	"strings"
 	"testing"
@@ -228,4 +229,62 @@ func ownerAPI(t *testing.T, c *devcluster.Cluster, key string) string {
 		t.Fatalf("GET /api/ring: %d", st)
 	}
 	return out.Owner
+}
+
+// TestBoundedLoadsFigures is docs/BENCHMARKS.md's end-to-end run: N real
+// clients with Zipf-distributed keys (s = 1.1 over a million users)
+// through a dev cluster of 10 backends, then an 11th joins and the moved
+// clients reconnect; for the factor off, 1.25 and 1.5 it logs max/avg
+// load and the fraction moved. It runs only when WSGATE_BOUNDED_FIGURES
+// names N:
+//
+//	WSGATE_BOUNDED_FIGURES=5000 go test ./gateway -run TestBoundedLoadsFigures -v
+func TestBoundedLoadsFigures(t *testing.T) {
+	n, _ := strconv.Atoi(os.Getenv("WSGATE_BOUNDED_FIGURES"))
+	if n <= 0 {
+		t.Skip("set WSGATE_BOUNDED_FIGURES=<clients>")
+	}
+	z := rand.NewZipf(rand.New(rand.NewPCG(12, 1)), 1.1, 1, 1_000_000-1)
+	keys := make([]string, n)
+	for i := range keys {
+		keys[i] = "user-" + strconv.FormatUint(z.Uint64(), 10)
+	}
+	maxAvg := func(cs []*client, nodes int) float64 {
+		hi := 0
+		for _, v := range perNode(cs) {
+			hi = max(hi, v)
+		}
+		return float64(hi) * float64(nodes) / float64(len(cs))
+	}
+	t.Logf("| factor | max/avg, 10 nodes | moved on join | max/avg after the join |")
+	for _, c := range []float64{0, 1.25, 1.5} {
+		cl := startCluster(t, 10, func(cfg *gateway.Config) { cfg.BalanceFactor = c; cfg.RebalanceRate = 100_000 })
+		g := cl.Gateway()
+		waitRing(t, g, 10)
+		cs := connectAll(t, cl, keys)
+		before := g.Ring()
+		if st := admin(t, cl, "POST", "/api/nodes", "", nil); st != http.StatusCreated {
+			t.Fatalf("POST /api/nodes: %d", st)
+		}
+		waitRing(t, g, 11)
+		after := g.Ring()
+		var moved []*client
+		for _, x := range cs {
+			if ring.Displaced(before, after, x.key, x.node) {
+				moved = append(moved, x)
+			}
+		}
+		closed := collectClosed(t, cs, len(moved))
+		checkNoMoreCloses(t, g, 0, cs, closed)
+		live := append(unclosed(cs, closed), connectAll(t, cl, keysOf(moved))...)
+		name := "off"
+		if c != 0 {
+			name = strconv.FormatFloat(c, 'f', -1, 64)
+		}
+		t.Logf("| %s | %.3f | %.1f%% | %.3f |", name, maxAvg(cs, 10), 100*float64(len(moved))/float64(n), maxAvg(live, 11))
+		for _, x := range live { // free the descriptors before the next cluster
+			x.ws.Close()
+		}
+		_ = cl.Shutdown(t.Context())
+	}
 }

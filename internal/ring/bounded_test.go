@@ -392,3 +392,26 @@ func TestBoundedLoadFigures(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkLookupBounded: the bounded walk on 64 members when the owner
+// has room (one admit call) and when the owner is full (the walk goes on
+// to the next member), against Lookup.
+func BenchmarkLookupBounded(b *testing.B) {
+	keys := benchKeys()
+	r := mustNew(b, nodes(64))
+	owners := make([]uint16, len(keys))
+	for i, k := range keys {
+		owners[i] = r.owners[r.search(xxh3.Hash(k))]
+	}
+	for _, full := range []bool{false, true} {
+		b.Run(fmt.Sprintf("owner-full=%v", full), func(b *testing.B) {
+			b.ReportAllocs()
+			i := 0
+			for b.Loop() {
+				j := i & (len(keys) - 1)
+				sink, _ = r.LookupBounded(keys[j], func(m int) bool { return !full || uint16(m) != owners[j] })
+				i++
+			}
+		})
+	}
+}
