@@ -131,6 +131,17 @@ func TestBoundedLoadsPlacement(t *testing.T) {
 			if n, lim := g.NodeClients(hotOwner), bound(c, total, nodes); n < lim-1 || n > lim {
 				t.Errorf("the hot key's owner %s filled up at %d, bound %d", hotOwner, n, lim)
 			}
+			// A push to the hot key reaches its sessions on every node.
+			hot := total - clients
+			for _, k := range keys {
+				if k == "hot" {
+					hot++
+				}
+			}
+			var sent struct{ Delivered int }
+			if st := admin(t, cl, "POST", "/api/send", `{"userId":"hot","message":"x"}`, &sent); st != http.StatusOK || sent.Delivered != hot {
+				t.Errorf("push to hot: %d, delivered %d, want %d", st, sent.Delivered, hot)
+			}
 		})
 	}
 }
