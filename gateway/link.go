@@ -298,7 +298,10 @@ func (k *link) keepalive(now time.Time) {
 
 // linkTraffic handles every complete wire frame from the backend.
 func (l *loop) linkTraffic(k *link, c gnet.Conn) gnet.Action {
-	k.lastRecv = l.g.now()
+	// The real time, not the janitor's coarse clock: under CPU load the
+	// janitor runs late, its clock lags, and a link would look silent for
+	// longer than it was (dropped early). One clock read per read event.
+	k.lastRecv = time.Now()
 	for {
 		n := c.InboundBuffered()
 		if n < wire.HeaderSize {
