@@ -145,7 +145,11 @@ func (c *control) session() (up bool, err error) {
 	// set: cancelling the context closes the socket, which ends any read.
 	defer context.AfterFunc(c.ctx, func() { _ = conn.Close() })()
 	keep := c.g.cfg.KeepAlive
-	_ = conn.SetDeadline(time.Now().Add(5 * time.Second))
+	// The Hello must come within 5 s, or within the link's silence bound
+	// when that is shorter: a backend that is stopped (SIGSTOP) or hung
+	// still has its socket accepted by the kernel, and waiting longer than
+	// a silent link would be waited for keeps it on the ring for nothing.
+	_ = conn.SetDeadline(time.Now().Add(min(5*time.Second, wire.DeadIntervals*keep)))
 	hello := wire.AppendHello(nil, wire.Hello{Version: wire.Version, Role: wire.RoleGateway,
 		MaxBody: wire.DefaultMaxBody, NodeID: c.g.cfg.ID})
 	secret := c.g.cfg.ClusterSecret

@@ -301,3 +301,30 @@ func TestLinkKeepaliveSilentPeer(t *testing.T) {
 		})
 	}
 }
+
+// TestFrozenBackendLeavesRing: a backend that stops answering (SIGSTOP:
+// its kernel still accepts connections) leaves this gateway's ring once
+// its control link is silent for 3 keepalive intervals and the redial's
+// Hello does not come within that bound either — not after a fixed 5 s.
+func TestFrozenBackendLeavesRing(t *testing.T) {
+	r := startKeepRig(t)
+	testutil.CheckFor(t, 5*time.Second, 10*time.Millisecond, func() error {
+		if r.gw.Ring().Member("kn") == nil {
+			return fmt.Errorf("kn not on the ring yet")
+		}
+		return nil
+	})
+	frozen := time.Now()
+	r.proxy.Freeze(testutil.FromTarget, true)
+	r.proxy.Freeze(testutil.ToTarget, true)
+	// 3 intervals of silence, then a Hello wait of the same bound, plus
+	// the janitor's tick and scheduling slack.
+	limit := 2*wire.DeadIntervals*testKeepAlive + time.Second
+	testutil.CheckFor(t, limit, 10*time.Millisecond, func() error {
+		if r.gw.Ring().Member("kn") != nil {
+			return fmt.Errorf("the frozen backend is still on the ring after %v", time.Since(frozen).Round(time.Millisecond))
+		}
+		return nil
+	})
+	t.Logf("frozen backend off the ring after %v", time.Since(frozen).Round(time.Millisecond))
+}
