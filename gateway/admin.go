@@ -71,11 +71,14 @@ type Info struct {
 	NodeManager bool   `json:"nodeManager"`         // POST/DELETE /api/nodes work (a scaling driver is set)
 	Scaler      string `json:"scaler,omitempty"`    // the scaling driver: dev, process, docker, kubernetes
 	ScalerMax   int    `json:"scalerMax,omitempty"` // its maximum number of nodes
+	// BalanceFactor is --balance-factor (bounded loads); 0: off.
+	BalanceFactor float64 `json:"balanceFactor,omitempty"`
 }
 
 // Info describes this gateway.
 func (g *Gateway) Info() Info {
-	in := Info{ID: g.cfg.ID, Listen: g.Addr(), TLS: g.tls != nil, Clients: g.Clients(), NodeManager: g.cfg.Nodes != nil}
+	in := Info{ID: g.cfg.ID, Listen: g.Addr(), TLS: g.tls != nil, Clients: g.Clients(), NodeManager: g.cfg.Nodes != nil,
+		BalanceFactor: g.cfg.BalanceFactor}
 	if si, ok := g.cfg.Nodes.(ScalerInfo); ok {
 		in.Scaler, in.ScalerMax = si.Name(), si.Max()
 	}

@@ -156,6 +156,9 @@ func TestBoundedLoadsRebalance(t *testing.T) {
 	cl := startCluster(t, 3, func(cfg *gateway.Config) { cfg.BalanceFactor = c })
 	g := cl.Gateway()
 	waitRing(t, g, 3)
+	if f := g.Info().BalanceFactor; f != c {
+		t.Errorf("/api/info balanceFactor = %v, want %v", f, c)
+	}
 	cs := connectAll(t, cl, skewedKeys(clients))
 	before := g.Ring()
 
