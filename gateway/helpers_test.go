@@ -15,6 +15,8 @@ import (
 
 	"github.com/gorilla/websocket"
 
+	"github.com/wsgate/wsgate/backend"
+	"github.com/wsgate/wsgate/backend/demo"
 	"github.com/wsgate/wsgate/devcluster"
 	"github.com/wsgate/wsgate/gateway"
 	"github.com/wsgate/wsgate/internal/membership"
@@ -251,4 +253,20 @@ func staticMembers(t testing.TB) membership.Source {
 		t.Fatal(err)
 	}
 	return src
+}
+
+// startDemoNode starts a demo backend with cfg (its logger set) and stops
+// it at the test's end.
+func startDemoNode(t testing.TB, cfg backend.Config) *backend.Node {
+	t.Helper()
+	cfg.Logger = testLogger()
+	n, err := demo.NewNode(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := n.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = n.Close() })
+	return n
 }

@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/wsgate/wsgate/backend"
-	"github.com/wsgate/wsgate/backend/demo"
 	"github.com/wsgate/wsgate/gateway"
 	"github.com/wsgate/wsgate/internal/membership"
 	"github.com/wsgate/wsgate/internal/testutil"
@@ -160,15 +159,7 @@ func TestLinkAuthRogueBackend(t *testing.T) {
 // refused by the gateway, and one with the same secret serves.
 func TestLinkAuthSecretMismatch(t *testing.T) {
 	start := func(secret []byte) *backend.Node {
-		n, err := demo.NewNode(backend.Config{ID: "b", Listen: "127.0.0.1:0", ClusterSecret: secret, Logger: testLogger()})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := n.Start(); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = n.Close() })
-		return n
+		return startDemoNode(t, backend.Config{ID: "b", Listen: "127.0.0.1:0", ClusterSecret: secret})
 	}
 	bad := start([]byte("another-secret-0123456789abcdefg"))
 	g := startStaticGateway(t, "b", bad.Addr())

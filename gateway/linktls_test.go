@@ -13,7 +13,6 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/wsgate/wsgate/backend"
-	"github.com/wsgate/wsgate/backend/demo"
 	"github.com/wsgate/wsgate/gateway"
 	"github.com/wsgate/wsgate/internal/membership"
 	"github.com/wsgate/wsgate/internal/testutil"
@@ -40,15 +39,7 @@ func startTLSBackend(t *testing.T, pki *linkPKI) *backend.Node {
 			t.Fatal(err)
 		}
 	}
-	n, err := demo.NewNode(backend.Config{ID: "b", Listen: "127.0.0.1:0", TLS: cfg, HelloTimeout: time.Second, Logger: testLogger()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := n.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = n.Close() })
-	return n
+	return startDemoNode(t, backend.Config{ID: "b", Listen: "127.0.0.1:0", TLS: cfg, HelloTimeout: time.Second})
 }
 
 // startLinkTLSGateway starts a gateway with one static backend at addr,

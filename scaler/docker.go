@@ -104,18 +104,7 @@ func NewDocker(cfg DockerConfig) (*Docker, error) {
 	if cfg.AMQP == "" || cfg.Redis == "" {
 		return nil, errors.New("scaler: the docker driver needs cluster membership (--amqp and --redis): containers announce themselves")
 	}
-	if cfg.Max == 0 {
-		cfg.Max = DefaultMax
-	}
-	if cfg.JoinTimeout == 0 {
-		cfg.JoinTimeout = DefaultJoinTimeout
-	}
-	if cfg.DrainTimeout == 0 {
-		cfg.DrainTimeout = 30 * time.Second
-	}
-	if cfg.StopTimeout == 0 {
-		cfg.StopTimeout = cfg.DrainTimeout + 10*time.Second
-	}
+	defaultLimits(&cfg.Max, &cfg.JoinTimeout, &cfg.DrainTimeout, &cfg.StopTimeout)
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}

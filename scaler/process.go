@@ -99,18 +99,7 @@ func NewProcess(cfg ProcessConfig) (*Process, error) {
 	if cfg.IDPrefix == "" {
 		cfg.IDPrefix = fmt.Sprintf("proc-%d", os.Getpid())
 	}
-	if cfg.Max == 0 {
-		cfg.Max = DefaultMax
-	}
-	if cfg.JoinTimeout == 0 {
-		cfg.JoinTimeout = DefaultJoinTimeout
-	}
-	if cfg.DrainTimeout == 0 {
-		cfg.DrainTimeout = 30 * time.Second
-	}
-	if cfg.StopTimeout == 0 {
-		cfg.StopTimeout = cfg.DrainTimeout + 10*time.Second
-	}
+	defaultLimits(&cfg.Max, &cfg.JoinTimeout, &cfg.DrainTimeout, &cfg.StopTimeout)
 	if cfg.Stderr == nil {
 		cfg.Stderr = os.Stderr
 	}

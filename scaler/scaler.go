@@ -104,3 +104,22 @@ func pollUntil(ctx context.Context, timeout, every time.Duration, what string, d
 func OnRing(g *gateway.Gateway, id string) bool {
 	return g != nil && g.Ring().Member(id) != nil && g.NodeAlive(id)
 }
+
+// defaultLimits fills the zero limits a driver config shares: the most
+// nodes (DefaultMax), how long a new node may take to join
+// (DefaultJoinTimeout), its drain on removal (30 s) and how long a stop may
+// take before the node is killed (the drain plus 10 s).
+func defaultLimits(max *int, join, drain, stop *time.Duration) {
+	if *max == 0 {
+		*max = DefaultMax
+	}
+	if *join == 0 {
+		*join = DefaultJoinTimeout
+	}
+	if *drain == 0 {
+		*drain = 30 * time.Second
+	}
+	if *stop == 0 {
+		*stop = *drain + 10*time.Second
+	}
+}
