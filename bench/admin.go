@@ -1,11 +1,13 @@
 package bench
 
 import (
+	"bufio"
 	"bytes"
 	"encoding/json"
 	"fmt"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -111,12 +113,58 @@ func (r *runner) onBroadcast(c *Conn, p []byte) {
 		return
 	}
 	now := r.e.Now()
-	recordNanos(r.lat[c.Loop()], now-r.bcastT0.Load())
+	if t0 := r.bcastT0.Load(); t0 != 0 { // a worker does not know when its parent called
+		recordNanos(r.lat[c.Loop()], now-t0)
+	}
 	r.received.Add(1)
 	storeMax(&r.lastRecv, now)
 }
 
+// broadcastRound is a worker's report of one broadcast round.
+type broadcastRound struct {
+	Round    int   `json:"round"`
+	Received int64 `json:"received"`
+	Want     int64 `json:"want"`
+	Last     int64 `json:"last_unix_ns"` // wall clock of the round's last delivery; 0 if none
+}
+
+// broadcastWorker holds the connections and reports each round the parent
+// announces on Control (see Config.Control).
+func (r *runner) broadcastWorker() error {
+	err := r.connectAll()
+	want := r.nWelcome.Load() - r.nDrop.Load()
+	r.cfg.Report(readyLine{Ready: true, Connected: int(want), Failed: int(r.nFail.Load())})
+	if err != nil {
+		return err
+	}
+	r.mode.Store(modeBroadcast)
+	sc := bufio.NewScanner(r.cfg.Control)
+	for sc.Scan() {
+		round, err := strconv.Atoi(strings.TrimSpace(sc.Text()))
+		if err != nil {
+			return fmt.Errorf("bench: broadcast worker: bad round %q", sc.Text())
+		}
+		r.received.Store(0)
+		r.lastRecv.Store(0)
+		r.bcastRound.Store(int64(round))
+		r.cfg.Report(map[string]int{"armed": round})
+		werr := r.waitFor("broadcast delivery", func() bool { return r.received.Load() >= want })
+		rep := broadcastRound{Round: round, Received: r.received.Load(), Want: want}
+		if last := r.lastRecv.Load(); last != 0 {
+			rep.Last = r.e.base.Add(time.Duration(last)).UnixNano()
+		}
+		r.cfg.Report(rep)
+		if werr != nil {
+			return werr
+		}
+	}
+	return nil
+}
+
 func (r *runner) broadcast() error {
+	if r.cfg.Control != nil {
+		return r.broadcastWorker()
+	}
 	if err := r.connectAll(); err != nil {
 		return err
 	}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"strconv"
 	"sync/atomic"
 	"time"
@@ -81,6 +82,14 @@ type Config struct {
 	// is welcomed, instead of measuring; the connections stay open until it
 	// returns. Worker processes use it so their parent measures the target.
 	Hold func(connected, failed int)
+	// Control and Report, if set, make the broadcast scenario a worker of
+	// a parent that sends the broadcasts (RunWorkers): Report gets a
+	// ready line once the connections are welcomed, then for each round
+	// number read as a line from Control an armed line and, once the round
+	// is delivered (or the wait times out), a broadcastRound. It returns
+	// when Control ends.
+	Control io.Reader
+	Report  func(v any)
 	// Histograms asks for the raw latency histograms in the result (for a
 	// parent merging its workers' results).
 	Histograms bool

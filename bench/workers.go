@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"os/exec"
+	"strconv"
 	"time"
 
 	"github.com/HdrHistogram/hdrhistogram-go"
@@ -46,7 +47,7 @@ func RunWorkers(ctx context.Context, cfg Config, procs int, command func(conns, 
 		return nil, err
 	}
 	switch cfg.Scenario {
-	case Connect, Idle, Echo:
+	case Connect, Idle, Echo, Broadcast:
 	default:
 		return nil, fmt.Errorf("bench: %s runs in one process (at most %d connections)", cfg.Scenario, WorkerLimit)
 	}
@@ -86,6 +87,9 @@ func RunWorkers(ctx context.Context, cfg Config, procs int, command func(conns, 
 		ws = append(ws, &worker{cmd: cmd, stdin: stdin, lines: sc})
 	}
 	res := &Result{Target: cfg.Target, Scenario: cfg.Scenario, Conns: cfg.Conns}
+	if cfg.Scenario == Broadcast {
+		return res, broadcastWorkers(ctx, cfg, res, ws)
+	}
 	if cfg.Scenario == Idle {
 		welcomed := 0
 		for _, w := range ws {
@@ -149,12 +153,7 @@ func mergeInto(res *Result, parts []*Result) {
 	var hs, lat []*hdrhistogram.Histogram
 	var cpu float64
 	for _, r := range parts {
-		for k, v := range r.Failures {
-			if res.Failures == nil {
-				res.Failures = map[string]int{}
-			}
-			res.Failures[k] += v
-		}
+		mergeFailures(res, r)
 		res.Connected += r.Connected
 		res.ConnectSecs = max(res.ConnectSecs, r.ConnectSecs)
 		res.Messages += r.Messages
@@ -184,5 +183,86 @@ func mergeInto(res *Result, parts []*Result) {
 			res.CPUSeconds = cpu / float64(len(parts))
 			res.CPUPerMillion = res.CPUSeconds / (float64(res.Messages) / 1e6)
 		}
+	}
+}
+
+// readJSON reads w's next line into v.
+func (w *worker) readJSON(v any) error {
+	if !w.lines.Scan() {
+		return fmt.Errorf("bench: worker %d ended: %v", w.cmd.Process.Pid, w.lines.Err())
+	}
+	return json.Unmarshal(w.lines.Bytes(), v)
+}
+
+// broadcastWorkers runs the broadcast scenario over worker processes that
+// hold the connections (Config.Control): for each round every worker is
+// armed, the parent calls POST /api/broadcast, and the round's last
+// delivery is the latest of the workers' (wall clock: one machine).
+func broadcastWorkers(ctx context.Context, cfg Config, res *Result, ws []*worker) error {
+	want := int64(0)
+	for _, w := range ws {
+		var rl readyLine
+		if err := w.readJSON(&rl); err != nil || !rl.Ready {
+			return fmt.Errorf("bench: worker %d: no ready line (%v)", w.cmd.Process.Pid, err)
+		}
+		want += int64(rl.Connected)
+	}
+	var cpu float64
+	for round := 1; round <= cfg.Rounds; round++ {
+		u0, perr := cfg.Probe.Sample(ctx, false)
+		for _, w := range ws {
+			if _, err := fmt.Fprintf(w.stdin, "%d\n", round); err != nil {
+				return err
+			}
+			var armed map[string]int
+			if err := w.readJSON(&armed); err != nil || armed["armed"] != round {
+				return fmt.Errorf("bench: worker %d not armed for round %d (%v)", w.cmd.Process.Pid, round, err)
+			}
+		}
+		body, _ := json.Marshal(map[string]string{"message": "b-" + strconv.Itoa(round)})
+		t0 := time.Now()
+		if _, err := httpDo(ctx, "POST", "http://"+cfg.Admin+"/api/broadcast", string(body)); err != nil {
+			return err
+		}
+		t1 := time.Now()
+		var last, got int64
+		for _, w := range ws {
+			var br broadcastRound
+			if err := w.readJSON(&br); err != nil || br.Round != round {
+				return fmt.Errorf("bench: worker %d: no report of round %d (%v)", w.cmd.Process.Pid, round, err)
+			}
+			got += br.Received
+			last = max(last, br.Last)
+		}
+		res.Delivered += got
+		res.Missing += want - got
+		res.LastAfterCall = append(res.LastAfterCall, ms(last-t0.UnixNano()))
+		res.LastAfterReply = append(res.LastAfterReply, ms(last-t1.UnixNano()))
+		if u1, perr1 := cfg.Probe.Sample(ctx, false); perr == nil && perr1 == nil {
+			cpu += u1.CPU - u0.CPU
+		}
+		settle(ctx, 200*time.Millisecond)
+	}
+	res.CPUPerBroadcast = 1000 * cpu / float64(cfg.Rounds)
+	for _, w := range ws {
+		_ = w.stdin.Close() // the workers close their connections and print their results
+		var r Result
+		if err := w.readJSON(&r); err == nil {
+			mergeFailures(res, &r)
+		}
+	}
+	if res.Missing > 0 {
+		return fmt.Errorf("bench: broadcast: %d deliveries missing", res.Missing)
+	}
+	return nil
+}
+
+// mergeFailures adds r's failures by reason to res's.
+func mergeFailures(res, r *Result) {
+	for k, v := range r.Failures {
+		if res.Failures == nil {
+			res.Failures = map[string]int{}
+		}
+		res.Failures[k] += v
 	}
 }

@@ -209,6 +209,10 @@ func runWorker(ctx context.Context, cfg bench.Config, stdout io.Writer) error {
 		_ = enc.Encode(map[string]any{"ready": true, "connected": connected, "failed": failed})
 		_, _ = io.Copy(io.Discard, os.Stdin)
 	}
+	if cfg.Scenario == bench.Broadcast { // the parent sends the broadcasts, round by round
+		cfg.Control = os.Stdin
+		cfg.Report = func(v any) { _ = enc.Encode(v) }
+	}
 	r, err := bench.Run(ctx, cfg)
 	if r == nil {
 		return usageError{err}
