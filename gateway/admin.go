@@ -263,14 +263,10 @@ func (g *Gateway) Push(ctx context.Context, key string, data []byte) (int, error
 		nodes[m.ID] = true
 	}
 	// Presence adds the nodes of the key's sessions elsewhere (placed by an
-	// older ring). While the store is known to be down, asking it would
-	// wait out its client's retries on every push: the ring owner only.
-	h, known := g.cfg.Presence.(interface{ Healthy() bool })
-	if !known || h.Healthy() {
-		if locs, err := g.cfg.Presence.Where(ctx, key); err == nil {
-			for _, l := range locs {
-				nodes[l.Node] = true
-			}
+	// older ring); while it is down (it answers at once), the ring owner only.
+	if locs, err := g.cfg.Presence.Where(ctx, key); err == nil {
+		for _, l := range locs {
+			nodes[l.Node] = true
 		}
 	}
 	if len(nodes) == 0 {

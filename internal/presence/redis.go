@@ -16,6 +16,7 @@ package presence
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	neturl "net/url"
 	"strconv"
@@ -88,6 +89,19 @@ func (r *Redis) watch() {
 
 // Healthy reports whether the last ping (at most a second ago) succeeded.
 func (r *Redis) Healthy() bool { return r.healthy.Load() }
+
+// ErrUnavailable is returned by the lookups (Where, Online, Gateways)
+// while the last ping failed: they answer at once instead of waiting out
+// the client's dial retries on every call (pushes, the console and the
+// admin API would each stall for them).
+var ErrUnavailable = errors.New("presence: redis unavailable")
+
+func (r *Redis) available() error {
+	if !r.Healthy() {
+		return ErrUnavailable
+	}
+	return nil
+}
 
 // Close stops the pinger and closes the connection pool. Only the first
 // call does anything.
@@ -291,6 +305,9 @@ type Location struct {
 
 // Where returns every session of user, on live gateways only.
 func (r *Redis) Where(ctx context.Context, user string) ([]Location, error) {
+	if err := r.available(); err != nil {
+		return nil, err
+	}
 	all, err := r.rdb.HGetAll(ctx, r.key("user", user)).Result()
 	if err != nil {
 		return nil, err
@@ -366,6 +383,9 @@ func (r *Redis) Online(ctx context.Context) (map[string]int, error) {
 // Gateways returns every live gateway with its clients per node (as of
 // its last beat).
 func (r *Redis) Gateways(ctx context.Context) (map[string]map[string]int, error) {
+	if err := r.available(); err != nil {
+		return nil, err
+	}
 	live, err := r.liveGateways(ctx)
 	if err != nil {
 		return nil, err
