@@ -157,8 +157,26 @@ func (g *Gateway) sampleLoop(ctx context.Context) {
 			return
 		case now := <-t.C:
 			g.takeSample(now)
+			g.publishNodes(ctx)
 		}
 	}
+}
+
+// publishNodes sends the nodes and the gateways to the open consoles,
+// read once for all of them (the gateways come from presence: Redis).
+func (g *Gateway) publishNodes(ctx context.Context) {
+	c := g.console
+	c.mu.Lock()
+	open := len(c.subs) > 0
+	c.mu.Unlock()
+	if !open {
+		return
+	}
+	nodes, gws := g.Nodes(ctx), g.Gateways(ctx)
+	c.mu.Lock()
+	c.publishLocked("nodes", nodes)
+	c.publishLocked("gateways", gws)
+	c.mu.Unlock()
 }
 
 // takeSample reads the counters, records a sample and the rejections and
@@ -397,8 +415,6 @@ func (g *Gateway) serveStream(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusOK)
 	_, _ = w.Write([]byte(": wsgate console\n\n"))
 	fl.Flush()
-	nodes := time.NewTicker(consoleEvery)
-	defer nodes.Stop()
 	for {
 		select {
 		case <-r.Context().Done():
@@ -408,13 +424,6 @@ func (g *Gateway) serveStream(w http.ResponseWriter, r *http.Request) {
 				return // the gateway is stopping
 			}
 			if _, err := w.Write(msg); err != nil {
-				return
-			}
-			fl.Flush()
-		case <-nodes.C:
-			n, _ := json.Marshal(g.Nodes(r.Context()))
-			gws, _ := json.Marshal(g.Gateways(r.Context()))
-			if _, err := w.Write([]byte("event: nodes\ndata: " + string(n) + "\n\nevent: gateways\ndata: " + string(gws) + "\n\n")); err != nil {
 				return
 			}
 			fl.Flush()
