@@ -35,7 +35,11 @@ func (g *Gateway) nowMs() uint32 { return g.ms.Load() }
 // deadline is a session deadline d from now: nanoseconds since the gateway
 // started, on the monotonic clock (a wall-clock step must not fire every
 // handshake or close timeout at once, or hold them).
-func (g *Gateway) deadline(d time.Duration) int64 { return int64(time.Since(g.started) + d) }
+func (g *Gateway) deadline(d time.Duration) int64 { return g.elapsed() + int64(d) }
+
+// elapsed is the time since the gateway started, in nanoseconds: the clock
+// of deadline, read now (not the janitor's coarse clock).
+func (g *Gateway) elapsed() int64 { return int64(time.Since(g.started)) }
 
 // tickClock advances the coarse clocks (janitor). The milliseconds come
 // from the monotonic clock (now.Sub(start)): a step of the wall clock (NTP,

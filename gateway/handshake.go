@@ -347,7 +347,7 @@ func (l *loop) handshakeTraffic(s *session, c gnet.Conn) (act gnet.Action, done 
 	delete(l.timed, s)
 	l.g.metrics.handshakeOK()
 	// deadline was set at accept to HandshakeTimeout from then.
-	l.g.metrics.handshakeSeconds.Observe((l.g.cfg.HandshakeTimeout - time.Duration(s.deadline-int64(time.Since(l.g.started)))).Seconds())
+	l.g.metrics.handshakeSeconds.Observe((l.g.cfg.HandshakeTimeout - time.Duration(s.deadline-l.g.elapsed())).Seconds())
 
 	s.state = stOpen
 	l.startLimits(s)

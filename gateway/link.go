@@ -379,7 +379,7 @@ func (l *loop) linkFrame(k *link, h wire.Header, body []byte) error {
 		l.stats.out(len(body), h.Flags&wire.FlagMore == 0)
 		if s == l.probe {
 			l.probe = nil
-			l.g.metrics.relayed(time.Duration(int64(time.Since(l.g.started)) - l.probeAt))
+			l.g.metrics.relayed(time.Duration(l.g.elapsed() - l.probeAt))
 		}
 		l.writeClient(s, h.Flags&wire.FlagMore == 0, op, body)
 	case wire.TypeClose:

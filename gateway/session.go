@@ -1,8 +1,6 @@
 package gateway
 
 import (
-	"time"
-
 	"github.com/panjf2000/gnet/v2"
 
 	"github.com/wsgate/wsgate/internal/wire"
@@ -211,7 +209,7 @@ func (l *loop) relayChunk(s *session, p []byte, last bool) gnet.Action {
 	l.stats.in(len(p), last)
 	if last {
 		if l.probeCnt++; l.probeCnt%probeEvery == 0 && l.probe == nil {
-			l.probe, l.probeAt = s, int64(time.Since(l.g.started))
+			l.probe, l.probeAt = s, l.g.elapsed()
 		}
 	}
 	if s.link.backlog() > l.g.cfg.MaxLinkBacklog {
