@@ -23,7 +23,7 @@ type flagSet struct {
 
 func newFlagSet(name string) *flagSet {
 	fs := &flagSet{FlagSet: flag.NewFlagSet(name, flag.ContinueOnError)}
-	fs.FlagSet.String("config", "", "file of flag values, one `name value` per line (# comments); the command line and the environment win over it (env "+envName("config")+")")
+	fs.String("config", "", "file of flag values, one `name value` per line (# comments); the command line and the environment win over it")
 	return fs
 }
 
