@@ -397,15 +397,12 @@ func (a *poolAllocator) Realloc(buf *[]byte, size int) *[]byte {
 }
 
 // Append appends more to buf, moving it to a larger class when full.
-func (a *poolAllocator) Append(buf *[]byte, more ...byte) *[]byte {
-	n := len(*buf)
-	buf = a.Realloc(buf, n+len(more))
-	copy((*buf)[n:], more)
-	return buf
-}
+func (a *poolAllocator) Append(buf *[]byte, more ...byte) *[]byte { return appendTo(a, buf, more) }
 
 // AppendString appends more to buf.
-func (a *poolAllocator) AppendString(buf *[]byte, more string) *[]byte {
+func (a *poolAllocator) AppendString(buf *[]byte, more string) *[]byte { return appendTo(a, buf, more) }
+
+func appendTo[S ~[]byte | ~string](a *poolAllocator, buf *[]byte, more S) *[]byte {
 	n := len(*buf)
 	buf = a.Realloc(buf, n+len(more))
 	copy((*buf)[n:], more)
