@@ -319,6 +319,12 @@ func (h *handshake) onProtocols(v []byte) (string, bool) {
 			h.protoToken = append(h.protoToken[:0], tok...)
 		} else if string(p) == "wsgate" {
 			selected = "wsgate"
+		} else if h.l.g.hasPlain.Load() && len(p) > 0 {
+			// Offered on to a plain upstream (upstream.go).
+			if len(h.protocols) > 0 {
+				h.protocols = append(h.protocols, ", "...)
+			}
+			h.protocols = append(h.protocols, p...)
 		}
 	}
 	return selected, true

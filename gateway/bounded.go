@@ -96,15 +96,16 @@ func (g *Gateway) ownerNow(key string) *ring.Member {
 // node when the ring changes from base to r (ring.Displaced: its node left,
 // or a node new to its key's walk comes before it; not for loads).
 func (l *loop) displaced(s *session, base, r *ring.Ring) bool {
+	node := s.node()
 	switch {
-	case s.link == nil:
+	case node == "":
 		return false
-	case s.link.retired:
+	case s.gone(r):
 		return true
 	case s.keyless:
-		return r.Member(s.link.node) == nil
+		return r.Member(node) == nil
 	}
-	return ring.Displaced(base, r, s.key, s.link.node)
+	return ring.Displaced(base, r, s.key, node)
 }
 
 // scanBounded lists the sessions the change from prev to r displaces, after

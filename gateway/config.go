@@ -26,6 +26,7 @@ const (
 	DefaultListen           = "127.0.0.1:8080"
 	DefaultAdmin            = "127.0.0.1:8081"
 	DefaultMaxMessage       = 16 << 20          // largest client message, bytes; larger is closed with 1009
+	MaxMessageLimit         = 1 << 30           // the most --max-message may be
 	DefaultMaxHandshake     = 8 << 10           // largest upgrade request, bytes; larger gets 431
 	DefaultMaxKey           = 256               // longest routing key, bytes; longer gets 400
 	DefaultHandshakeTimeout = 5 * time.Second   // upgrade request must be complete by then
@@ -327,6 +328,9 @@ func (c *Config) check() error {
 		if f.v < f.min {
 			return fmt.Errorf("gateway: %s %d: must be at least %d", f.name, f.v, f.min)
 		}
+	}
+	if c.MaxMessage > MaxMessageLimit {
+		return fmt.Errorf("gateway: --max-message %d: at most %d (1 GiB)", c.MaxMessage, MaxMessageLimit)
 	}
 	if c.HandshakeRatePerIP < 0 || math.IsNaN(c.HandshakeRatePerIP) || math.IsInf(c.HandshakeRatePerIP, 0) {
 		return fmt.Errorf("gateway: --handshake-rate-per-ip %v: want a rate >= 0 (0 = off)", c.HandshakeRatePerIP)

@@ -43,7 +43,9 @@ func (g *Gateway) syncControls(set []membership.Node) {
 	defer g.nodesMu.Unlock()
 	want := make(map[string]membership.Node, len(set))
 	for _, n := range set {
-		want[n.ID] = n
+		if !n.Plain() { // a plain upstream has no control link: its clients have their own connections
+			want[n.ID] = n
+		}
 	}
 	for id, c := range g.controls {
 		if n, ok := want[id]; !ok || n.Addr != c.node.Addr {

@@ -59,8 +59,12 @@ func (g *Gateway) OnTick() (time.Duration, gnet.Action) {
 // link dialled by linkTo (its context is the *link).
 func (g *Gateway) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
 	l := g.loopOf(c.EventLoop())
-	if k, ok := c.Context().(*link); ok {
-		return l.linkOpened(k, c), gnet.None
+	switch x := c.Context().(type) {
+	case *link:
+		return l.linkOpened(x, c), gnet.None
+	case *upstream:
+		l.upstreamOpened(x, c)
+		return nil, gnet.None
 	}
 	if g.draining.Load() {
 		return nil, gnet.Close
@@ -94,6 +98,8 @@ func (g *Gateway) OnTraffic(c gnet.Conn) gnet.Action {
 		return x.loop.tlsTraffic(x, c)
 	case *link:
 		return x.loop.linkTraffic(x, c)
+	case *upstream:
+		return x.s.loop.upTraffic(x, c)
 	}
 	return gnet.Close
 }
@@ -119,6 +125,8 @@ func (g *Gateway) OnClose(c gnet.Conn, err error) gnet.Action {
 		g.released(c)
 	case *link:
 		x.loop.linkClosed(x, err)
+	case *upstream:
+		x.s.loop.upstreamClosed(x)
 	}
 	return gnet.None
 }

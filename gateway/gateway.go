@@ -74,6 +74,7 @@ type Gateway struct {
 	clients    atomic.Int64 // open sessions, all loops
 	rebalanced atomic.Int64 // rebalance closes since start
 	rr         atomic.Uint64
+	hasPlain   atomic.Bool // a plain upstream is on the ring: handshakes keep the headers to forward (upstream.go)
 	nodesMu    sync.Mutex
 	perNode    map[string]*atomic.Int64
 	controls   map[string]*control

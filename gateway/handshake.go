@@ -12,6 +12,7 @@ import (
 	"github.com/gobwas/ws"
 	"github.com/panjf2000/gnet/v2"
 
+	"github.com/wsgate/wsgate/internal/membership"
 	"github.com/wsgate/wsgate/internal/ring"
 	"github.com/wsgate/wsgate/internal/wire"
 )
@@ -73,6 +74,11 @@ type handshake struct {
 	protoToken []byte // a "bearer.<token>" subprotocol entry
 	id         identity
 	authFail   string // the metric reason of a refused token
+
+	// For plain upstreams (upstream.go), while any is on the ring: the
+	// client's header lines to forward, and its offered subprotocols.
+	fwd       []byte
+	protocols []byte
 }
 
 func (h *handshake) init(l *loop) {
@@ -153,6 +159,9 @@ func (h *handshake) onRequest(uri []byte) error {
 func (h *handshake) onHost(host []byte) error { h.host = append(h.host[:0], host...); return nil }
 
 func (h *handshake) onHeader(key, value []byte) error {
+	if h.l.g.hasPlain.Load() {
+		h.forwardHeader(key, value)
+	}
 	switch {
 	case len(key) == len("Origin") && bytes.EqualFold(key, []byte("Origin")):
 		h.origin = append(h.origin[:0], value...)
@@ -317,6 +326,7 @@ func (l *loop) handshakeTraffic(s *session, c gnet.Conn) (act gnet.Action, done 
 	h.member, h.placed = nil, nil
 	h.origin, h.host = h.origin[:0], h.host[:0]
 	h.queryTok, h.authz, h.protoToken, h.id, h.authFail = h.queryTok[:0], h.authz[:0], h.protoToken[:0], identity{}, ""
+	h.fwd, h.protocols = h.fwd[:0], h.protocols[:0]
 	if dupHeader(buf[:n]) {
 		return l.refuseRequest(s, c, resp400Dup, "duplicate_header"), false
 	}
@@ -359,6 +369,12 @@ func (l *loop) handshakeTraffic(s *session, c gnet.Conn) (act gnet.Action, done 
 		l.g.reserved.Add(-1)
 	}
 	l.g.clients.Add(1)
+	if membership.IsPlainAddr(h.member.Addr) {
+		l.openUpstream(s, h.member.ID, h.member.Addr, h.placed != nil, remote)
+		l.addKey(s)
+		l.g.presence.note(l, s, h.member.ID, true)
+		return gnet.None, true
+	}
 	k := l.linkTo(h.member)
 	s.link = k
 	k.sessions++

@@ -37,8 +37,8 @@ func (p localPresence) Where(ctx context.Context, user string) ([]presence.Locat
 		if l.exec(func() {
 			var locs []presence.Location
 			for s := l.byKey[user]; s != nil; s = s.nextKey {
-				if s.state == stOpen && s.link != nil {
-					locs = append(locs, presence.Location{Gateway: g.cfg.ID, Session: l.sessionName(s), Node: s.link.node})
+				if node := s.node(); s.state == stOpen && node != "" {
+					locs = append(locs, presence.Location{Gateway: g.cfg.ID, Session: l.sessionName(s), Node: node})
 				}
 			}
 			ch <- locs

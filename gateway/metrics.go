@@ -56,6 +56,7 @@ type metrics struct {
 	linkAuth    *prometheus.CounterVec
 	hsOK        prometheus.Counter
 	tlsReloads  *prometheus.CounterVec
+	upDials     *prometheus.CounterVec
 	registered  *recordingRegistry // every collector registered, for the dashboard test
 
 	handshakeSeconds prometheus.Histogram // accept to 101, client connections
@@ -109,6 +110,8 @@ func newMetrics(g *Gateway) *metrics {
 		Help: "TLS certificate reloads (file change or SIGHUP) by result (ok, error: the old certificate stays)."}, []string{"result"})
 	m.closesSent = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "closes_sent_total",
 		Help: "Close frames the gateway sent to start closing a client, by close code (1001 shutdown, 1008 policy, 1011/1013 backend trouble, 1012 rebalance, or the backend's own code)."}, []string{"code"})
+	m.upDials = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "upstream_connects_total",
+		Help: "Connections to plain WebSocket upstreams, by result (ok, unavailable: refused or timed out, bad_handshake: not a WebSocket upgrade)."}, []string{"result"})
 	m.hsOK = m.handshakes.WithLabelValues("ok")
 	m.handshakeSeconds = prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Name: "handshake_duration_seconds",
 		Help:    "Time from accepting a client connection to its 101 (TLS handshake included), successful upgrades.",
@@ -127,7 +130,7 @@ func newMetrics(g *Gateway) *metrics {
 		Help: "1 for the current ring, labelled with its version (hex content hash: equal on gateways with equal rings)."}, []string{"version"})
 	m.rttWindow = newWindow(linkRTTBuckets, time.Minute)
 	m.relayWindow = newWindow(linkRTTBuckets, time.Minute)
-	reg.MustRegister(m.closesSent)
+	reg.MustRegister(m.closesSent, m.upDials)
 	reg.MustRegister(m.handshakeSeconds, m.linkRTT, m.rebalanceSeconds, m.relayRoundTrip, m.ringInfo, perNodeCollector{g})
 	if g.tls != nil {
 		reg.MustRegister(m.tlsReloads, prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: ns, Name: "tls_certificate_expiry_seconds",
@@ -172,6 +175,7 @@ func (m *metrics) slowClient()                { m.slow.Inc() }
 func (m *metrics) linkAuthFailed(node string) { m.linkAuth.WithLabelValues(node).Inc() }
 func (m *metrics) reject(reason string)       { m.rejected.WithLabelValues(reason).Inc() }
 func (m *metrics) tlsReload(result string)    { m.tlsReloads.WithLabelValues(result).Inc() }
+func (m *metrics) upstreamDial(result string) { m.upDials.WithLabelValues(result).Inc() }
 
 // recordingRegistry is a registry that remembers what was registered, so
 // that every metric name can be listed (Gather omits empty vectors).

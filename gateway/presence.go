@@ -116,8 +116,8 @@ func (w *presenceWriter) resync(ctx context.Context) {
 			w.mu.Unlock()
 			var out []presence.Change
 			for _, s := range l.sessions {
-				if s.state == stOpen && s.link != nil && !s.keyless {
-					out = append(out, presence.Change{Add: true, User: s.key, Session: l.sessionName(s), Node: s.link.node})
+				if node := s.node(); s.state == stOpen && node != "" && !s.keyless {
+					out = append(out, presence.Change{Add: true, User: s.key, Session: l.sessionName(s), Node: node})
 				}
 			}
 			ch <- out
@@ -181,7 +181,7 @@ func (g *Gateway) deliverBroadcast(msg []byte) {
 		_ = l.exec(func() {
 			n := 0
 			for _, s := range l.sessions {
-				if s.state == stOpen {
+				if s.state == stOpen && s.between() {
 					l.writeRaw(s, frame)
 					n++
 				}

@@ -18,17 +18,27 @@ const paceTick = 10 * time.Millisecond
 
 // moved reports whether s must leave its backend under r.
 func (l *loop) moved(s *session, r *ring.Ring) bool {
-	if s.link == nil {
+	node := s.node()
+	switch {
+	case node == "":
 		return false
-	}
-	if s.link.retired {
+	case s.gone(r):
 		return true
-	}
-	if s.keyless {
-		return r.Member(s.link.node) == nil
+	case s.keyless:
+		return r.Member(node) == nil
 	}
 	m := r.LookupString(s.key)
-	return m == nil || m.ID != s.link.node
+	return m == nil || m.ID != node
+}
+
+// gone reports whether s's node left r or moved: a retired link, or a plain
+// upstream r has no more or has at another address.
+func (s *session) gone(r *ring.Ring) bool {
+	if s.link != nil {
+		return s.link.retired
+	}
+	m := r.Member(s.up.node)
+	return m == nil || m.Addr != s.up.addr
 }
 
 // scan lists the loop's sessions that the change from prev to r moves and

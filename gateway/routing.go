@@ -83,13 +83,16 @@ func (g *Gateway) rebuild() error {
 	g.ringMu.Lock()
 	defer g.ringMu.Unlock()
 	var members []ring.Member
+	plain := false
 	g.nodesMu.Lock()
 	for _, n := range g.memberSet() {
 		if !g.down[n.ID] {
 			members = append(members, ring.Member{ID: n.ID, Addr: n.Addr, Weight: n.Weight})
+			plain = plain || n.Plain()
 		}
 	}
 	g.nodesMu.Unlock()
+	g.hasPlain.Store(plain)
 	var opts []ring.Option
 	if g.cfg.VirtualNodes > 0 {
 		opts = append(opts, ring.WithVirtualNodes(g.cfg.VirtualNodes))

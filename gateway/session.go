@@ -43,7 +43,8 @@ func (s *session) chunk() int {
 type session struct {
 	conn gnet.Conn
 	loop *loop
-	link *link // the backend link; nil until routed and after detach
+	link *link     // the backend link; nil until routed and after detach
+	up   *upstream // or, routed to a plain upstream (upstream.go), its connection; nil after detach
 	key  string
 	id   uint32
 
@@ -70,8 +71,10 @@ type session struct {
 	slot       int32   // index in loop.walk; -1 when not there
 	exp        uint32  // unix seconds when the client's token expires; 0 = never
 
-	remaining int64 // payload bytes of the current frame still to read
-	msgLen    int64 // bytes of the current message so far
+	// Both at most MaxMessage (at most MaxMessageLimit), so 32 bits hold
+	// them and the struct keeps its size class.
+	remaining uint32 // payload bytes of the current frame still to read
+	msgLen    uint32 // bytes of the current message so far
 
 	deadline         int64 // nanoseconds since the gateway started (Gateway.deadline); meaningful while in loop.timed
 	prevKey, nextKey *session
@@ -94,16 +97,19 @@ func (l *loop) onTraffic(s *session, c gnet.Conn) gnet.Action {
 	}
 	now := l.g.nowMs()
 	s.seen = now
+	if s.up != nil {
+		return l.passTraffic(s, c, now)
+	}
 	for s.state == stOpen || s.state == stClosing || s.state == stClientClosed {
 		if s.remaining > 0 {
 			n := c.InboundBuffered()
 			if n == 0 {
 				return gnet.None
 			}
-			take := int(min(int64(n), s.remaining, int64(s.chunk())))
+			take := min(n, int(s.remaining), s.chunk())
 			p, _ := c.Peek(take)
 			s.maskPos = uint8(wsframe.MaskBytes(p, s.mask, int(s.maskPos)))
-			s.remaining -= int64(take)
+			s.remaining -= uint32(take)
 			if act := l.relayChunk(s, p, s.remaining == 0 && s.fin); act != gnet.None {
 				return act
 			}
@@ -162,11 +168,11 @@ func (l *loop) onTraffic(s *session, c gnet.Conn) gnet.Action {
 			return l.fail(s, errRateLimit)
 		}
 		// Compare before adding: a 64-bit frame length could wrap the sum.
-		if h.Length > int64(l.g.cfg.MaxMessage)-s.msgLen {
+		if h.Length > int64(l.g.cfg.MaxMessage)-int64(s.msgLen) {
 			return l.fail(s, wsframe.ErrTooBig)
 		}
-		s.msgLen += h.Length
-		s.fin, s.mask, s.maskPos, s.remaining = h.Fin, h.Mask, 0, h.Length
+		s.msgLen += uint32(h.Length)
+		s.fin, s.mask, s.maskPos, s.remaining = h.Fin, h.Mask, 0, uint32(h.Length)
 		_, _ = c.Discard(hn)
 		if h.Length == 0 && h.Fin {
 			if act := l.relayChunk(s, nil, true); act != gnet.None {
@@ -322,17 +328,42 @@ func (l *loop) closeSession(s *session, code uint16, reason string, fromBackend 
 	l.timed[s] = struct{}{}
 }
 
-// detach tells the backend that s closed (code, reason) and unlinks it.
+// detach tells the backend (or plain upstream) that s closed (code,
+// reason) and unlinks it.
 func (l *loop) detach(s *session, code uint16, reason []byte) {
-	if s.link != nil && s.state == stOpen {
-		s.link.write(wire.AppendClose(l.out[:0], s.id, code, reason))
+	if s.state == stOpen {
+		if s.link != nil {
+			s.link.write(wire.AppendClose(l.out[:0], s.id, code, reason))
+		} else if s.up != nil {
+			s.up.sendClose(code, reason, s.remaining > 0)
+		}
 	}
 	l.unlink(s)
 }
 
-// unlink removes s from its link and from routing; s stays in l.sessions
-// (for the close handshake) until its conn closes.
+// node is the id of the node s is routed to, "" when detached.
+func (s *session) node() string {
+	switch {
+	case s.link != nil:
+		return s.link.node
+	case s.up != nil:
+		return s.up.node
+	}
+	return ""
+}
+
+// unlink removes s from its link (or plain upstream, whose connection
+// closes) and from routing; s stays in l.sessions (for the close
+// handshake) until its conn closes.
 func (l *loop) unlink(s *session) {
+	if u := s.up; u != nil {
+		s.up = nil
+		u.close()
+		u.clients.Add(-1)
+		l.g.presence.note(l, s, u.node, false)
+		l.removeKey(s)
+		return
+	}
 	k := s.link
 	if k == nil {
 		return

@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/url"
 	"slices"
 	"strconv"
 	"strings"
@@ -30,9 +31,43 @@ const (
 
 // Node is a backend as gateways see it.
 type Node struct {
-	ID     string `json:"id"`
-	Addr   string `json:"addr"`             // host:port of its link listener
+	ID string `json:"id"`
+	// Addr is host:port of a backend's link listener, or the ws:// URL of
+	// a plain WebSocket upstream (Plain), which the gateway connects each
+	// client to on its own connection.
+	Addr   string `json:"addr"`
 	Weight int    `json:"weight,omitempty"` // share of keys; 0 means 1
+}
+
+// PlainScheme starts the address of a plain WebSocket upstream.
+const PlainScheme = "ws://"
+
+// Plain reports whether n is a plain WebSocket upstream (its Addr is a
+// ws:// URL) rather than a backend speaking the link protocol.
+func (n Node) Plain() bool { return IsPlainAddr(n.Addr) }
+
+// IsPlainAddr reports whether addr is a plain upstream's ws:// URL.
+func IsPlainAddr(addr string) bool { return strings.HasPrefix(addr, PlainScheme) }
+
+// UpstreamURL parses a plain upstream's address: ws://host:port with an
+// optional path, no query, fragment or user info.
+func UpstreamURL(addr string) (*url.URL, error) {
+	if strings.HasPrefix(addr, "wss://") {
+		return nil, fmt.Errorf("upstream %q: wss:// upstreams are not supported (the gateway speaks plain ws:// to upstreams; put TLS at the edge with --tls-cert)", addr)
+	}
+	u, err := url.Parse(addr)
+	switch {
+	case err != nil:
+		return nil, fmt.Errorf("upstream %q: %v", addr, err)
+	case u.Scheme != "ws":
+		return nil, fmt.Errorf("upstream %q: want a ws:// URL", addr)
+	case u.User != nil || u.RawQuery != "" || u.Fragment != "" || u.Opaque != "":
+		return nil, fmt.Errorf("upstream %q: want ws://host:port[/path], without user info, query or fragment", addr)
+	}
+	if p, err := strconv.Atoi(u.Port()); err != nil || p < 1 || p > 65535 || u.Hostname() == "" {
+		return nil, fmt.Errorf("upstream %q: want ws://host:port with a port 1..65535", addr)
+	}
+	return u, nil
 }
 
 // Event is one membership announcement.
@@ -61,7 +96,11 @@ func (n Node) Validate() error {
 	if len(n.ID) > 128 || strings.ContainsAny(n.ID, " \t\r\n/") {
 		return fmt.Errorf("membership: node id %q: at most 128 characters, no spaces or '/'", n.ID)
 	}
-	if _, port, err := net.SplitHostPort(n.Addr); err != nil || port == "" {
+	if n.Plain() || strings.HasPrefix(n.Addr, "wss://") {
+		if _, err := UpstreamURL(n.Addr); err != nil {
+			return fmt.Errorf("membership: node %s: %v", n.ID, err)
+		}
+	} else if _, port, err := net.SplitHostPort(n.Addr); err != nil || port == "" {
 		return fmt.Errorf("membership: node %s: addr %q is not host:port", n.ID, n.Addr)
 	} else if p, err := strconv.Atoi(port); err != nil || p < 1 || p > 65535 {
 		return fmt.Errorf("membership: node %s: addr %q: port must be 1..65535", n.ID, n.Addr)
@@ -73,7 +112,8 @@ func (n Node) Validate() error {
 }
 
 // ParseNode parses "id=host:port" or "id=host:port,weight" as given to
-// `wsgate gateway --backend`.
+// `wsgate gateway --backend`, or "id=ws://host:port[/path][,weight]" as
+// given to --upstream.
 func ParseNode(s string) (Node, error) {
 	id, rest, ok := strings.Cut(s, "=")
 	if !ok {
