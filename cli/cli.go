@@ -16,6 +16,7 @@ import (
 	"os/signal"
 	"runtime"
 	"runtime/debug"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -355,6 +356,7 @@ func runGateway(ctx context.Context, args []string) error {
 	fs := newFlagSet("wsgate gateway")
 	fill := gatewayFlags(fs, "0.0.0.0:8080", "127.0.0.1:8081", "")
 	backends := fs.List("backend", "a backend node as id=host:port[,weight] (static membership; or use --amqp and --redis)")
+	upstreams := fs.List("upstream", "a plain WebSocket server as id=ws://host:port[/path][,weight]; each client gets its own connection to it (static; combines with --backend or --amqp/--redis)")
 	linkTLS := addLinkTLSFlags(fs, "this gateway's client certificate on links", "the CA of the backends' certificates (a backend's must name the address dialled)")
 	cf := addClusterFlags(fs)
 	reconcile := fs.Duration("reconcile", 2*time.Second, "how often the member set is checked against the Redis registry")
@@ -376,6 +378,10 @@ func runGateway(ctx context.Context, args []string) error {
 	cfg.LinkTLSCert, cfg.LinkTLSKey, cfg.LinkTLSCA = *linkTLS.cert, *linkTLS.key, *linkTLS.ca
 	if cfg.ID == "" {
 		cfg.ID = instanceID(cfg.Listen)
+	}
+	fixed, err := parseUpstreams(*upstreams)
+	if err != nil {
+		return err
 	}
 	switch {
 	case clustered && len(*backends) > 0:
@@ -414,8 +420,8 @@ func runGateway(ctx context.Context, args []string) error {
 			}
 		}
 		cfg.Health = d.health()
-	case len(*backends) > 0:
-		var nodes []membership.Node
+	case len(*backends) > 0 || len(fixed) > 0:
+		nodes := slices.Clone(fixed)
 		for _, b := range *backends {
 			n, err := membership.ParseNode(b)
 			if err != nil {
@@ -428,10 +434,14 @@ func runGateway(ctx context.Context, args []string) error {
 			return usageError{fmt.Errorf("--backend: %w", err)}
 		}
 		cfg.Members = src
+		fixed = nil
 	default:
-		return usageError{errors.New("--backend id=host:port is required (once per backend node), or --amqp and --redis for cluster membership")}
+		return usageError{errors.New("--backend id=host:port or --upstream id=ws://host:port is required (once per node), or --amqp and --redis for cluster membership")}
 	}
-	if len(cfg.ClusterSecret) == 0 {
+	if len(fixed) > 0 {
+		cfg.Members = membership.Merge(fixed, cfg.Members)
+	}
+	if len(cfg.ClusterSecret) == 0 && (clustered || len(*backends) > 0) {
 		log.Warn("no --cluster-secret-file: links to backends are not authenticated (anyone on the backend network can pose as a backend or a gateway)")
 	}
 	if err := sf.check(false, clustered, cfg.ClusterSecret); err != nil {

@@ -174,14 +174,20 @@ func rawDial(t testing.TB, addr string) *rawConn {
 // welcome frame.
 func (r *rawConn) upgrade(t testing.TB, path string) {
 	t.Helper()
+	r.upgradeOnly(t, path)
+	if op, _ := r.readFrame(t); op != 1 {
+		t.Fatalf("want welcome text frame, got opcode %d", op)
+	}
+}
+
+// upgradeOnly sends a valid upgrade request for path and reads the 101.
+func (r *rawConn) upgradeOnly(t testing.TB, path string) {
+	t.Helper()
 	fmt.Fprintf(r, "GET %s HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"+
 		"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n", path)
 	resp, err := http.ReadResponse(r.br, nil)
 	if err != nil || resp.StatusCode != http.StatusSwitchingProtocols {
 		t.Fatalf("upgrade: %v %v", resp, err)
-	}
-	if op, _ := r.readFrame(t); op != 1 {
-		t.Fatalf("want welcome text frame, got opcode %d", op)
 	}
 }
 

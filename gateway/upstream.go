@@ -517,7 +517,9 @@ func (l *loop) relayUp(u *upstream, c gnet.Conn) gnet.Action {
 		l.writeRaw(s, buf[:pos])
 	}
 	if c != nil {
-		_, _ = c.Discard(pos)
+		if pos > 0 { // gnet's Discard(0) discards everything
+			_, _ = c.Discard(pos)
+		}
 	} else if u.early = u.early[pos:]; len(u.early) == 0 {
 		u.early = nil
 	}
