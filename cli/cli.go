@@ -39,8 +39,9 @@ const usage = `wsgate — a WebSocket edge tier that routes clients by key to st
 
 Usage:
   wsgate dev      [flags]   a whole cluster in one process: gateway + N demo backends
-  wsgate gateway  [flags]   the edge: clients in, links out to --backend nodes
+  wsgate gateway  [flags]   the edge: clients in, links out to --backend nodes or --upstream servers
   wsgate backend  [flags]   a demo backend node (echo, push) behind gateways
+  wsgate announce [flags]   make a plain WebSocket server a cluster member (a sidecar)
   wsgate bench    [flags]   load generator and side-by-side comparison (see docs/BENCHMARKS.md)
   wsgate version            version, commit and Go version of this build
   wsgate help               this text
@@ -72,6 +73,8 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 		return runGateway(ctx, args[1:])
 	case "backend":
 		return runBackend(ctx, args[1:])
+	case "announce":
+		return runAnnounce(ctx, args[1:])
 	case "bench":
 		return runBench(ctx, args[1:], stdout)
 	case "version", "--version":
@@ -81,7 +84,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 		fmt.Fprint(stdout, usage)
 		return nil
 	}
-	return usageError{fmt.Errorf("unknown command %q; the commands are dev, gateway, backend, bench, version and help", args[0])}
+	return usageError{fmt.Errorf("unknown command %q; the commands are dev, gateway, backend, announce, bench, version and help", args[0])}
 }
 
 // ExitCode maps an error from Run to a process exit code: 2 for a usage

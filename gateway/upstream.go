@@ -110,7 +110,8 @@ func (l *loop) openUpstream(s *session, node, addr string, counted bool, peer ne
 	go func() {
 		ctx, cancel := context.WithTimeout(context.Background(), upstreamDialTimeout)
 		defer cancel()
-		conn, err := u.connect(ctx)
+		conn, early, fail, err := dialUpstream(ctx, u.addr, u.target, u.hdrs)
+		u.early, u.fail = early, fail
 		if err == nil {
 			var ch <-chan gnet.RegisteredResult
 			if ch, err = l.el.Enroll(gnet.NewContext(context.Background(), u), conn); err == nil {
@@ -133,18 +134,18 @@ func (l *loop) openUpstream(s *session, node, addr string, counted bool, peer ne
 	}()
 }
 
-// connect dials the upstream and upgrades the connection (blocking; not on
-// a loop). On failure u.fail says what the client is told.
-func (u *upstream) connect(ctx context.Context) (net.Conn, error) {
-	u.fail = errUpstreamUnavailable
-	target, err := membership.UpstreamURL(u.addr)
+// dialUpstream connects to the plain upstream at addr (its ws:// URL) and
+// upgrades the connection for the request URI target with the extra
+// header lines hdrs (blocking: never on a loop). early is what the
+// upstream sent after its 101; on failure, fail is what the client is told.
+func dialUpstream(ctx context.Context, addr string, target, hdrs []byte) (conn net.Conn, early []byte, fail *wsframe.Error, err error) {
+	up, err := membership.UpstreamURL(addr)
 	if err != nil {
-		return nil, err
+		return nil, nil, errUpstreamUnavailable, err
 	}
 	var d net.Dialer
-	conn, err := d.DialContext(ctx, "tcp", target.Host)
-	if err != nil {
-		return nil, err
+	if conn, err = d.DialContext(ctx, "tcp", up.Host); err != nil {
+		return nil, nil, errUpstreamUnavailable, err
 	}
 	deadline, _ := ctx.Deadline()
 	_ = conn.SetDeadline(deadline)
@@ -153,19 +154,19 @@ func (u *upstream) connect(ctx context.Context) (net.Conn, error) {
 		nonce[i] = byte(rand.Uint32())
 	}
 	key := base64.StdEncoding.EncodeToString(nonce[:])
-	req := make([]byte, 0, 256+len(u.target)+len(u.hdrs))
+	req := make([]byte, 0, 256+len(target)+len(hdrs))
 	req = append(req, "GET "...)
-	req = append(req, upstreamPath(target.Path, u.target)...)
+	req = append(req, upstreamPath(up.Path, target)...)
 	req = append(req, " HTTP/1.1\r\nHost: "...)
-	req = append(req, target.Host...)
+	req = append(req, up.Host...)
 	req = append(req, "\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: "...)
 	req = append(req, key...)
 	req = append(req, "\r\n"...)
-	req = append(req, u.hdrs...)
+	req = append(req, hdrs...)
 	req = append(req, "\r\n"...)
 	if _, err := conn.Write(req); err != nil {
 		_ = conn.Close()
-		return nil, err
+		return nil, nil, errUpstreamUnavailable, err
 	}
 	br := bufio.NewReaderSize(conn, 4096)
 	resp, err := http.ReadResponse(br, nil)
@@ -174,29 +175,49 @@ func (u *upstream) connect(ctx context.Context) (net.Conn, error) {
 	}
 	if err != nil {
 		_ = conn.Close()
+		fail = errUpstreamUnavailable
 		var ne net.Error
 		if !errors.As(err, &ne) {
-			u.fail = errUpstreamProtocol // an answer, but not an upgrade
+			fail = errUpstreamProtocol // an answer, but not an upgrade
 			if resp != nil && resp.StatusCode != http.StatusSwitchingProtocols {
-				u.fail = &wsframe.Error{Code: wsframe.CloseBadGateway, Reason: "upstream refused the upgrade: " + resp.Status}
+				fail = &wsframe.Error{Code: wsframe.CloseBadGateway, Reason: "upstream refused the upgrade: " + resp.Status}
 			}
 		}
-		return nil, err
+		return nil, nil, fail, err
 	}
 	if n := br.Buffered(); n > 0 {
-		u.early, _ = br.Peek(n)
-		u.early = bytes.Clone(u.early)
+		b, _ := br.Peek(n)
+		early = bytes.Clone(b)
 	}
 	_ = conn.SetDeadline(time.Time{})
-	u.fail = nil
-	return conn, nil
+	return conn, early, nil, nil
+}
+
+// ProbeUpstream checks that the plain upstream at addr (a ws:// URL)
+// accepts a WebSocket upgrade: it dials, upgrades, closes with 1001 and
+// reports what failed (`wsgate announce`'s health check).
+func ProbeUpstream(ctx context.Context, addr string) error {
+	conn, _, _, err := dialUpstream(ctx, addr, nil, []byte("X-Wsgate-Health: 1\r\n"))
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	var b [wsframe.MaxControlPayload + wsframe.MaxHeaderLen]byte
+	_, err = conn.Write(maskedClose(b[:0], wsframe.CloseGoingAway, []byte("health check")))
+	return err
 }
 
 // upstreamPath is the request URI sent upstream: the upstream URL's path,
 // if any, then the client's path and query.
 func upstreamPath(prefix string, target []byte) string {
+	switch {
+	case len(target) == 0 && prefix == "":
+		return "/"
+	case len(target) == 0:
+		return prefix
+	}
 	prefix = strings.TrimSuffix(prefix, "/")
-	if len(target) == 0 || target[0] != '/' {
+	if target[0] != '/' {
 		return prefix + "/" + string(target)
 	}
 	return prefix + string(target)
@@ -313,17 +334,24 @@ func (u *upstream) sendClose(code uint16, reason []byte, clientMidFrame bool) {
 	if clientMidFrame || !wsframe.ValidCloseCode(code) || u.closed {
 		return
 	}
+	var b [wsframe.MaxControlPayload + wsframe.MaxHeaderLen]byte
+	u.write(maskedClose(b[:0], code, reason))
+}
+
+// maskedClose appends a client's close frame with code and reason (cut to
+// fit a control frame) to dst.
+func maskedClose(dst []byte, code uint16, reason []byte) []byte {
 	if len(reason) > wsframe.MaxCloseReason {
 		reason = reason[:wsframe.MaxCloseReason]
 	}
 	var p [wsframe.MaxControlPayload]byte
 	payload := wsframe.AppendClose(p[:0], code, string(reason))
 	// RFC 6455 5.3: the masking key is "a fresh 32-bit value" per frame,
-	// unpredictable to the application.
+	// unpredictable to the application (math/rand/v2's generator is
+	// ChaCha8, seeded from the system).
 	mask := rand.Uint32()
-	var frame [wsframe.MaxControlPayload + 14]byte
-	u.write(wsframe.AppendMaskedFrame(frame[:0], true, wsframe.OpClose, payload,
-		[4]byte{byte(mask), byte(mask >> 8), byte(mask >> 16), byte(mask >> 24)}))
+	return wsframe.AppendMaskedFrame(dst, true, wsframe.OpClose, payload,
+		[4]byte{byte(mask), byte(mask >> 8), byte(mask >> 16), byte(mask >> 24)})
 }
 
 // passTraffic relays the client's input to its upstream: whole headers are
