@@ -212,7 +212,7 @@ func TestBadFlags(t *testing.T) {
 		args []string
 		want string
 	}{
-		{[]string{"gateway"}, "--backend id=host:port is required"},
+		{[]string{"gateway"}, "--upstream id=ws://host:port is required"},
 		{[]string{"gateway", "--backend", "nohost"}, "want id=host:port"},
 		{[]string{"gateway", "--backend", "a=127.0.0.1:1", "--backend", "a=127.0.0.1:2"}, `"a" given twice`},
 		{[]string{"gateway", "--backend", "a=127.0.0.1:1", "--max-message", "1"}, "--max-message 1"},
@@ -236,7 +236,15 @@ func TestBadFlags(t *testing.T) {
 		{[]string{"dev", "--tls-self-signed", "--tls-cert", "/nonexistent/cert.pem"}, "--tls-self-signed"},
 		{[]string{"gateway", "--backend", "a=127.0.0.1:1", "--link-tls-cert", "/nonexistent/cert.pem"}, "--link-tls-"},
 		{[]string{"backend", "--listen", "127.0.0.1:0", "--link-tls-ca", "/nonexistent/ca.pem"}, "--link-tls-"},
-		{[]string{"frobnicate"}, "the commands are dev, gateway, backend, bench, version and help"},
+		{[]string{"gateway", "--upstream", "a=127.0.0.1:1"}, "want id=ws://host:port"},
+		{[]string{"gateway", "--upstream", "a=wss://127.0.0.1:1"}, "wss:// upstreams are not supported"},
+		{[]string{"gateway", "--upstream", "a=ws://127.0.0.1:1?x=1"}, "without user info, query or fragment"},
+		{[]string{"gateway", "--upstream", "a=ws://127.0.0.1:1", "--backend", "a=127.0.0.1:2"}, `"a" given twice`},
+		{[]string{"gateway", "--backend", "a=127.0.0.1:1", "--max-message", "2000000000"}, "--max-message 2000000000: at most"},
+		{[]string{"announce", "--id", "p", "--upstream", "ws://127.0.0.1:1"}, "needs --amqp and --redis"},
+		{[]string{"announce", "--amqp", "amqp://127.0.0.1/", "--redis", "redis://127.0.0.1:6379/0", "--id", "p", "--upstream", "127.0.0.1:1"}, "want a ws:// URL"},
+		{[]string{"announce", "--amqp", "amqp://127.0.0.1/", "--redis", "redis://127.0.0.1:6379/0", "--upstream", "ws://127.0.0.1:1"}, "--id and --upstream are required"},
+		{[]string{"frobnicate"}, "the commands are dev, gateway, backend, announce, bench, version and help"},
 		{[]string{"gateway", "--backend", "a=127.0.0.1:1", "--listen", "127.0.0.1:99999"}, "--listen"},
 		{[]string{"gateway", "--backend", "a=127.0.0.1:99999"}, "port must be 1..65535"},
 		{[]string{"dev", "--admin", "localhost:http"}, "--admin"},
