@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -27,7 +28,7 @@ type CompareConfig struct {
 	Rounds       int      // rounds; each round runs every target, in a rotating order
 	Backends     int      // demo backend processes
 	GatewayLoops int      // wsgate --loops; 0: its default (CPUs)
-	Targets      []string // "wsgate", "nginx", "haproxy"
+	Targets      []string // "wsgate", "passthrough", "nginx", "haproxy"
 	Scenarios    []string // run against every target
 	WsgateOnly   []string // run against wsgate only (push, broadcast)
 	Base         Config   // scenario settings; Scenario, Target, Addr, Admin and Probe are filled in
@@ -143,6 +144,27 @@ func waitPort(ctx context.Context, addr string) error {
 	}
 }
 
+// waitReady polls a wsgate admin API until /readyz answers 200: its
+// listener takes connections before the first member set is applied, and
+// a client that came before would be refused with 503.
+func waitReady(ctx context.Context, admin string) error {
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		resp, err := http.Get("http://" + admin + "/readyz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+			err = errors.New(resp.Status)
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return fmt.Errorf("bench: wsgate at %s not ready: %w", admin, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
 type backendProc struct {
 	ID       string
 	Link, WS string
@@ -177,7 +199,7 @@ func Compare(ctx context.Context, cfg CompareConfig) ([]*Result, error) {
 		return nil, err
 	}
 	for _, t := range cfg.Targets {
-		if t != "wsgate" {
+		if t != "wsgate" && t != "passthrough" {
 			if _, err := exec.LookPath(t); err != nil {
 				return nil, fmt.Errorf("bench: %s not found (install it: scripts/peers.sh): %w", t, err)
 			}
@@ -284,7 +306,7 @@ func startTarget(ctx context.Context, cfg CompareConfig, name string, backends [
 	logs := filepath.Join(cfg.Dir, "logs")
 	t := &target{addr: addr}
 	switch name {
-	case "wsgate":
+	case "wsgate", "passthrough":
 		ap, err := freePort()
 		if err != nil {
 			return nil, err
@@ -295,12 +317,16 @@ func startTarget(ctx context.Context, cfg CompareConfig, name string, backends [
 			args = append(args, "--loops", strconv.Itoa(cfg.GatewayLoops))
 		}
 		for _, b := range backends {
-			args = append(args, "--backend", b.ID+"="+b.Link)
+			if name == "passthrough" { // the plain servers nginx and HAProxy front, as upstreams
+				args = append(args, "--upstream", b.ID+"=ws://"+b.WS)
+			} else {
+				args = append(args, "--backend", b.ID+"="+b.Link)
+			}
 		}
 		if tf != nil {
 			args = append(args, "--tls-cert", tf.Cert, "--tls-key", tf.Key)
 		}
-		p, err := startProc(logs, "wsgate", args...)
+		p, err := startProc(logs, name, args...)
 		if err != nil {
 			return nil, err
 		}
@@ -336,14 +362,14 @@ func startTarget(ctx context.Context, cfg CompareConfig, name string, backends [
 		}
 		t.probe = Probe{Pids: pidsOf(t.procs)}
 	default:
-		return nil, fmt.Errorf("bench: unknown target %q (want wsgate, nginx or haproxy)", name)
+		return nil, fmt.Errorf("bench: unknown target %q (want wsgate, passthrough, nginx or haproxy)", name)
 	}
 	if err := waitPort(ctx, addr); err != nil {
 		t.stop()
 		return nil, err
 	}
 	if t.admin != "" {
-		if err := waitPort(ctx, t.admin); err != nil {
+		if err := waitReady(ctx, t.admin); err != nil {
 			t.stop()
 			return nil, err
 		}

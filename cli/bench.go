@@ -230,7 +230,8 @@ func runCompare(ctx context.Context, args []string, stdout io.Writer) error {
 	fill := benchFlags(fs)
 	scen := fs.String("scenarios", "connect,echo,idle", "comma-separated scenarios run against every target")
 	extra := fs.String("wsgate-scenarios", "broadcast,push", "scenarios run against wsgate only (the peers have no admin API)")
-	targets := fs.String("targets", "wsgate,nginx,haproxy", "comma-separated targets")
+	targets := fs.String("targets", "wsgate,nginx,haproxy", "comma-separated targets: wsgate (link backends), passthrough (wsgate with the plain WebSocket servers as --upstream), nginx, haproxy")
+	ref := fs.String("ref", "", "target the ratio rows divide by (default: the first of --targets)")
 	rounds := fs.Int("rounds", 3, "rounds; targets alternate within each round")
 	backends := fs.Int("backends", 3, "demo backend processes")
 	gwLoops := fs.Int("gateway-loops", 0, "wsgate --loops (default: number of CPUs)")
@@ -258,10 +259,13 @@ func runCompare(ctx context.Context, args []string, stdout io.Writer) error {
 		Binary: self, Dir: *out, Rounds: *rounds, Backends: *backends, GatewayLoops: *gwLoops,
 		Targets: split(*targets), Scenarios: split(*scen), WsgateOnly: split(*extra), Base: base, TLS: tlsCfg, Log: log,
 	}
+	if *ref == "" && len(cc.Targets) > 0 {
+		*ref = cc.Targets[0]
+	}
 	results, err := bench.Compare(ctx, cc)
 	if len(results) > 0 {
-		bench.WriteMarkdown(stdout, bench.Summarize(results), "wsgate")
-		if werr := bench.WriteFiles(*out, results, "wsgate"); werr != nil && err == nil {
+		bench.WriteMarkdown(stdout, bench.Summarize(results), *ref)
+		if werr := bench.WriteFiles(*out, results, *ref); werr != nil && err == nil {
 			err = werr
 		}
 	}

@@ -30,6 +30,7 @@ type loop struct {
 	victims  []*session           // sessions to close for a rebalance, paced
 	bases    []*ring.Ring         // with bounded loads: the ring each victim was listed against (bounded.go)
 	pending  atomic.Int64         // len(victims), for the pacer (read off the loop)
+	dialing  []*upstream          // plain upstreams connecting or upgrading (upstream.go)
 
 	hs handshake // the loop's reusable upgrader state
 
@@ -148,6 +149,7 @@ func (l *loop) sweep(now time.Time) {
 	for _, k := range l.links {
 		k.keepalive(now)
 	}
+	l.sweepDialing(nowNano)
 	if l.probe != nil && (l.probe.state == stClosed || nowNano-l.probeAt > int64(probeExpiry)) {
 		l.probe = nil // no reply came (push-only traffic, or the client left): let another start
 	}

@@ -1,7 +1,6 @@
 package gateway
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"crypto/sha1"
@@ -10,16 +9,19 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net"
-	"net/http"
+	"net/netip"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
 
 	"github.com/panjf2000/gnet/v2"
+	"golang.org/x/sys/unix"
 
 	"github.com/wsgate/wsgate/internal/membership"
+	"github.com/wsgate/wsgate/internal/ring"
 	"github.com/wsgate/wsgate/internal/wsframe"
 )
 
@@ -72,140 +74,172 @@ var (
 
 // upstream is a passthrough client's connection to its plain upstream.
 //
-// Invariant: owned by the client's loop goroutine, except hdrs, early and
-// fail, which the dialling goroutine reads or writes before it enrolls the
-// socket (or hands the failure to the loop with exec); the loop reads them
-// after.
+// Invariant: owned by the client's loop goroutine, like its session.
 type upstream struct {
 	s       *session
 	node    string
 	addr    string        // the member's ws:// URL
 	clients *atomic.Int64 // the gateway's client count of this node
-	conn    gnet.Conn     // nil while connecting, and after close
+	conn    gnet.Conn     // set by OnOpen inside connect; nil after close
 
-	target []byte // the client's request URI
-	hdrs   []byte // header lines for the upstream request (forwarded and X-Forwarded-*)
-	early  []byte // upstream bytes not yet relayed: read with its 101, or an incomplete frame's head
-	held   []byte // client frames that arrived while connecting
-	fail   *wsframe.Error
+	accept   string // the Sec-WebSocket-Accept the upgrade must answer; "" once upgraded
+	deadline int64  // Gateway.deadline clock: connected and upgraded by then, or the client is closed
+	held     []byte // client frames that arrived before the upgrade completed
 
 	need      int  // inbound bytes the next upstream frame needs before it is whole
 	inMsg     bool // the upstream is in a fragmented data message (a gateway data frame must wait)
 	closeSeen bool // the upstream's close frame was relayed to the client
-	closed    bool // detached: the socket is closed, or is closed as soon as it opens
+	closed    bool // detached: the socket is closed
 }
 
-// openUpstream routes s to the plain upstream m: counts it, and starts the
-// upstream connection off the loop. The client's frames are held until it
-// is up (upstreamOpened).
+// upgraded reports whether the upstream accepted the WebSocket upgrade.
+func (u *upstream) upgraded() bool { return u.accept == "" }
+
+// upTarget is a plain upstream's address, resolved off the loops when it
+// joins the ring (resolveTargets), so that connecting is two system calls
+// on the loop.
+type upTarget struct {
+	sa   unix.Sockaddr
+	tcp  *net.TCPAddr
+	host string // the URL's host:port, for the Host header
+	path string // the URL's path: the prefix of every request URI
+	err  error  // the address could not be resolved
+}
+
+// openUpstream routes s to the plain upstream at addr (node's ws:// URL):
+// counts it, connects a non-blocking socket on this loop and sends the
+// upgrade request. The client's frames are held until the upstream's 101.
 func (l *loop) openUpstream(s *session, node, addr string, counted bool, peer net.Addr) {
-	h := &l.hs
-	u := &upstream{s: s, node: node, addr: addr, clients: l.g.nodeClients(node),
-		target: bytes.Clone(h.target), hdrs: h.upstreamHeaders(peer)}
+	u := &upstream{s: s, node: node, addr: addr, clients: l.g.nodeClients(node)}
 	s.up = u
 	if !counted {
 		u.clients.Add(1)
 	}
-	g := l.g
-	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), upstreamDialTimeout)
-		defer cancel()
-		conn, early, fail, err := dialUpstream(ctx, u.addr, u.target, u.hdrs)
-		u.early, u.fail = early, fail
-		if err == nil {
-			var ch <-chan gnet.RegisteredResult
-			if ch, err = l.el.Enroll(gnet.NewContext(context.Background(), u), conn); err == nil {
-				err = (<-ch).Err // gnet dups the socket and closes conn
-			} else {
-				_ = conn.Close()
-			}
-		}
-		if err != nil {
-			g.log.Debug("upstream connect failed", "node", node, "addr", addr, "err", err)
-			why := "unavailable"
-			if u.fail == errUpstreamProtocol {
-				why = "bad_handshake"
-			}
-			g.metrics.upstreamDial(why)
-			_ = l.exec(func() { l.upstreamFailed(u) })
-			return
-		}
-		g.metrics.upstreamDial("ok")
-	}()
-}
-
-// dialUpstream connects to the plain upstream at addr (its ws:// URL) and
-// upgrades the connection for the request URI target with the extra
-// header lines hdrs (blocking: never on a loop). early is what the
-// upstream sent after its 101; on failure, fail is what the client is told.
-func dialUpstream(ctx context.Context, addr string, target, hdrs []byte) (conn net.Conn, early []byte, fail *wsframe.Error, err error) {
-	up, err := membership.UpstreamURL(addr)
-	if err != nil {
-		return nil, nil, errUpstreamUnavailable, err
+	t := l.g.target(addr)
+	if t == nil || t.err != nil {
+		l.upstreamFailed(u, errUpstreamUnavailable)
+		return
 	}
-	var d net.Dialer
-	if conn, err = d.DialContext(ctx, "tcp", up.Host); err != nil {
-		return nil, nil, errUpstreamUnavailable, err
-	}
-	deadline, _ := ctx.Deadline()
-	_ = conn.SetDeadline(deadline)
 	var nonce [16]byte
 	for i := range nonce {
 		nonce[i] = byte(rand.Uint32())
 	}
 	key := base64.StdEncoding.EncodeToString(nonce[:])
-	req := make([]byte, 0, 256+len(target)+len(hdrs))
-	req = append(req, "GET "...)
-	req = append(req, upstreamPath(up.Path, target)...)
-	req = append(req, " HTTP/1.1\r\nHost: "...)
-	req = append(req, up.Host...)
-	req = append(req, "\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: "...)
-	req = append(req, key...)
-	req = append(req, "\r\n"...)
-	req = append(req, hdrs...)
-	req = append(req, "\r\n"...)
-	if _, err := conn.Write(req); err != nil {
-		_ = conn.Close()
-		return nil, nil, errUpstreamUnavailable, err
+	u.accept = acceptKey(key)
+	req := appendUpgradeRequest(l.out[:0], t, l.hs.target, key, l.hs.upstreamHeaders(peer))
+	if err := l.connect(u, t); err != nil {
+		l.g.log.Debug("upstream connect failed", "node", node, "addr", addr, "err", err)
+		l.upstreamFailed(u, errUpstreamUnavailable)
+		return
 	}
-	br := bufio.NewReaderSize(conn, 4096)
-	resp, err := http.ReadResponse(br, nil)
-	if err == nil {
-		err = checkUpgrade(resp, key)
-	}
-	if err != nil {
-		_ = conn.Close()
-		fail = errUpstreamUnavailable
-		var ne net.Error
-		if !errors.As(err, &ne) {
-			fail = errUpstreamProtocol // an answer, but not an upgrade
-			if resp != nil && resp.StatusCode != http.StatusSwitchingProtocols {
-				fail = &wsframe.Error{Code: wsframe.CloseBadGateway, Reason: "upstream refused the upgrade: " + resp.Status}
-			}
-		}
-		return nil, nil, fail, err
-	}
-	if n := br.Buffered(); n > 0 {
-		b, _ := br.Peek(n)
-		early = bytes.Clone(b)
-	}
-	_ = conn.SetDeadline(time.Time{})
-	return conn, early, nil, nil
+	u.deadline = l.g.deadline(upstreamDialTimeout)
+	l.dialing = append(l.dialing, u)
+	_, _ = u.conn.Write(req) // waits in gnet's buffer until the connect completes
 }
 
-// ProbeUpstream checks that the plain upstream at addr (a ws:// URL)
-// accepts a WebSocket upgrade: it dials, upgrades, closes with 1001 and
-// reports what failed (`wsgate announce`'s health check).
-func ProbeUpstream(ctx context.Context, addr string) error {
-	conn, _, _, err := dialUpstream(ctx, addr, nil, []byte("X-Wsgate-Health: 1\r\n"))
+// connect opens a non-blocking socket to t and enrolls it on the loop
+// (OnOpen sets u.conn before EnrollFD returns). The connect completes, or
+// fails (OnClose), on the loop.
+func (l *loop) connect(u *upstream, t *upTarget) error {
+	family := unix.AF_INET
+	if _, v6 := t.sa.(*unix.SockaddrInet6); v6 {
+		family = unix.AF_INET6
+	}
+	fd, err := unix.Socket(family, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, unix.IPPROTO_TCP)
 	if err != nil {
 		return err
 	}
-	defer conn.Close()
-	var b [wsframe.MaxControlPayload + wsframe.MaxHeaderLen]byte
-	_, err = conn.Write(maskedClose(b[:0], wsframe.CloseGoingAway, []byte("health check")))
-	return err
+	_ = unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
+	if err := unix.Connect(fd, t.sa); err != nil && err != unix.EINPROGRESS {
+		_ = unix.Close(fd)
+		return err
+	}
+	if err := gnet.EnrollFD(l.el, fd, t.sa, t.tcp, u); err != nil {
+		return err
+	}
+	if u.conn == nil {
+		return errors.New("gateway: upstream socket closed as it was enrolled")
+	}
+	return nil
 }
+
+// upstreamOpened runs on the loop, inside connect, when the socket is
+// enrolled.
+func (l *loop) upstreamOpened(u *upstream, c gnet.Conn) {
+	u.conn = c
+}
+
+// appendUpgradeRequest appends the upgrade request for a client whose
+// request URI was target, with the extra header lines hdrs.
+func appendUpgradeRequest(dst []byte, t *upTarget, target []byte, key string, hdrs []byte) []byte {
+	dst = append(dst, "GET "...)
+	dst = append(dst, upstreamPath(t.path, target)...)
+	dst = append(dst, " HTTP/1.1\r\nHost: "...)
+	dst = append(dst, t.host...)
+	dst = append(dst, "\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: "...)
+	dst = append(dst, key...)
+	dst = append(dst, "\r\n"...)
+	dst = append(dst, hdrs...)
+	return append(dst, "\r\n"...)
+}
+
+// resolveTarget resolves a plain upstream's ws:// URL (off the loops).
+func resolveTarget(ctx context.Context, addr string) *upTarget {
+	up, err := membership.UpstreamURL(addr)
+	if err != nil {
+		return &upTarget{err: err}
+	}
+	ips, err := net.DefaultResolver.LookupNetIP(ctx, "ip", up.Hostname())
+	if err == nil && len(ips) == 0 {
+		err = fmt.Errorf("no address for %s", up.Hostname())
+	}
+	if err != nil {
+		return &upTarget{err: err}
+	}
+	port, _ := strconv.Atoi(up.Port())
+	ip := ips[0].Unmap()
+	for _, a := range ips { // prefer IPv4, as net.Dial does
+		if a.Unmap().Is4() {
+			ip = a.Unmap()
+			break
+		}
+	}
+	t := &upTarget{tcp: net.TCPAddrFromAddrPort(netip.AddrPortFrom(ip, uint16(port))), host: up.Host, path: up.Path}
+	if ip.Is4() {
+		t.sa = &unix.SockaddrInet4{Port: port, Addr: ip.As4()}
+	} else {
+		t.sa = &unix.SockaddrInet6{Port: port, Addr: ip.As16()}
+	}
+	return t
+}
+
+// resolveTargets resolves the plain upstreams among members that are not
+// resolved yet (or failed to be) and publishes the map the loops read.
+// Called by rebuild, off the loops.
+func (g *Gateway) resolveTargets(members []ring.Member) {
+	old := g.targets.Load()
+	next := make(map[string]*upTarget)
+	for _, m := range members {
+		if !membership.IsPlainAddr(m.Addr) {
+			continue
+		}
+		if t := (*old)[m.Addr]; t != nil && t.err == nil {
+			next[m.Addr] = t
+			continue
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), upstreamDialTimeout)
+		t := resolveTarget(ctx, m.Addr)
+		cancel()
+		if t.err != nil {
+			g.log.Error("plain upstream address not resolved: its clients are closed with 1013 until it is", "node", m.ID, "addr", m.Addr, "err", t.err)
+		}
+		next[m.Addr] = t
+	}
+	g.targets.Store(&next)
+}
+
+// target is the resolved address of a plain upstream. Safe on any goroutine.
+func (g *Gateway) target(addr string) *upTarget { return (*g.targets.Load())[addr] }
 
 // upstreamPath is the request URI sent upstream: the upstream URL's path,
 // if any, then the client's path and query.
@@ -226,69 +260,183 @@ func upstreamPath(prefix string, target []byte) string {
 // acceptGUID is RFC 6455's key suffix (4.2.2).
 const acceptGUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
-// checkUpgrade verifies the upstream's answer to the upgrade (RFC 6455
-// 4.1: status 101, Upgrade websocket, Connection Upgrade, the accept key;
-// no extension, since none was offered).
-func checkUpgrade(resp *http.Response, key string) error {
-	if resp.StatusCode != http.StatusSwitchingProtocols {
-		return fmt.Errorf("upstream answered %s, not 101", resp.Status)
-	}
+// acceptKey is the Sec-WebSocket-Accept that answers key (RFC 6455 4.2.2).
+func acceptKey(key string) string {
 	sum := sha1.Sum([]byte(key + acceptGUID))
-	switch {
-	case !strings.EqualFold(resp.Header.Get("Upgrade"), "websocket"):
-		return errors.New("upstream's 101 lacks Upgrade: websocket")
-	case !headerHasToken(resp.Header.Values("Connection"), "upgrade"):
-		return errors.New("upstream's 101 lacks Connection: Upgrade")
-	case resp.Header.Get("Sec-WebSocket-Accept") != base64.StdEncoding.EncodeToString(sum[:]):
-		return errors.New("upstream's Sec-WebSocket-Accept does not match the key")
-	case resp.Header.Get("Sec-WebSocket-Extensions") != "":
-		return errors.New("upstream answered with an extension that was not offered")
-	}
-	return nil
+	return base64.StdEncoding.EncodeToString(sum[:])
 }
 
-func headerHasToken(values []string, token string) bool {
-	for _, v := range values {
-		for t := range strings.SplitSeq(v, ",") {
-			if strings.EqualFold(strings.TrimSpace(t), token) {
-				return true
+// maxUpgradeResponse is the largest upgrade response head accepted from an
+// upstream.
+const maxUpgradeResponse = 8 << 10
+
+// Errors of parseUpgradeResponse.
+var (
+	errResponseIncomplete = errors.New("upgrade response incomplete")
+	errResponseMalformed  = errors.New("upstream's upgrade response is not HTTP/1.1")
+	errNotUpgraded        = errors.New("upstream did not answer 101 Switching Protocols")
+	errBadAccept          = errors.New("upstream's 101 lacks Upgrade: websocket, Connection: Upgrade or the right Sec-WebSocket-Accept")
+	errUnofferedExtension = errors.New("upstream's 101 names an extension that was not offered")
+)
+
+// parseUpgradeResponse checks the upstream's answer to the upgrade at the
+// head of b (RFC 6455 4.1: status 101, "Upgrade: websocket", "Connection:
+// Upgrade", Sec-WebSocket-Accept matching the key; no extension, as none
+// was offered) and returns its length. status is the status code and
+// reason when the status line could be read. errResponseIncomplete: no
+// CRLFCRLF in b yet.
+func parseUpgradeResponse(b []byte, accept string) (n int, status string, err error) {
+	end := bytes.Index(b, crlfcrlf)
+	if end < 0 {
+		return 0, "", errResponseIncomplete
+	}
+	line, rest, _ := bytes.Cut(b[:end], []byte("\r\n"))
+	if len(line) < 12 || !bytes.HasPrefix(line, []byte("HTTP/1.")) || line[8] != ' ' {
+		return 0, "", errResponseMalformed
+	}
+	code := line[9:12]
+	status = string(line[9:])
+	if string(code) != "101" {
+		return 0, status, errNotUpgraded
+	}
+	var upgrade, connection, accepted bool
+	for len(rest) > 0 {
+		line, rest, _ = bytes.Cut(rest, []byte("\r\n"))
+		name, value, ok := bytes.Cut(line, []byte(":"))
+		if !ok {
+			return 0, status, errResponseMalformed
+		}
+		value = bytes.TrimSpace(value)
+		switch {
+		case bytes.EqualFold(name, []byte("Upgrade")):
+			upgrade = bytes.EqualFold(value, []byte("websocket"))
+		case bytes.EqualFold(name, []byte("Connection")):
+			for tok := range bytes.SplitSeq(value, []byte(",")) {
+				connection = connection || bytes.EqualFold(bytes.TrimSpace(tok), []byte("upgrade"))
 			}
+		case bytes.EqualFold(name, []byte("Sec-WebSocket-Accept")):
+			accepted = string(value) == accept
+		case bytes.EqualFold(name, []byte("Sec-WebSocket-Extensions")):
+			return 0, status, errUnofferedExtension
 		}
 	}
-	return false
+	if !upgrade || !connection || !accepted {
+		return 0, status, errBadAccept
+	}
+	return end + 4, status, nil
+}
+
+// ProbeUpstream checks that the plain upstream at addr (a ws:// URL)
+// accepts a WebSocket upgrade: it dials, upgrades, closes with 1001 and
+// reports what failed (`wsgate announce`'s health check). It blocks.
+func ProbeUpstream(ctx context.Context, addr string) error {
+	t := resolveTarget(ctx, addr)
+	if t.err != nil {
+		return t.err
+	}
+	var d net.Dialer
+	conn, err := d.DialContext(ctx, "tcp", t.tcp.String())
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	if dl, ok := ctx.Deadline(); ok {
+		_ = conn.SetDeadline(dl)
+	}
+	key := base64.StdEncoding.EncodeToString([]byte("wsgate-health-16"))
+	if _, err := conn.Write(appendUpgradeRequest(nil, t, nil, key, []byte("X-Wsgate-Health: 1\r\n"))); err != nil {
+		return err
+	}
+	buf := make([]byte, 0, 1024)
+	for {
+		if len(buf) == cap(buf) {
+			if len(buf) >= maxUpgradeResponse {
+				return errors.New("upstream's upgrade response is too large")
+			}
+			buf = slices.Grow(buf, len(buf))
+		}
+		n, err := conn.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+n]
+		if _, status, perr := parseUpgradeResponse(buf, acceptKey(key)); perr != errResponseIncomplete {
+			if perr == errNotUpgraded {
+				return fmt.Errorf("upstream answered %s", status)
+			}
+			if perr != nil {
+				return perr
+			}
+			var b [wsframe.MaxControlPayload + wsframe.MaxHeaderLen]byte
+			_, err = conn.Write(maskedClose(b[:0], wsframe.CloseGoingAway, []byte("health check")))
+			return err
+		}
+		if err != nil {
+			return err
+		}
+	}
 }
 
 // upstreamFailed closes the client of u, whose upstream could not be
-// reached or upgraded, with the code u.fail gives.
-func (l *loop) upstreamFailed(u *upstream) {
+// reached or upgraded, with e's code and reason.
+func (l *loop) upstreamFailed(u *upstream, e *wsframe.Error) {
 	if u.closed || u.s.up != u {
 		return
 	}
-	e := u.fail
-	if e == nil {
-		e = errUpstreamUnavailable
+	why := "unavailable"
+	if e.Code == wsframe.CloseBadGateway {
+		why = "bad_handshake"
 	}
+	l.g.metrics.upstreamDial(why)
 	l.closeSession(u.s, e.Code, e.Reason, true)
 }
 
-// upstreamOpened runs on the loop when the upgraded socket is enrolled:
-// what the upstream sent with its 101 goes to the client, then the frames
-// the client sent meanwhile go to the upstream.
-func (l *loop) upstreamOpened(u *upstream, c gnet.Conn) {
-	if u.closed {
-		_ = c.Close()
-		return
+// upgradeTraffic reads the upstream's answer to the upgrade; once it is a
+// valid 101, the frames the client sent meanwhile go to the upstream, and
+// the upstream's own frames (any that came with the 101) to the client.
+func (l *loop) upgradeTraffic(u *upstream, c gnet.Conn) gnet.Action {
+	buf, _ := c.Peek(-1)
+	n, status, err := parseUpgradeResponse(buf, u.accept)
+	switch {
+	case err == errResponseIncomplete && len(buf) <= maxUpgradeResponse:
+		return gnet.None
+	case err == errResponseIncomplete:
+		err = errors.New("upstream's upgrade response is too large")
+	case err == errNotUpgraded:
+		l.upstreamFailed(u, &wsframe.Error{Code: wsframe.CloseBadGateway, Reason: "upstream refused the upgrade: " + status})
+		return gnet.None
 	}
-	u.conn = c
-	if len(u.early) > 0 {
-		if l.relayUp(u, nil) == gnet.Close {
-			return
-		}
+	if err != nil {
+		l.g.log.Debug("upstream upgrade failed", "node", u.node, "addr", u.addr, "err", err)
+		l.upstreamFailed(u, errUpstreamProtocol)
+		return gnet.None
 	}
-	if held := u.held; len(held) > 0 && !u.closed {
+	_, _ = c.Discard(n)
+	u.accept = ""
+	l.g.metrics.upstreamDial("ok")
+	if held := u.held; len(held) > 0 {
 		u.held = nil
 		u.write(held)
 	}
+	if c.InboundBuffered() == 0 {
+		return gnet.None
+	}
+	return l.relayUp(u, c)
+}
+
+// sweepDialing closes the clients whose upstream did not connect and
+// upgrade in time (janitor, on the loop).
+func (l *loop) sweepDialing(now int64) {
+	keep := l.dialing[:0]
+	for _, u := range l.dialing {
+		switch {
+		case u.closed || u.upgraded():
+		case now >= u.deadline:
+			l.g.log.Debug("upstream connect timed out", "node", u.node, "addr", u.addr)
+			l.upstreamFailed(u, errUpstreamUnavailable)
+		default:
+			keep = append(keep, u)
+		}
+	}
+	clear(l.dialing[len(keep):])
+	l.dialing = keep
 }
 
 // between reports whether a message of the gateway's own may be written to
@@ -297,11 +445,11 @@ func (l *loop) upstreamOpened(u *upstream, c gnet.Conn) {
 // interleaved with another message's).
 func (s *session) between() bool { return s.up == nil || !s.up.inMsg }
 
-// write sends client frames upstream, or holds them while connecting.
+// write sends client frames upstream, or holds them until the upgrade.
 func (u *upstream) write(b []byte) {
 	switch {
 	case u.closed:
-	case u.conn != nil:
+	case u.upgraded():
 		_, _ = u.conn.Write(b)
 	default:
 		u.held = append(u.held, b...)
@@ -310,7 +458,7 @@ func (u *upstream) write(b []byte) {
 
 // backlog is how many client bytes wait for the upstream.
 func (u *upstream) backlog() int {
-	if u.conn == nil {
+	if !u.upgraded() {
 		return len(u.held)
 	}
 	return u.conn.OutboundBuffered()
@@ -320,7 +468,7 @@ func (u *upstream) backlog() int {
 // (gnet's Close is queued behind this callback).
 func (u *upstream) close() {
 	u.closed = true
-	u.held, u.early = nil, nil
+	u.held = nil
 	if u.conn != nil {
 		_ = u.conn.Close()
 		u.conn = nil
@@ -430,7 +578,7 @@ func (l *loop) passTraffic(s *session, c gnet.Conn, now uint32) gnet.Action {
 		l.stats.in(payload, false)
 	}
 	_, _ = c.Discard(pos)
-	if u.conn == nil && len(u.held) > upstreamHoldLimit {
+	if !u.upgraded() && len(u.held) > upstreamHoldLimit {
 		return l.fail(s, errUpstreamNotReady)
 	}
 	if u.backlog() > l.g.cfg.MaxLinkBacklog {
@@ -478,10 +626,8 @@ func (l *loop) upTraffic(u *upstream, c gnet.Conn) gnet.Action {
 		_, _ = c.Discard(-1)
 		return gnet.None
 	}
-	if len(u.early) > 0 {
-		in, _ := c.Next(-1)
-		u.early = append(u.early, in...)
-		return l.relayUp(u, nil)
+	if !u.upgraded() {
+		return l.upgradeTraffic(u, c)
 	}
 	if c.InboundBuffered() < u.need {
 		return gnet.None // the frame in progress is not whole yet
@@ -489,16 +635,11 @@ func (l *loop) upTraffic(u *upstream, c gnet.Conn) gnet.Action {
 	return l.relayUp(u, c)
 }
 
-// relayUp relays the whole upstream frames at the head of c's input (or
-// of u.early when c is nil) to the client, in one write.
+// relayUp relays the whole upstream frames at the head of c's input to
+// the client, in one write.
 func (l *loop) relayUp(u *upstream, c gnet.Conn) gnet.Action {
 	s := u.s
-	var buf []byte
-	if c != nil {
-		buf, _ = c.Peek(-1)
-	} else {
-		buf = u.early
-	}
+	buf, _ := c.Peek(-1)
 	pos, msgs := 0, 0
 	u.need = 0
 	for pos < len(buf) {
@@ -544,12 +685,8 @@ func (l *loop) relayUp(u *upstream, c gnet.Conn) gnet.Action {
 		}
 		l.writeRaw(s, buf[:pos])
 	}
-	if c != nil {
-		if pos > 0 { // gnet's Discard(0) discards everything
-			_, _ = c.Discard(pos)
-		}
-	} else if u.early = u.early[pos:]; len(u.early) == 0 {
-		u.early = nil
+	if pos > 0 { // gnet's Discard(0) discards everything
+		_, _ = c.Discard(pos)
 	}
 	if !u.closeSeen || s.up != u {
 		return gnet.None
@@ -592,11 +729,14 @@ func (l *loop) upstreamClosed(u *upstream) {
 		l.unlink(s)
 		return
 	}
-	if s.state == stClientClosed {
+	switch {
+	case !u.upgraded(): // the connect failed, or the upstream closed before its 101
+		l.upstreamFailed(u, errUpstreamUnavailable)
+	case s.state == stClientClosed:
 		l.finishClientClose(s) // no answer will come
-		return
+	default:
+		l.closeSession(s, errUpstreamLost.Code, errUpstreamLost.Reason, true)
 	}
-	l.closeSession(s, errUpstreamLost.Code, errUpstreamLost.Reason, true)
 }
 
 // upstreamHeaders are the header lines sent upstream for the request being
