@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/wsgate/wsgate/internal/membership"
 )
 
 // adminServer is the gateway's HTTP API (JSON unless said otherwise).
@@ -277,7 +278,10 @@ func (g *Gateway) Push(ctx context.Context, key string, data []byte) (int, error
 	for id := range nodes {
 		c := g.control(id)
 		if c == nil {
-			continue // presence names a node that left
+			if m := g.ring.Load().Member(id); m != nil && membership.IsPlainAddr(m.Addr) {
+				total += g.pushPlain(ctx, key, id, data)
+			}
+			continue // or presence names a node that left
 		}
 		n, err := c.push(ctx, key, data)
 		total += n

@@ -404,23 +404,7 @@ func (l *loop) linkFrame(k *link, h wire.Header, body []byte) error {
 		if err != nil {
 			return err
 		}
-		frame := l.frameOnce(h.Flags, payload)
-		// Collect first: a write may close clients of this key (the
-		// outbound budget closes the largest backlogs), which unlinks them
-		// from the key's list while it is walked.
-		targets := l.keyScratch[:0]
-		for s := l.byKey[string(key)]; s != nil; s = s.nextKey {
-			if s.link == k && s.deliverable() {
-				targets = append(targets, s)
-			}
-		}
-		for _, s := range targets {
-			if s.deliverable() {
-				l.writeRaw(s, frame)
-			}
-		}
-		clear(targets)
-		l.keyScratch = targets[:0]
+		l.sendKey(string(key), l.frameOnce(h.Flags, payload), func(s *session) bool { return s.link == k })
 	case wire.TypeBroadcast:
 		frame := l.frameOnce(h.Flags, body)
 		for _, s := range l.sessions {

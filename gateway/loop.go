@@ -166,6 +166,30 @@ func (l *loop) sweep(now time.Time) {
 	}
 }
 
+// sendKey writes frame to every deliverable session of key that match
+// accepts, and returns how many it reached.
+func (l *loop) sendKey(key string, frame []byte, match func(*session) bool) int {
+	// Collect first: a write may close clients of this key (the outbound
+	// budget closes the largest backlogs), which unlinks them from the
+	// key's list while it is walked.
+	targets := l.keyScratch[:0]
+	for s := l.byKey[key]; s != nil; s = s.nextKey {
+		if match(s) && s.deliverable() {
+			targets = append(targets, s)
+		}
+	}
+	n := 0
+	for _, s := range targets {
+		if s.deliverable() {
+			l.writeRaw(s, frame)
+			n++
+		}
+	}
+	clear(targets)
+	l.keyScratch = targets[:0]
+	return n
+}
+
 // writeRaw writes a framed message to a client (see writeClient).
 func (l *loop) writeRaw(s *session, frame []byte) {
 	_, _ = s.conn.Write(frame)

@@ -92,6 +92,31 @@ type upstream struct {
 	closed    bool // detached: the socket is closed
 }
 
+// pushPlain writes data as a text message to key's clients on this gateway
+// that are routed to the plain upstream node (which has no control link to
+// take a push): into each client's stream, between two of the upstream's
+// messages; a client in the middle of one (rare: a fragmented message) is
+// not reached. It returns how many clients were reached.
+func (g *Gateway) pushPlain(ctx context.Context, key, node string, data []byte) int {
+	frame := wsframe.AppendFrame(nil, true, wsframe.OpText, data)
+	total := 0
+	for _, l := range g.loopList() {
+		ch := make(chan int, 1)
+		if l.exec(func() {
+			ch <- l.sendKey(key, frame, func(s *session) bool { return s.up != nil && s.up.node == node && s.between() })
+		}) != nil {
+			continue
+		}
+		select {
+		case n := <-ch:
+			total += n
+		case <-ctx.Done():
+			return total
+		}
+	}
+	return total
+}
+
 // upgraded reports whether the upstream accepted the WebSocket upgrade.
 func (u *upstream) upgraded() bool { return u.accept == "" }
 

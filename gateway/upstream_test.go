@@ -16,6 +16,7 @@ import (
 	"time"
 
 	cws "github.com/coder/websocket"
+	"github.com/golang-jwt/jwt/v5"
 	"github.com/gorilla/websocket"
 
 	"github.com/wsgate/wsgate/backend"
@@ -387,4 +388,48 @@ func TestPassthroughRebalance(t *testing.T) {
 	step(func() {
 		_ = bus.Publish(context.Background(), membership.Event{Type: membership.Leave, Node: membership.Node{ID: "p1", Addr: urls["p1"]}})
 	}, "p2", "p3")
+}
+
+// TestPassthroughTLSAuthPush: behind TLS at the edge and JWT auth, the
+// upstream is told the verified key and claims (base64url JSON) and that
+// the client came over TLS; the token's own key, not the path's, routes;
+// a push through the admin API reaches the plain upstream's client.
+func TestPassthroughTLSAuthPush(t *testing.T) {
+	certFile, keyFile, roots := tlsFiles(t, t.TempDir())
+	g := startPassGateway(t, staticUpstreams(t, "c1="+coderUpstream(t)), func(c *gateway.Config) {
+		c.TLSCert, c.TLSKey = certFile, keyFile
+		c.Auth = gateway.AuthConfig{HMACSecret: testSecret}
+	})
+	tok := hs256(t, jwt.MapClaims{"sub": "bob", "role": "admin"})
+	ws, err := dialTLS(g.Addr(), "/ws/bob?token="+tok, roots, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ws.Close()
+	_ = ws.SetReadDeadline(time.Now().Add(5 * time.Second))
+	_, first, err := ws.ReadMessage()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got struct{ Header http.Header }
+	if err := json.Unmarshal(first, &got); err != nil {
+		t.Fatal(err)
+	}
+	claims, _ := base64.RawURLEncoding.DecodeString(got.Header.Get("X-Wsgate-Claims"))
+	var m map[string]any
+	if err := json.Unmarshal(claims, &m); err != nil || m["role"] != "admin" || m["sub"] != "bob" {
+		t.Errorf("X-Wsgate-Claims %q decodes to %v (%v)", got.Header.Get("X-Wsgate-Claims"), m, err)
+	}
+	if k, p := got.Header.Get("X-Wsgate-Key"), got.Header.Get("X-Forwarded-Proto"); k != "bob" || p != "https" {
+		t.Errorf("X-Wsgate-Key %q, X-Forwarded-Proto %q; want bob, https", k, p)
+	}
+	echo(t, ws, websocket.TextMessage, []byte("over TLS"))
+	n, err := g.Push(t.Context(), "bob", []byte("pushed"))
+	if err != nil || n != 1 {
+		t.Fatalf("push reached %d (%v), want 1", n, err)
+	}
+	if _, msg, err := ws.ReadMessage(); err != nil || string(msg) != "pushed" {
+		t.Fatalf("read %q %v, want the push", msg, err)
+	}
+	echo(t, ws, websocket.TextMessage, []byte("after the push"))
 }
