@@ -36,3 +36,9 @@ until addr=$(curl -sf http://127.0.0.1:18181/api/nodes >/dev/null && sed -n 's#.
 done
 $BIN bench --addr "$addr" --admin 127.0.0.1:18181 --name wsgate-dev --scenario rebalance \
 	--conns "$IDLE_CONNS" --out "$OUT/rebalance" --quiet
+# 4. plain WebSocket upstreams: wsgate --upstream against nginx and HAProxy on
+# the same plain servers (8,000 idle: each proxy holds two sockets per client).
+$BIN bench compare --targets passthrough,nginx,haproxy --out "$OUT/passthrough" --rounds "$ROUNDS" \
+	--conns "${PASS_CONNS:-5000}" --scenarios connect,echo --wsgate-scenarios "" --size 64 --duration "$DURATION" --quiet
+$BIN bench compare --targets passthrough,nginx,haproxy --out "$OUT/passthrough-idle" --rounds "$ROUNDS" \
+	--conns "${PASS_IDLE_CONNS:-8000}" --scenarios idle --wsgate-scenarios "" --duration 5s --quiet
