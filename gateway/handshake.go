@@ -370,9 +370,10 @@ func (l *loop) handshakeTraffic(s *session, c gnet.Conn) (act gnet.Action, done 
 	}
 	l.g.clients.Add(1)
 	if membership.IsPlainAddr(h.member.Addr) {
-		l.openUpstream(s, h.member.ID, h.member.Addr, h.placed != nil, remote)
+		// Listed first: a connect that fails at once unlinks s again.
 		l.addKey(s)
 		l.g.presence.note(l, s, h.member.ID, true)
+		l.openUpstream(s, h.member.ID, h.member.Addr, h.placed != nil, remote)
 		return gnet.None, true
 	}
 	k := l.linkTo(h.member)

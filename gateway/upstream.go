@@ -20,6 +20,7 @@ import (
 	"github.com/panjf2000/gnet/v2"
 	"golang.org/x/sys/unix"
 
+	"github.com/wsgate/wsgate/forwarded"
 	"github.com/wsgate/wsgate/internal/membership"
 	"github.com/wsgate/wsgate/internal/ring"
 	"github.com/wsgate/wsgate/internal/wsframe"
@@ -145,14 +146,16 @@ func (l *loop) openUpstream(s *session, node, addr string, counted bool, peer ne
 		l.upstreamFailed(u, errUpstreamUnavailable)
 		return
 	}
+	sa := t.sockaddr() // a copy: unix.Connect writes into it, and the loops share t
 	var nonce [16]byte
 	for i := range nonce {
 		nonce[i] = byte(rand.Uint32())
 	}
 	key := base64.StdEncoding.EncodeToString(nonce[:])
 	u.accept = acceptKey(key)
-	req := appendUpgradeRequest(l.out[:0], t, l.hs.target, key, l.hs.upstreamHeaders(peer))
-	if err := l.connect(u, t); err != nil {
+	uri := upstreamPath(t.path, l.hs.target)
+	req := appendUpgradeRequest(l.out[:0], t, uri, key, l.hs.upstreamHeaders(peer, uri))
+	if err := l.connect(u, sa, t.tcp); err != nil {
 		l.g.log.Debug("upstream connect failed", "node", node, "addr", addr, "err", err)
 		l.upstreamFailed(u, errUpstreamUnavailable)
 		return
@@ -162,12 +165,25 @@ func (l *loop) openUpstream(s *session, node, addr string, counted bool, peer ne
 	_, _ = u.conn.Write(req) // waits in gnet's buffer until the connect completes
 }
 
-// connect opens a non-blocking socket to t and enrolls it on the loop
+// sockaddr is a copy of t's address for one connect.
+func (t *upTarget) sockaddr() unix.Sockaddr {
+	switch a := t.sa.(type) {
+	case *unix.SockaddrInet4:
+		c := *a
+		return &c
+	case *unix.SockaddrInet6:
+		c := *a
+		return &c
+	}
+	return t.sa
+}
+
+// connect opens a non-blocking socket to sa and enrolls it on the loop
 // (OnOpen sets u.conn before EnrollFD returns). The connect completes, or
 // fails (OnClose), on the loop.
-func (l *loop) connect(u *upstream, t *upTarget) error {
+func (l *loop) connect(u *upstream, sa unix.Sockaddr, addr *net.TCPAddr) error {
 	family := unix.AF_INET
-	if _, v6 := t.sa.(*unix.SockaddrInet6); v6 {
+	if _, v6 := sa.(*unix.SockaddrInet6); v6 {
 		family = unix.AF_INET6
 	}
 	fd, err := unix.Socket(family, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, unix.IPPROTO_TCP)
@@ -175,11 +191,11 @@ func (l *loop) connect(u *upstream, t *upTarget) error {
 		return err
 	}
 	_ = unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
-	if err := unix.Connect(fd, t.sa); err != nil && err != unix.EINPROGRESS {
+	if err := unix.Connect(fd, sa); err != nil && err != unix.EINPROGRESS {
 		_ = unix.Close(fd)
 		return err
 	}
-	if err := gnet.EnrollFD(l.el, fd, t.sa, t.tcp, u); err != nil {
+	if err := gnet.EnrollFD(l.el, fd, sa, addr, u); err != nil {
 		return err
 	}
 	if u.conn == nil {
@@ -194,11 +210,11 @@ func (l *loop) upstreamOpened(u *upstream, c gnet.Conn) {
 	u.conn = c
 }
 
-// appendUpgradeRequest appends the upgrade request for a client whose
-// request URI was target, with the extra header lines hdrs.
-func appendUpgradeRequest(dst []byte, t *upTarget, target []byte, key string, hdrs []byte) []byte {
+// appendUpgradeRequest appends the upgrade request for uri with the extra
+// header lines hdrs.
+func appendUpgradeRequest(dst []byte, t *upTarget, uri, key string, hdrs []byte) []byte {
 	dst = append(dst, "GET "...)
-	dst = append(dst, upstreamPath(t.path, target)...)
+	dst = append(dst, uri...)
 	dst = append(dst, " HTTP/1.1\r\nHost: "...)
 	dst = append(dst, t.host...)
 	dst = append(dst, "\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: "...)
@@ -369,7 +385,7 @@ func ProbeUpstream(ctx context.Context, addr string) error {
 		_ = conn.SetDeadline(dl)
 	}
 	key := base64.StdEncoding.EncodeToString([]byte("wsgate-health-16"))
-	if _, err := conn.Write(appendUpgradeRequest(nil, t, nil, key, []byte("X-Wsgate-Health: 1\r\n"))); err != nil {
+	if _, err := conn.Write(appendUpgradeRequest(nil, t, upstreamPath(t.path, nil), key, []byte("X-Wsgate-Health: 1\r\n"))); err != nil {
 		return err
 	}
 	buf := make([]byte, 0, 1024)
@@ -410,6 +426,10 @@ func (l *loop) upstreamFailed(u *upstream, e *wsframe.Error) {
 		why = "bad_handshake"
 	}
 	l.g.metrics.upstreamDial(why)
+	if u.s.state == stClientClosed {
+		l.finishClientClose(u.s) // the client closed meanwhile: no answer will come
+		return
+	}
 	l.closeSession(u.s, e.Code, e.Reason, true)
 }
 
@@ -514,17 +534,11 @@ func (u *upstream) sendClose(code uint16, reason []byte, clientMidFrame bool) {
 // maskedClose appends a client's close frame with code and reason (cut to
 // fit a control frame) to dst.
 func maskedClose(dst []byte, code uint16, reason []byte) []byte {
-	if len(reason) > wsframe.MaxCloseReason {
-		reason = reason[:wsframe.MaxCloseReason]
-	}
-	var p [wsframe.MaxControlPayload]byte
-	payload := wsframe.AppendClose(p[:0], code, string(reason))
 	// RFC 6455 5.3: the masking key is "a fresh 32-bit value" per frame,
 	// unpredictable to the application (math/rand/v2's generator is
 	// ChaCha8, seeded from the system).
 	mask := rand.Uint32()
-	return wsframe.AppendMaskedFrame(dst, true, wsframe.OpClose, payload,
-		[4]byte{byte(mask), byte(mask >> 8), byte(mask >> 16), byte(mask >> 24)})
+	return wsframe.AppendMaskedClose(dst, code, string(reason), [4]byte{byte(mask), byte(mask >> 8), byte(mask >> 16), byte(mask >> 24)})
 }
 
 // passTraffic relays the client's input to its upstream: whole headers are
@@ -548,7 +562,7 @@ func (l *loop) passTraffic(s *session, c gnet.Conn, now uint32) gnet.Action {
 		var h wsframe.Header
 		hn, err := h.Parse(buf[pos:])
 		if err != nil {
-			return l.fail(s, err)
+			return l.passFail(s, buf[:pos], err)
 		}
 		if hn == 0 {
 			break
@@ -557,7 +571,7 @@ func (l *loop) passTraffic(s *session, c gnet.Conn, now uint32) gnet.Action {
 		// behalf) "MUST close the connection upon receiving a frame that
 		// is not masked".
 		if !h.Masked {
-			return l.fail(s, wsframe.ErrUnmaskedFrame)
+			return l.passFail(s, buf[:pos], wsframe.ErrUnmaskedFrame)
 		}
 		if h.Op.IsControl() {
 			end := pos + hn + int(h.Length)
@@ -572,9 +586,9 @@ func (l *loop) passTraffic(s *session, c gnet.Conn, now uint32) gnet.Action {
 		}
 		switch {
 		case h.Op == wsframe.OpContinuation && s.op == 0:
-			return l.fail(s, wsframe.ErrUnexpectedContinuation)
+			return l.passFail(s, buf[:pos], wsframe.ErrUnexpectedContinuation)
 		case h.Op != wsframe.OpContinuation && s.op != 0:
-			return l.fail(s, wsframe.ErrExpectedContinuation)
+			return l.passFail(s, buf[:pos], wsframe.ErrExpectedContinuation)
 		case h.Op != wsframe.OpContinuation:
 			s.op, s.msgLen = h.Op, 0
 		}
@@ -583,10 +597,10 @@ func (l *loop) passTraffic(s *session, c gnet.Conn, now uint32) gnet.Action {
 		}
 		if !l.allowFrame(s, now) {
 			l.g.metrics.reject("frame_rate")
-			return l.fail(s, errRateLimit)
+			return l.passFail(s, buf[:pos], errRateLimit)
 		}
 		if h.Length > int64(l.g.cfg.MaxMessage)-int64(s.msgLen) {
-			return l.fail(s, wsframe.ErrTooBig)
+			return l.passFail(s, buf[:pos], wsframe.ErrTooBig)
 		}
 		s.msgLen += uint32(h.Length)
 		s.fin, s.remaining = h.Fin, uint32(h.Length)
@@ -612,6 +626,16 @@ func (l *loop) passTraffic(s *session, c gnet.Conn, now uint32) gnet.Action {
 	return gnet.None
 }
 
+// passFail fails s for a bad client frame, after relaying fwd, the whole
+// frames and payload parsed before it: the upstream's stream stays whole,
+// and the close frame the gateway sends it falls between two frames.
+func (l *loop) passFail(s *session, fwd []byte, err error) gnet.Action {
+	if len(fwd) > 0 && s.state == stOpen {
+		s.up.write(fwd)
+	}
+	return l.fail(s, err)
+}
+
 // passClose handles the client's close frame (buf[pos:end], header h):
 // relayed to the upstream with what came before it. After the upstream's
 // own close (closeSeen) it completes the close handshake; otherwise the
@@ -623,15 +647,22 @@ func (l *loop) passClose(s *session, c gnet.Conn, buf []byte, pos, end int, h ws
 	wsframe.MaskBytes(payload, h.Mask, 0)
 	code, _, err := wsframe.ParseClosePayload(payload)
 	if err != nil {
-		return l.fail(s, err)
+		return l.passFail(s, buf[:pos], err)
 	}
-	if s.state == stOpen || s.state == stClosing && u.closeSeen {
+	switch s.state {
+	case stOpen:
 		u.write(buf[:end])
+	case stClosing:
+		// The answer to the upstream's close; the data frames before it
+		// were dropped (the upstream closed), so only the close goes.
+		u.write(buf[pos:end])
 	}
 	_, _ = c.Discard(len(buf)) // nothing may follow a close frame
-	if s.state != stOpen {
-		// The client answered a close: the upstream's (closeSeen) or the
-		// gateway's (then u was detached already and s.up is nil).
+	switch s.state {
+	case stClientClosed:
+		return gnet.None // a second close while the first is answered: ignored, as on links
+	case stClosing:
+		// The client answered the upstream's close (closeSeen).
 		s.state = stClosed
 		l.unlink(s)
 		return gnet.Close
@@ -691,6 +722,11 @@ func (l *loop) relayUp(u *upstream, c gnet.Conn) gnet.Action {
 		}
 		switch {
 		case h.Op == wsframe.OpClose:
+			// RFC 6455 5.5.1: a close body is empty or a valid code
+			// and UTF-8 reason; a bad one is the upstream's error.
+			if _, _, err := wsframe.ParseClosePayload(buf[pos+hn : end]); err != nil {
+				return l.upstreamBroke(u, errUpstreamProtocol, err)
+			}
 			u.closeSeen = true
 		case !h.Op.IsControl():
 			u.inMsg = !h.Fin
@@ -765,10 +801,11 @@ func (l *loop) upstreamClosed(u *upstream) {
 }
 
 // upstreamHeaders are the header lines sent upstream for the request being
-// upgraded: the client's end-to-end headers, and the gateway's
+// upgraded (to uri): the client's end-to-end headers, and the gateway's
 // X-Forwarded-* and X-Wsgate-* (the client's own are dropped, so it cannot
-// forge them).
-func (h *handshake) upstreamHeaders(peer net.Addr) []byte {
+// forge them), signed with the cluster secret when there is one
+// (package forwarded).
+func (h *handshake) upstreamHeaders(peer net.Addr, uri string) []byte {
 	g := h.l.g
 	b := append([]byte(nil), h.fwd...)
 	header := func(name string, value ...string) {
@@ -782,8 +819,10 @@ func (h *handshake) upstreamHeaders(peer net.Addr) []byte {
 	if len(h.protocols) > 0 {
 		header("Sec-WebSocket-Protocol", string(h.protocols))
 	}
+	id := forwarded.Identity{Gateway: g.cfg.ID, URI: uri}
 	if ip := peerIP(peer); ip.IsValid() {
-		header("X-Forwarded-For", ip.String())
+		id.For = ip.String()
+		header(forwarded.HeaderFor, id.For)
 	}
 	proto := "http"
 	if g.tls != nil {
@@ -793,15 +832,20 @@ func (h *handshake) upstreamHeaders(peer net.Addr) []byte {
 	if len(h.host) > 0 {
 		header("X-Forwarded-Host", string(h.host))
 	}
-	header("X-Wsgate-Gateway", g.cfg.ID)
+	header(forwarded.HeaderGateway, id.Gateway)
 	if !h.keyless {
-		header("X-Wsgate-Key", url.PathEscape(string(h.key)))
+		id.Key = url.PathEscape(string(h.key))
+		header(forwarded.HeaderKey, id.Key)
 	}
 	if g.auth != nil && h.id.claims != nil {
-		header("X-Wsgate-Claims", base64.RawURLEncoding.EncodeToString(h.id.claims))
+		id.Claims = base64.RawURLEncoding.EncodeToString(h.id.claims)
+		header(forwarded.HeaderClaims, id.Claims)
 		if h.id.exp > 0 {
 			header("X-Wsgate-Expires", strconv.FormatInt(h.id.exp, 10))
 		}
+	}
+	if secret := g.cfg.ClusterSecret; len(secret) > 0 {
+		header(forwarded.HeaderSignature, forwarded.Sign(secret, time.Now(), id))
 	}
 	return b
 }

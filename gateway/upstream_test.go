@@ -21,6 +21,7 @@ import (
 
 	"github.com/wsgate/wsgate/backend"
 	"github.com/wsgate/wsgate/backend/demo"
+	"github.com/wsgate/wsgate/forwarded"
 	"github.com/wsgate/wsgate/gateway"
 	"github.com/wsgate/wsgate/internal/membership"
 	"github.com/wsgate/wsgate/internal/ring"
@@ -161,7 +162,11 @@ func coderUpstream(t *testing.T) string {
 		defer c.CloseNow()
 		c.SetReadLimit(1 << 20)
 		ctx := r.Context()
-		hello, _ := json.Marshal(map[string]any{"uri": r.URL.RequestURI(), "header": r.Header})
+		verified := "ok"
+		if _, err := forwarded.Verify(r, testClusterSecret, time.Minute, time.Now()); err != nil {
+			verified = err.Error()
+		}
+		hello, _ := json.Marshal(map[string]any{"uri": r.URL.RequestURI(), "header": r.Header, "verified": verified})
 		if err := c.Write(ctx, cws.MessageText, hello); err != nil {
 			return
 		}
@@ -184,13 +189,17 @@ func coderUpstream(t *testing.T) string {
 	return "ws://" + strings.TrimPrefix(srv.URL, "http://")
 }
 
+// testClusterSecret signs the forwarded headers in the passthrough tests.
+var testClusterSecret = []byte("passthrough-test-cluster-secret!")
+
 // TestPassthroughThirdParty: in front of coder/websocket's server, the
 // client's path and query reach the upstream (behind the URL's path), the
 // client's own headers are forwarded, the gateway's X-Forwarded-* and
-// X-Wsgate-* are set and a client's forged ones are dropped; the
-// upstream's close code reaches the client.
+// X-Wsgate-* are set and a client's forged ones are dropped, and signed
+// with the cluster secret (forwarded.Verify passes); the upstream's close
+// code reaches the client.
 func TestPassthroughThirdParty(t *testing.T) {
-	g := startPassGateway(t, staticUpstreams(t, "c1="+coderUpstream(t)+"/app"), nil)
+	g := startPassGateway(t, staticUpstreams(t, "c1="+coderUpstream(t)+"/app"), func(c *gateway.Config) { c.ClusterSecret = testClusterSecret })
 	h := http.Header{}
 	h.Set("Cookie", "sid=42")
 	h.Set("X-Wsgate-Key", "mallory")
@@ -202,11 +211,15 @@ func TestPassthroughThirdParty(t *testing.T) {
 		t.Fatal(err)
 	}
 	var got struct {
-		URI    string      `json:"uri"`
-		Header http.Header `json:"header"`
+		URI      string      `json:"uri"`
+		Header   http.Header `json:"header"`
+		Verified string      `json:"verified"`
 	}
 	if err := json.Unmarshal(first, &got); err != nil {
 		t.Fatal(err)
+	}
+	if got.Verified != "ok" {
+		t.Errorf("the upstream's forwarded.Verify: %s", got.Verified)
 	}
 	if got.URI != "/app/ws/al%20ice?room=7" {
 		t.Errorf("upstream saw URI %q, want /app/ws/al%%20ice?room=7", got.URI)
@@ -411,9 +424,15 @@ func TestPassthroughTLSAuthPush(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var got struct{ Header http.Header }
+	var got struct {
+		Header   http.Header
+		Verified string
+	}
 	if err := json.Unmarshal(first, &got); err != nil {
 		t.Fatal(err)
+	}
+	if got.Verified != forwarded.ErrUnsigned.Error() {
+		t.Errorf("without a cluster secret the upstream's check says %q, want %q", got.Verified, forwarded.ErrUnsigned)
 	}
 	claims, _ := base64.RawURLEncoding.DecodeString(got.Header.Get("X-Wsgate-Claims"))
 	var m map[string]any
