@@ -398,7 +398,7 @@ func (g *Gateway) janitor(ctx context.Context) {
 		case now := <-tick.C:
 			g.tickClock(now)
 			for _, l := range g.loopList() {
-				_ = l.exec(func() { l.sweep(now) })
+				_ = l.exec(func() { l.noteLag(now); l.sweep(now) })
 			}
 			if now.Sub(lastLimits) >= 10*time.Second {
 				lastLimits = now

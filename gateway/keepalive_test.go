@@ -328,3 +328,62 @@ func TestFrozenBackendLeavesRing(t *testing.T) {
 	})
 	t.Logf("frozen backend off the ring after %v", time.Since(frozen).Round(time.Millisecond))
 }
+
+// TestKeepaliveStalledLoop: a gateway whose event loops are stalled (an
+// overload: at 200,000 clients on 2 cores, a reconnect storm kept a loop
+// from reading its links for 45 s) longer than 3 keepalive intervals does
+// not drop a link whose backend kept sending: the backend's Pings wait
+// unread in the socket, so the loop is behind, not the backend, and its
+// clients stay.
+func TestKeepaliveStalledLoop(t *testing.T) {
+	app := &sink{}
+	n, err := backend.NewNode(backend.Config{ID: "st", Listen: "127.0.0.1:0", Logger: testLogger(),
+		PingInterval: testKeepAlive, LinkTimeout: time.Minute}, app) // the backend itself waits
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := n.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = n.Close() })
+	src, err := membership.NewStatic([]membership.Node{{ID: "st", Addr: n.Addr()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, err := gateway.New(gateway.Config{Listen: "127.0.0.1:0", Admin: "127.0.0.1:0", Members: src,
+		KeepAlive: testKeepAlive, LinkRetry: time.Hour, Logger: testLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := g.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(g.Close)
+	r := &keepRig{gw: g, node: n, app: app}
+	c := r.connect(t, "a")
+	testutil.CheckFor(t, 5*time.Second, 10*time.Millisecond, func() error {
+		if n.SessionCount() != 1 {
+			return fmt.Errorf("no session on the backend yet")
+		}
+		return nil
+	})
+	if n := g.StallLoops(3*wire.DeadIntervals*testKeepAlive + time.Second); n == 0 { // the overload under test
+		t.Fatal("no event loop to stall")
+	}
+	// Once the loop runs again the client is still served: a push reaches it.
+	testutil.CheckFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+		select {
+		case <-c.closed:
+			t.Fatalf("client closed with %d %q after the loop stall", c.code, c.reason)
+		default:
+		}
+		n.SendToKey("a", false, []byte("after the stall"))
+		if c.got.Load() == 0 {
+			return fmt.Errorf("no push delivered yet")
+		}
+		return nil
+	})
+	if d := silenceDrops(t, g); d != 0 {
+		t.Fatalf("%d links dropped as silent during the stall", d)
+	}
+}

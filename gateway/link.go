@@ -11,6 +11,7 @@ import (
 
 	"github.com/lesismal/llib/std/crypto/tls"
 	"github.com/panjf2000/gnet/v2"
+	"golang.org/x/sys/unix"
 
 	"github.com/wsgate/wsgate/internal/ring"
 	"github.com/wsgate/wsgate/internal/wire"
@@ -282,6 +283,15 @@ func (k *link) keepalive(now time.Time) {
 	}
 	every := k.loop.g.cfg.KeepAlive
 	if silent := now.Sub(k.lastRecv); silent > wire.DeadIntervals*every {
+		if n := unread(k.conn); n > 0 {
+			// Bytes from the backend wait in the socket: it is not
+			// silent, this loop is behind in reading it (overloaded or
+			// starved of CPU). Not a reason to drop its clients.
+			k.loop.g.log.Warn("link unread for long: the event loop is behind, not the backend", "node", k.node,
+				"addr", k.addr, "unread", silent.Round(time.Millisecond), "bytes_waiting", n)
+			k.lastRecv = now
+			return
+		}
 		k.loop.g.log.Warn("link silent, closing", "node", k.node, "addr", k.addr,
 			"silent", silent.Round(time.Millisecond), "keepalive", every)
 		k.loop.g.metrics.linkSilent(k.node)
@@ -321,6 +331,11 @@ func (l *loop) linkTraffic(k *link, c gnet.Conn) gnet.Action {
 		}
 		p, _ = c.Peek(total)
 		if err := l.linkFrame(k, h, p[wire.HeaderSize:]); err != nil {
+			if be := (*backendError)(nil); errors.As(err, &be) && be.code == wire.CodeGoingAway {
+				l.g.log.Info("backend closing the link: it shuts down", "node", k.node, "reason", be.text)
+				l.linkFailed(k, wsframe.CloseInternalError, "backend link lost")
+				return gnet.None
+			}
 			l.g.log.Error("backend protocol error, closing link", "node", k.node, "err", err)
 			k.queue(wire.AppendError(l.out[:0], wire.CodeProtocol, err.Error()), nil) // flushed by linkFailed
 			l.linkFailed(k, wsframe.CloseInternalError, "backend link lost")
@@ -443,7 +458,7 @@ func (l *loop) linkFrame(k *link, h wire.Header, body []byte) error {
 		return l.linkAuth(k, body)
 	case wire.TypeError:
 		code, text, _ := wire.ParseError(body)
-		return fmt.Errorf("backend sent error %d: %s", code, text)
+		return &backendError{code: code, text: string(text)}
 	default:
 		return fmt.Errorf("unexpected %v frame from backend", h.Type)
 	}
@@ -470,4 +485,24 @@ func (l *loop) linkClosed(k *link, err error) {
 		}
 		l.linkFailed(k, wsframe.CloseInternalError, "backend link lost")
 	}
+}
+
+// unread is how many bytes wait in c's socket receive queue (SIOCINQ),
+// 0 when unknown.
+func unread(c gnet.Conn) int {
+	n, err := unix.IoctlGetInt(c.Fd(), unix.SIOCINQ)
+	if err != nil {
+		return 0
+	}
+	return n
+}
+
+// backendError is an Error frame a backend sent: it is closing the link.
+type backendError struct {
+	code uint16
+	text string
+}
+
+func (e *backendError) Error() string {
+	return fmt.Sprintf("backend sent error %d: %s", e.code, e.text)
 }

@@ -21,16 +21,17 @@ type loop struct {
 	el  gnet.EventLoop
 	idx int // order of creation; names sessions in presence
 
-	sessions map[uint32]*session // open and closing client sessions by id
-	nextID   uint32
-	byKey    map[string]*session // head of each key's session list (session.nextKey)
-	links    map[string]*link    // links to backends by node id
-	timed    map[*session]struct{}
-	down     map[string]time.Time // node id -> no new dial before this (after a failed dial)
-	victims  []*session           // sessions to close for a rebalance, paced
-	bases    []*ring.Ring         // with bounded loads: the ring each victim was listed against (bounded.go)
-	pending  atomic.Int64         // len(victims), for the pacer (read off the loop)
-	dialing  []*upstream          // plain upstreams connecting or upgrading (upstream.go)
+	sessions  map[uint32]*session // open and closing client sessions by id
+	nextID    uint32
+	byKey     map[string]*session // head of each key's session list (session.nextKey)
+	links     map[string]*link    // links to backends by node id
+	timed     map[*session]struct{}
+	down      map[string]time.Time // node id -> no new dial before this (after a failed dial)
+	victims   []*session           // sessions to close for a rebalance, paced
+	bases     []*ring.Ring         // with bounded loads: the ring each victim was listed against (bounded.go)
+	pending   atomic.Int64         // len(victims), for the pacer (read off the loop)
+	dialing   []*upstream          // plain upstreams connecting or upgrading (upstream.go)
+	lagLogged time.Time            // last "event loop late" warning (noteLag)
 
 	hs handshake // the loop's reusable upgrader state
 
@@ -123,6 +124,22 @@ func (l *loop) removeKey(s *session) {
 		s.nextKey.prevKey = s.prevKey
 	}
 	s.prevKey, s.nextKey = nil, nil
+}
+
+// loopLagWarn is how late a janitor tick may reach a loop before the
+// gateway logs that the loop is overloaded or stalled.
+const loopLagWarn = time.Second
+
+// noteLag logs, at most once per 10 s, that the janitor's tick of time
+// queued reached this loop late: everything on the loop (clients, links,
+// their keepalive) waited as long.
+func (l *loop) noteLag(queued time.Time) {
+	now := time.Now()
+	if lag := now.Sub(queued); lag > loopLagWarn && now.Sub(l.lagLogged) > 10*time.Second {
+		l.lagLogged = now
+		l.g.log.Warn("event loop late: work queued to it waited", "loop", l.idx, "lag", lag.Round(time.Millisecond),
+			"sessions", len(l.sessions))
+	}
 }
 
 // sweep enforces deadlines (handshake, close handshake) and link keepalive.
