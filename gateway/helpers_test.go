@@ -2,6 +2,7 @@ package gateway_test
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -43,6 +44,21 @@ func startCluster(t testing.TB, n int, tune func(*gateway.Config)) *devcluster.C
 	}
 	t.Cleanup(func() { _ = c.Shutdown(t.Context()) })
 	return c
+}
+
+// runGateway builds and starts a gateway with cfg and closes it when the
+// test ends.
+func runGateway(t testing.TB, cfg gateway.Config) *gateway.Gateway {
+	t.Helper()
+	g, err := gateway.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := g.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(g.Close)
+	return g
 }
 
 // welcome is the demo app's message to a new client.

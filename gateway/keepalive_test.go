@@ -2,7 +2,6 @@ package gateway_test
 
 import (
 	"bufio"
-	"context"
 	"fmt"
 	"net/http"
 	"strconv"
@@ -72,14 +71,7 @@ func startSinkRig(t *testing.T, tune func(*gateway.Config)) *keepRig {
 	if tune != nil {
 		tune(&cfg)
 	}
-	g, err := gateway.New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := g.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(g.Close)
+	g := runGateway(t, cfg)
 	r.gw = g
 	return r
 }
@@ -350,15 +342,8 @@ func TestKeepaliveStalledLoop(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	g, err := gateway.New(gateway.Config{Listen: "127.0.0.1:0", Admin: "127.0.0.1:0", Members: src,
+	g := runGateway(t, gateway.Config{Listen: "127.0.0.1:0", Admin: "127.0.0.1:0", Members: src,
 		KeepAlive: testKeepAlive, LinkRetry: time.Hour, Logger: testLogger()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := g.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(g.Close)
 	r := &keepRig{gw: g, node: n, app: app}
 	c := r.connect(t, "a")
 	testutil.CheckFor(t, 5*time.Second, 10*time.Millisecond, func() error {

@@ -1,7 +1,6 @@
 package gateway_test
 
 import (
-	"context"
 	"fmt"
 	"net"
 	"sync"
@@ -25,15 +24,8 @@ func startStaticGateway(t *testing.T, node, addr string) *gateway.Gateway {
 	if err != nil {
 		t.Fatal(err)
 	}
-	g, err := gateway.New(gateway.Config{Listen: "127.0.0.1:0", Admin: "127.0.0.1:0", Members: src,
+	g := runGateway(t, gateway.Config{Listen: "127.0.0.1:0", Admin: "127.0.0.1:0", Members: src,
 		ClusterSecret: linkSecret, LinkRetry: 100 * time.Millisecond, Logger: testLogger()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := g.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(g.Close)
 	return g
 }
 

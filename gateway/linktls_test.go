@@ -2,7 +2,6 @@ package gateway_test
 
 import (
 	"bytes"
-	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -55,14 +54,7 @@ func startLinkTLSGateway(t *testing.T, addr string, pki *linkPKI) *gateway.Gatew
 	if pki != nil {
 		cfg.LinkTLSCert, cfg.LinkTLSKey, cfg.LinkTLSCA = pki.cert, pki.key, pki.ca
 	}
-	g, err := gateway.New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := g.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(g.Close)
+	g := runGateway(t, cfg)
 	return g
 }
 

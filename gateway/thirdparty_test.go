@@ -2,7 +2,6 @@ package gateway_test
 
 import (
 	"bytes"
-	"context"
 	"errors"
 	"net"
 	"sync"
@@ -114,14 +113,7 @@ func TestBackendSmallMaxBody(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	g, err := gateway.New(gateway.Config{Listen: "127.0.0.1:0", Admin: "-", Members: src, Logger: testLogger()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := g.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(g.Close)
+	g := runGateway(t, gateway.Config{Listen: "127.0.0.1:0", Admin: "-", Members: src, Logger: testLogger()})
 	ws, err := dialErr(g.Addr(), "/ws/k", websocket.DefaultDialer)
 	if err != nil {
 		t.Fatal(err)

@@ -37,14 +37,7 @@ func startPassGateway(t *testing.T, src membership.Source, tune func(*gateway.Co
 	if tune != nil {
 		tune(&cfg)
 	}
-	g, err := gateway.New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := g.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(g.Close)
+	g := runGateway(t, cfg)
 	return g
 }
 

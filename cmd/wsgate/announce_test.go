@@ -57,14 +57,7 @@ func TestAnnounceUpstream(t *testing.T) {
 	// announcer's checks fail and it leaves; the key goes to b1.
 	_ = srv.cmd.Process.Kill()
 	_ = srv.cmd.Wait()
-	select {
-	case <-onPlain.closed:
-		if onPlain.code != 1011 {
-			t.Fatalf("client of the dead upstream closed with %d, want 1011", onPlain.code)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("client of the dead upstream still open")
-	}
+	onPlain.closedWith(t, 1011, "client of the dead upstream")
 	ann.waitLog(t, `left the cluster`)
 	g.waitMembers(t, "b1")
 	moved := connect(t, g, keyOf["p1"])
@@ -77,14 +70,7 @@ func TestAnnounceUpstream(t *testing.T) {
 	// moves back (1012).
 	plainServer(t, "p1", addr)
 	g.waitMembers(t, "b1,p1")
-	select {
-	case <-moved.closed:
-		if moved.code != 1012 {
-			t.Fatalf("moved client closed with %d, want 1012", moved.code)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("the key did not move back to the upstream")
-	}
+	moved.closedWith(t, 1012, "client of the key that moves back")
 	if back := connect(t, g, keyOf["p1"]); back.node != "p1" {
 		t.Fatalf("key went to %s after the rejoin, want p1", back.node)
 	}
@@ -94,4 +80,17 @@ func TestAnnounceUpstream(t *testing.T) {
 	ann.waitLog(t, `left the cluster`)
 	g.waitMembers(t, "b1")
 	onLink.echo(t, "served throughout")
+}
+
+// closedWith waits up to 10 s for c to be closed with code.
+func (c *wsClient) closedWith(t *testing.T, code int, who string) {
+	t.Helper()
+	select {
+	case <-c.closed:
+		if c.code != code {
+			t.Fatalf("%s closed with %d, want %d", who, c.code, code)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatalf("%s still open, want it closed with %d", who, code)
+	}
 }
