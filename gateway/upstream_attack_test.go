@@ -307,33 +307,21 @@ func TestPassthroughAttackFailedConnectPresence(t *testing.T) {
 				}
 				return nil
 			})
-			const n = 20
-			var wg sync.WaitGroup
-			errs := make(chan error, n)
-			for i := range n {
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					ws, resp, err := (&websocket.Dialer{HandshakeTimeout: 5 * time.Second}).Dial(fmt.Sprintf("ws://%s/ws/user-%d", g.Addr(), i), nil)
-					if err != nil {
-						errs <- err
-						return
-					}
-					resp.Body.Close()
-					defer ws.Close()
-					_ = ws.SetReadDeadline(time.Now().Add(5 * time.Second))
-					_, _, err = ws.ReadMessage()
-					var ce *websocket.CloseError
-					if !errors.As(err, &ce) || ce.Code != 1013 || ce.Text != "upstream unavailable" {
-						errs <- fmt.Errorf("user-%d: %v, want close 1013 upstream unavailable", i, err)
-					}
-				}()
-			}
-			wg.Wait()
-			close(errs)
-			for err := range errs {
-				t.Error(err)
-			}
+			concurrently(t, 20, func(i int) error {
+				ws, resp, err := (&websocket.Dialer{HandshakeTimeout: 5 * time.Second}).Dial(fmt.Sprintf("ws://%s/ws/user-%d", g.Addr(), i), nil)
+				if err != nil {
+					return err
+				}
+				resp.Body.Close()
+				defer ws.Close()
+				_ = ws.SetReadDeadline(time.Now().Add(5 * time.Second))
+				_, _, err = ws.ReadMessage()
+				var ce *websocket.CloseError
+				if !errors.As(err, &ce) || ce.Code != 1013 || ce.Text != "upstream unavailable" {
+					return fmt.Errorf("user-%d: %v, want close 1013 upstream unavailable", i, err)
+				}
+				return nil
+			})
 			waitCounts(t, g, "dead")
 			testutil.CheckFor(t, 2*time.Second, 10*time.Millisecond, func() error {
 				if l := store.list(); len(l) > 0 {
@@ -936,39 +924,26 @@ func TestPassthroughAttackDeadUpstreamFlood(t *testing.T) {
 	waitCounts(t, g, "dead")
 	fds, gor := openFDs(t), runtime.NumGoroutine()
 
-	const n = 200
-	var wg sync.WaitGroup
-	errs := make(chan error, n)
-	for i := range n {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			c, err := net.DialTimeout("tcp", g.Addr(), 5*time.Second)
-			if err != nil {
-				errs <- err
-				return
-			}
-			defer c.Close()
-			_ = c.SetDeadline(time.Now().Add(10 * time.Second))
-			fmt.Fprintf(c, "GET /ws/u%d HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"+
-				"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n", i)
-			br := bufio.NewReader(c)
-			resp, err := http.ReadResponse(br, nil)
-			if err != nil || resp.StatusCode != 101 {
-				errs <- fmt.Errorf("upgrade %d: %v %v", i, resp, err)
-				return
-			}
-			rest, _ := io.ReadAll(io.LimitReader(br, 64))
-			if !bytes.Contains(rest, []byte("upstream unavailable")) {
-				errs <- fmt.Errorf("client %d got % x, want 1013 upstream unavailable", i, rest)
-			}
-		}()
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		t.Error(err)
-	}
+	concurrently(t, 200, func(i int) error {
+		c, err := net.DialTimeout("tcp", g.Addr(), 5*time.Second)
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+		fmt.Fprintf(c, "GET /ws/u%d HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"+
+			"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n", i)
+		br := bufio.NewReader(c)
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil || resp.StatusCode != 101 {
+			return fmt.Errorf("upgrade %d: %v %v", i, resp, err)
+		}
+		rest, _ := io.ReadAll(io.LimitReader(br, 64))
+		if !bytes.Contains(rest, []byte("upstream unavailable")) {
+			return fmt.Errorf("client %d got % x, want 1013 upstream unavailable", i, rest)
+		}
+		return nil
+	})
 	waitCounts(t, g, "dead")
 	testutil.CheckFor(t, 5*time.Second, 20*time.Millisecond, func() error {
 		if f, gr := openFDs(t), runtime.NumGoroutine(); f > fds+5 || gr > gor+5 {
@@ -1078,4 +1053,25 @@ func TestPassthroughAttackUpstreamNotReading(t *testing.T) {
 	r.Close()
 	<-done
 	waitCounts(t, g, "u")
+}
+
+// concurrently runs f(0..n-1) at once and reports every error.
+func concurrently(t *testing.T, n int, f func(i int) error) {
+	t.Helper()
+	var wg sync.WaitGroup
+	errs := make(chan error, n)
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := f(i); err != nil {
+				errs <- err
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
 }
