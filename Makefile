@@ -49,17 +49,17 @@ fuzz:
 	scripts/fuzz.sh $(FUZZTIME)
 
 # A cluster sized for N connections (ceil(N/18000) gateways on one port,
-# cluster mode) and the bench against it; figures in bin/scale-N/scale.md.
-# Not part of `test`. `make million` is N = 1,000,000 (issue 13: not yet
-# run; see docs/BENCHMARKS.md).
+# cluster mode) and the bench against it (`wsgate bench scale`); figures in
+# bin/scale-N/scale.md and bin/scale-N.json. Not part of `test`.
+# `make million` is N = 1,000,000 (not yet run; see docs/BENCHMARKS.md).
 N ?= 100000
 scale: build
 	scripts/services.sh
-	scripts/scale $(N)
+	bin/wsgate bench scale --conns $(N) --json bin/scale-$(N).json
 
 million: build
 	scripts/services.sh
-	scripts/scale 1000000
+	bin/wsgate bench scale --conns 1000000 --json bin/scale-1000000.json
 
 # The docker compose cluster (deploy/docker-compose.yml): Redis, RabbitMQ,
 # two gateways and BACKENDS demo backends. Needs a Docker engine.

@@ -84,6 +84,9 @@ func runBench(ctx context.Context, args []string, stdout io.Writer) error {
 	if len(args) > 0 && args[0] == "report" {
 		return runReport(args[1:], stdout)
 	}
+	if len(args) > 0 && args[0] == "scale" {
+		return runBenchScale(ctx, args[1:], stdout)
+	}
 	fs := newFlagSet("wsgate bench")
 	fill := benchFlags(fs)
 	scen := fs.String("scenario", bench.Echo, "comma-separated scenarios: "+strings.Join(bench.Scenarios, ", "))

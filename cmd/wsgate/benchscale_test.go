@@ -1,0 +1,54 @@
+package main
+
+import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"testing"
+)
+
+// TestBenchScale: `wsgate bench scale` at a small size builds its cluster
+// (a backend and a gateway joined through Redis and RabbitMQ under private
+// names), runs connect, idle, broadcast and push with no failure, and
+// writes the report's JSON with the memory figures.
+func TestBenchScale(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "scale.json")
+	p := start(t, "bench", "scale", "--conns", "300", "--backends", "1", "--json", file, "--out", dir, "--quiet")
+	if err := p.cmd.Wait(); err != nil {
+		p.log.mu.Lock()
+		t.Fatalf("bench scale: %v\n%s", err, p.log.all.String())
+	}
+	b, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rep struct {
+		Conns, Gateways int
+		GatewayRSS      int64 `json:"gateway_rss_bytes_per_conn"`
+		Results         []struct {
+			Scenario  string
+			Connected int
+			Failures  map[string]int
+			Missing   int
+		}
+	}
+	if err := json.Unmarshal(b, &rep); err != nil {
+		t.Fatalf("%s: %v", b, err)
+	}
+	if rep.Conns != 300 || rep.Gateways != 1 || rep.GatewayRSS <= 0 {
+		t.Fatalf("report %+v", rep)
+	}
+	seen := map[string]bool{}
+	for _, r := range rep.Results {
+		seen[r.Scenario] = true
+		if len(r.Failures) > 0 || r.Missing > 0 {
+			t.Errorf("%s: failures %v, missing %d", r.Scenario, r.Failures, r.Missing)
+		}
+	}
+	for _, s := range []string{"connect", "idle", "broadcast", "push"} {
+		if !seen[s] {
+			t.Errorf("no %s result in the report", s)
+		}
+	}
+}
