@@ -27,7 +27,8 @@ type NodeStatus struct {
 	Addr    string `json:"addr"`
 	Clients int    `json:"clients"` // this gateway's clients on the node
 	Online  int    `json:"online"`  // clients on the node over all gateways (presence)
-	Healthy bool   `json:"healthy"` // the control link is up
+	Healthy bool   `json:"healthy"` // the control link is up; for a plain upstream, this gateway's last connect to it succeeded (or none was tried)
+	Kind    string `json:"kind"`    // "link" (a backend of the link protocol) or "plain" (a plain WebSocket upstream)
 	OnRing  bool   `json:"onRing"`  // false while marked down locally
 	Weight  int    `json:"weight"`
 	// Share is the node's expected share of the keys: its weight over the
@@ -245,7 +246,10 @@ func (g *Gateway) Nodes(ctx context.Context) []NodeStatus {
 		if st.OnRing && total > 0 {
 			st.Share = float64(st.Weight) / float64(total)
 		}
-		if c := g.control(n.ID); c != nil {
+		st.Kind = "link"
+		if n.Plain() {
+			st.Kind, st.Healthy = "plain", g.plainHealthy(n.ID)
+		} else if c := g.control(n.ID); c != nil {
 			st.Healthy = c.healthy.Load()
 		}
 		out = append(out, st)

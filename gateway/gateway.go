@@ -80,6 +80,7 @@ type Gateway struct {
 	perNode    map[string]*atomic.Int64
 	controls   map[string]*control
 	down       map[string]bool // nodes whose control link is down (nodesMu)
+	plainDown  sync.Map        // plain upstreams whose last connect failed: node id -> true (upstream.go)
 	members    atomic.Pointer[[]membership.Node]
 	ringMu     sync.Mutex               // serializes rebuild
 	loads      atomic.Pointer[loadView] // the ring with its members' counters, for bounded loads (bounded.go)

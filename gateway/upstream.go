@@ -118,6 +118,25 @@ func (g *Gateway) pushPlain(ctx context.Context, key, node string, data []byte) 
 	return total
 }
 
+// notePlain records the result of a connect to the plain upstream node:
+// its health in /api/nodes and the console.
+// Called on the loops: a sync.Map, whose delete of an absent key (the
+// usual case: connects succeed) takes no lock.
+func (g *Gateway) notePlain(node string, ok bool) {
+	if ok {
+		g.plainDown.Delete(node)
+	} else {
+		g.plainDown.Store(node, true)
+	}
+}
+
+// plainHealthy reports whether this gateway's last connect to the plain
+// upstream node succeeded (a node not tried yet counts as healthy).
+func (g *Gateway) plainHealthy(node string) bool {
+	_, down := g.plainDown.Load(node)
+	return !down
+}
+
 // upgraded reports whether the upstream accepted the WebSocket upgrade.
 func (u *upstream) upgraded() bool { return u.accept == "" }
 
@@ -426,6 +445,7 @@ func (l *loop) upstreamFailed(u *upstream, e *wsframe.Error) {
 		why = "bad_handshake"
 	}
 	l.g.metrics.upstreamDial(why)
+	l.g.notePlain(u.node, false)
 	if u.s.state == stClientClosed {
 		l.finishClientClose(u.s) // the client closed meanwhile: no answer will come
 		return
@@ -456,6 +476,7 @@ func (l *loop) upgradeTraffic(u *upstream, c gnet.Conn) gnet.Action {
 	_, _ = c.Discard(n)
 	u.accept = ""
 	l.g.metrics.upstreamDial("ok")
+	l.g.notePlain(u.node, true)
 	if held := u.held; len(held) > 0 {
 		u.held = nil
 		u.write(held)

@@ -128,6 +128,9 @@ func TestPassthroughDemo(t *testing.T) {
 	if g.NodeClients("p1") != 1 {
 		t.Fatalf("node p1 counts %d clients, want 1", g.NodeClients("p1"))
 	}
+	if st := nodeStatus(t, g, "p1"); st.Kind != "plain" || !st.Healthy || st.Clients != 1 {
+		t.Fatalf("/api/nodes shows p1 as %+v, want a healthy plain node with 1 client", st)
+	}
 	if err := ws.WriteMessage(websocket.CloseMessage, websocket.FormatCloseMessage(4000, "bye")); err != nil {
 		t.Fatal(err)
 	}
@@ -319,6 +322,12 @@ func TestPassthroughFailures(t *testing.T) {
 			if code != tc.code || reason != tc.reason {
 				t.Fatalf("close %d %q, want %d %q", code, reason, tc.code, tc.reason)
 			}
+			// A failed connect shows in the node's health; a failure after
+			// the upgrade does not (the connect succeeded).
+			wantHealthy := tc.name != "refused" && tc.name != "not an upgrade"
+			if st := nodeStatus(t, g, "u"); st.Healthy != wantHealthy {
+				t.Fatalf("/api/nodes shows the upstream as %+v, want healthy %v", st, wantHealthy)
+			}
 		})
 	}
 }
@@ -444,4 +453,25 @@ func TestPassthroughTLSAuthPush(t *testing.T) {
 		t.Fatalf("read %q %v, want the push", msg, err)
 	}
 	echo(t, ws, websocket.TextMessage, []byte("after the push"))
+}
+
+// nodeStatus is node id's entry in the gateway's /api/nodes.
+func nodeStatus(t *testing.T, g *gateway.Gateway, id string) gateway.NodeStatus {
+	t.Helper()
+	resp, err := http.Get("http://" + g.AdminAddr() + "/api/nodes")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var nodes []gateway.NodeStatus
+	if err := json.NewDecoder(resp.Body).Decode(&nodes); err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range nodes {
+		if n.ID == id {
+			return n
+		}
+	}
+	t.Fatalf("no node %s in /api/nodes", id)
+	return gateway.NodeStatus{}
 }
