@@ -73,7 +73,7 @@ func runAnnounce(ctx context.Context, args []string) error {
 	defer tick.Stop()
 	for {
 		cctx, cancel := context.WithTimeout(ctx, *timeout)
-		err := gateway.ProbeUpstream(cctx, self.Addr)
+		err := gateway.ProbeUpstream(cctx, self.Addr, []byte(cs), self.ID)
 		cancel()
 		switch {
 		case ctx.Err() != nil:

@@ -76,6 +76,7 @@ type Gateway struct {
 	rr         atomic.Uint64
 	hasPlain   atomic.Bool                          // a plain upstream is on the ring: handshakes keep the headers to forward (upstream.go)
 	targets    atomic.Pointer[map[string]*upTarget] // plain upstreams' resolved addresses by URL (upstream.go)
+	targetsMu  sync.Mutex                           // serializes the writers of targets
 	nodesMu    sync.Mutex
 	perNode    map[string]*atomic.Int64
 	controls   map[string]*control
@@ -218,6 +219,8 @@ func (g *Gateway) Start(ctx context.Context) error {
 	go g.watch(sets, first)
 	go g.pace(ctx)
 	go g.janitor(ctx)
+	g.wg.Add(1)
+	go g.refreshTargets(ctx)
 	go func() { defer g.wg.Done(); g.presence.run(ctx) }() // returns at once without a store
 	if g.tls != nil {
 		g.wg.Add(1)

@@ -37,6 +37,7 @@ var (
 		ws.RejectionReason("origin not allowed (--allowed-origins)"))
 	resp400Dup    = httpResponse(400, "Bad Request", "", "duplicated Host, Upgrade or Sec-WebSocket-* header")
 	resp400BareLF = httpResponse(400, "Bad Request", "", "request lines must end in CRLF, not bare LF")
+	resp400Ctl    = httpResponse(400, "Bad Request", "", "control character in the request line or a header")
 )
 
 // singleHeaders are the upgrade headers that must appear once: a request
@@ -196,6 +197,27 @@ func dupHeader(req []byte) bool {
 	return false
 }
 
+// ctlByte reports whether the request head b holds a control character
+// other than the tab and its CRLF line ends: RFC 9110 5.5 allows none in a
+// field value (a bare CR, a NUL...), nor RFC 9112 3.2 in the request
+// target. A gateway that passed one on (to a plain upstream, whose parser
+// may end a line at a bare CR) would let a client inject headers. A CR at
+// the end of b may be followed by its LF in the next read.
+func ctlByte(b []byte) bool {
+	for i, c := range b {
+		switch {
+		case c == '\t' || c == '\n':
+		case c == '\r':
+			if i+1 < len(b) && b[i+1] != '\n' {
+				return true
+			}
+		case c < 0x20 || c == 0x7f:
+			return true
+		}
+	}
+	return false
+}
+
 // bareLF reports whether a line of the request ends in LF without CR.
 // HTTP/1.1 (RFC 9112 2.2) lets a server reject such a request with 400;
 // gateways that accepted it while a proxy in front did not would read
@@ -311,6 +333,9 @@ func (l *loop) handshakeTraffic(s *session, c gnet.Conn) (act gnet.Action, done 
 	}
 	if bareLF(head) {
 		return l.refuseRequest(s, c, resp400BareLF, "bad_request"), false
+	}
+	if ctlByte(head) {
+		return l.refuseRequest(s, c, resp400Ctl, "bad_request"), false
 	}
 	max := l.g.cfg.MaxHandshake
 	if end < 0 && len(buf) <= max {

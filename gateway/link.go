@@ -68,7 +68,7 @@ func (l *loop) linkTo(m *ring.Member) *link {
 		return k
 	}
 	k := &link{loop: l, node: m.ID, addr: m.Addr, created: time.Now(), lastRecv: time.Now(), chunk: wire.MinMaxBody,
-		clients: l.g.nodeClients(m.ID)}
+		clients: l.nodeCounter(m.ID)}
 	l.links[m.ID] = k
 	hello := wire.Hello{Version: wire.Version, Role: wire.RoleGateway, MaxBody: wire.DefaultMaxBody, NodeID: l.g.cfg.ID}
 	if l.g.auth != nil {

@@ -26,12 +26,13 @@ type loop struct {
 	byKey     map[string]*session // head of each key's session list (session.nextKey)
 	links     map[string]*link    // links to backends by node id
 	timed     map[*session]struct{}
-	down      map[string]time.Time // node id -> no new dial before this (after a failed dial)
-	victims   []*session           // sessions to close for a rebalance, paced
-	bases     []*ring.Ring         // with bounded loads: the ring each victim was listed against (bounded.go)
-	pending   atomic.Int64         // len(victims), for the pacer (read off the loop)
-	dialing   []*upstream          // plain upstreams connecting or upgrading (upstream.go)
-	lagLogged time.Time            // last "event loop late" warning (noteLag)
+	down      map[string]time.Time     // node id -> no new dial before this (after a failed dial)
+	victims   []*session               // sessions to close for a rebalance, paced
+	bases     []*ring.Ring             // with bounded loads: the ring each victim was listed against (bounded.go)
+	pending   atomic.Int64             // len(victims), for the pacer (read off the loop)
+	dialing   []*upstream              // plain upstreams connecting or upgrading (upstream.go)
+	lagLogged time.Time                // last "event loop late" warning (noteLag)
+	counters  map[string]*atomic.Int64 // node id -> Gateway.nodeClients(id), cached (nodeCounter)
 
 	hs handshake // the loop's reusable upgrader state
 
@@ -73,12 +74,24 @@ func newLoop(g *Gateway, el gnet.EventLoop, idx int) *loop {
 		links:    make(map[string]*link),
 		timed:    make(map[*session]struct{}),
 		down:     make(map[string]time.Time),
+		counters: make(map[string]*atomic.Int64),
 		out:      make([]byte, 0, 4096),
 		iov:      make([][]byte, 0, 2),
 	}
 	l.hs.init(l)
 	l.flushTask = gnet.RunnableFunc(func(context.Context) error { l.flushLinks(); return nil })
 	return l
+}
+
+// nodeCounter is the gateway's client counter of node id, cached on the
+// loop (Gateway.nodeClients takes a lock; counters are never replaced).
+func (l *loop) nodeCounter(id string) *atomic.Int64 {
+	c := l.counters[id]
+	if c == nil {
+		c = l.g.nodeClients(id)
+		l.counters[id] = c
+	}
+	return c
 }
 
 // exec runs fn on the loop. Safe from any goroutine; fn must not block.

@@ -57,6 +57,7 @@ type metrics struct {
 	hsOK        prometheus.Counter
 	tlsReloads  *prometheus.CounterVec
 	upDials     *prometheus.CounterVec
+	upDialsOK   prometheus.Counter
 	registered  *recordingRegistry // every collector registered, for the dashboard test
 
 	handshakeSeconds prometheus.Histogram // accept to 101, client connections
@@ -113,6 +114,7 @@ func newMetrics(g *Gateway) *metrics {
 	m.upDials = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "upstream_connects_total",
 		Help: "Connections to plain WebSocket upstreams, by result (ok, unavailable: refused or timed out, bad_handshake: not a WebSocket upgrade)."}, []string{"result"})
 	m.hsOK = m.handshakes.WithLabelValues("ok")
+	m.upDialsOK = m.upDials.WithLabelValues("ok")
 	m.handshakeSeconds = prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Name: "handshake_duration_seconds",
 		Help:    "Time from accepting a client connection to its 101 (TLS handshake included), successful upgrades.",
 		Buckets: prometheus.ExponentialBuckets(50e-6, 2.5, 12)})
@@ -175,7 +177,13 @@ func (m *metrics) slowClient()                { m.slow.Inc() }
 func (m *metrics) linkAuthFailed(node string) { m.linkAuth.WithLabelValues(node).Inc() }
 func (m *metrics) reject(reason string)       { m.rejected.WithLabelValues(reason).Inc() }
 func (m *metrics) tlsReload(result string)    { m.tlsReloads.WithLabelValues(result).Inc() }
-func (m *metrics) upstreamDial(result string) { m.upDials.WithLabelValues(result).Inc() }
+func (m *metrics) upstreamDial(result string) {
+	if result == "ok" {
+		m.upDialsOK.Inc() // per connect: no label lookup
+		return
+	}
+	m.upDials.WithLabelValues(result).Inc()
+}
 
 // recordingRegistry is a registry that remembers what was registered, so
 // that every metric name can be listed (Gather omits empty vectors).

@@ -93,7 +93,7 @@ func (g *Gateway) rebuild() error {
 	}
 	g.nodesMu.Unlock()
 	if plain || len(*g.targets.Load()) > 0 {
-		g.resolveTargets(members) // before the ring that routes to them
+		g.resolveTargets(members, false) // before the ring that routes to them
 	}
 	g.hasPlain.Store(plain)
 	var opts []ring.Option

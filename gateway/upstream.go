@@ -91,6 +91,7 @@ type upstream struct {
 	inMsg     bool // the upstream is in a fragmented data message (a gateway data frame must wait)
 	closeSeen bool // the upstream's close frame was relayed to the client
 	closed    bool // detached: the socket is closed
+	detaching bool // the gateway is sending its close: a failed write must not close the client a second time
 }
 
 // pushPlain writes data as a text message to key's clients on this gateway
@@ -155,7 +156,7 @@ type upTarget struct {
 // counts it, connects a non-blocking socket on this loop and sends the
 // upgrade request. The client's frames are held until the upstream's 101.
 func (l *loop) openUpstream(s *session, node, addr string, counted bool, peer net.Addr) {
-	u := &upstream{s: s, node: node, addr: addr, clients: l.g.nodeClients(node)}
+	u := &upstream{s: s, node: node, addr: addr, clients: l.nodeCounter(node)}
 	s.up = u
 	if !counted {
 		u.clients.Add(1)
@@ -264,7 +265,7 @@ func resolveTarget(ctx context.Context, addr string) *upTarget {
 			break
 		}
 	}
-	t := &upTarget{tcp: net.TCPAddrFromAddrPort(netip.AddrPortFrom(ip, uint16(port))), host: up.Host, path: up.Path}
+	t := &upTarget{tcp: net.TCPAddrFromAddrPort(netip.AddrPortFrom(ip, uint16(port))), host: up.Host, path: up.EscapedPath()}
 	if ip.Is4() {
 		t.sa = &unix.SockaddrInet4{Port: port, Addr: ip.As4()}
 	} else {
@@ -273,29 +274,69 @@ func resolveTarget(ctx context.Context, addr string) *upTarget {
 	return t
 }
 
-// resolveTargets resolves the plain upstreams among members that are not
-// resolved yet (or failed to be) and publishes the map the loops read.
-// Called by rebuild, off the loops.
-func (g *Gateway) resolveTargets(members []ring.Member) {
+// Upstream name resolution: a new member is resolved when it joins the
+// ring (rebuild, briefly: resolveJoinTimeout); every member again each
+// resolveEvery (refreshTargets), so that an address that failed at start
+// (the upstream's container not up yet) or changed (a restarted container
+// or pod) is picked up. A failed refresh keeps the last good address.
+const (
+	resolveJoinTimeout = 2 * time.Second
+	resolveEvery       = 15 * time.Second
+)
+
+// resolveTargets publishes the map the loops read for the plain upstreams
+// among members: known ones as they are, new ones resolved now (off the
+// loops; rebuild calls it), all of them again with refresh.
+func (g *Gateway) resolveTargets(members []ring.Member, refresh bool) {
+	g.targetsMu.Lock()
+	defer g.targetsMu.Unlock()
 	old := g.targets.Load()
 	next := make(map[string]*upTarget)
 	for _, m := range members {
 		if !membership.IsPlainAddr(m.Addr) {
 			continue
 		}
-		if t := (*old)[m.Addr]; t != nil && t.err == nil {
-			next[m.Addr] = t
+		prev := (*old)[m.Addr]
+		if prev != nil && !refresh {
+			next[m.Addr] = prev
 			continue
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), upstreamDialTimeout)
+		ctx, cancel := context.WithTimeout(context.Background(), resolveJoinTimeout)
 		t := resolveTarget(ctx, m.Addr)
 		cancel()
-		if t.err != nil {
-			g.log.Error("plain upstream address not resolved: its clients are closed with 1013 until it is", "node", m.ID, "addr", m.Addr, "err", t.err)
+		switch {
+		case t.err == nil:
+		case prev != nil && prev.err == nil:
+			g.log.Warn("plain upstream address not resolved again; keeping the last one", "node", m.ID, "addr", m.Addr, "err", t.err)
+			t = prev
+		default:
+			g.log.Error("plain upstream address not resolved: its clients are closed with 1013 until it is (retried every 15s)", "node", m.ID, "addr", m.Addr, "err", t.err)
 		}
 		next[m.Addr] = t
 	}
 	g.targets.Store(&next)
+}
+
+// refreshTargets re-resolves the plain upstreams on the ring every
+// resolveEvery, until ctx ends.
+func (g *Gateway) refreshTargets(ctx context.Context) {
+	defer g.wg.Done()
+	t := time.NewTicker(resolveEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if r := g.ring.Load(); r != nil && g.hasPlain.Load() {
+			members := make([]ring.Member, 0, r.Len())
+			for i := range r.Len() {
+				members = append(members, *r.MemberAt(i))
+			}
+			g.resolveTargets(members, true)
+		}
+	}
 }
 
 // target is the resolved address of a plain upstream. Safe on any goroutine.
@@ -388,8 +429,11 @@ func parseUpgradeResponse(b []byte, accept string) (n int, status string, err er
 
 // ProbeUpstream checks that the plain upstream at addr (a ws:// URL)
 // accepts a WebSocket upgrade: it dials, upgrades, closes with 1001 and
-// reports what failed (`wsgate announce`'s health check). It blocks.
-func ProbeUpstream(ctx context.Context, addr string) error {
+// reports what failed (`wsgate announce`'s health check). The request
+// carries "X-Wsgate-Health: 1" and, with a cluster secret, is signed as
+// forwarded by gateway "announce/<id>" (no key), so that an upstream that
+// checks forwarded.Verify lets it through. It blocks.
+func ProbeUpstream(ctx context.Context, addr string, secret []byte, id string) error {
 	t := resolveTarget(ctx, addr)
 	if t.err != nil {
 		return t.err
@@ -404,7 +448,14 @@ func ProbeUpstream(ctx context.Context, addr string) error {
 		_ = conn.SetDeadline(dl)
 	}
 	key := base64.StdEncoding.EncodeToString([]byte("wsgate-health-16"))
-	if _, err := conn.Write(appendUpgradeRequest(nil, t, upstreamPath(t.path, nil), key, []byte("X-Wsgate-Health: 1\r\n"))); err != nil {
+	uri := upstreamPath(t.path, nil)
+	hdrs := []byte("X-Wsgate-Health: 1\r\n")
+	if len(secret) > 0 {
+		fid := forwarded.Identity{Gateway: "announce/" + id, URI: uri}
+		hdrs = fmt.Appendf(hdrs, "%s: %s\r\n%s: %s\r\n", forwarded.HeaderGateway, fid.Gateway,
+			forwarded.HeaderSignature, forwarded.Sign(secret, time.Now(), fid))
+	}
+	if _, err := conn.Write(appendUpgradeRequest(nil, t, uri, key, hdrs)); err != nil {
 		return err
 	}
 	buf := make([]byte, 0, 1024)
@@ -511,10 +562,12 @@ func (l *loop) sweepDialing(now int64) {
 // interleaved with another message's).
 func (s *session) between() bool { return s.up == nil || !s.up.inMsg }
 
-// write sends client frames upstream, or holds them until the upgrade.
+// write sends client frames upstream, or holds them until the upgrade. A
+// write that fails makes gnet close the socket inside Write: OnClose
+// (upstreamClosed) has run when it returns, so a caller checks s.up after.
 func (u *upstream) write(b []byte) {
 	switch {
-	case u.closed:
+	case u.closed || u.conn == nil && u.upgraded():
 	case u.upgraded():
 		_, _ = u.conn.Write(b)
 	default:
@@ -524,8 +577,11 @@ func (u *upstream) write(b []byte) {
 
 // backlog is how many client bytes wait for the upstream.
 func (u *upstream) backlog() int {
-	if !u.upgraded() {
+	switch {
+	case !u.upgraded():
 		return len(u.held)
+	case u.conn == nil:
+		return 0
 	}
 	return u.conn.OutboundBuffered()
 }
@@ -549,6 +605,7 @@ func (u *upstream) sendClose(code uint16, reason []byte, clientMidFrame bool) {
 		return
 	}
 	var b [wsframe.MaxControlPayload + wsframe.MaxHeaderLen]byte
+	u.detaching = true // if the write fails, the caller is closing s anyway (upstreamClosed leaves it)
 	u.write(maskedClose(b[:0], code, reason))
 }
 
@@ -638,6 +695,14 @@ func (l *loop) passTraffic(s *session, c gnet.Conn, now uint32) gnet.Action {
 		l.stats.in(payload, false)
 	}
 	_, _ = c.Discard(pos)
+	if s.up != u {
+		// The write failed and gnet closed the upstream inside it
+		// (upstreamClosed ran): s is closed or closing already.
+		if s.state == stClosed {
+			return gnet.Close
+		}
+		return gnet.None
+	}
 	if !u.upgraded() && len(u.held) > upstreamHoldLimit {
 		return l.fail(s, errUpstreamNotReady)
 	}
@@ -791,7 +856,11 @@ func (l *loop) relayUp(u *upstream, c gnet.Conn) gnet.Action {
 // upstreamBroke fails the client of an upstream that broke the protocol.
 func (l *loop) upstreamBroke(u *upstream, e *wsframe.Error, err error) gnet.Action {
 	l.g.log.Debug("upstream protocol error", "node", u.node, "err", err)
-	if u.s.up == u {
+	switch {
+	case u.s.up != u:
+	case u.s.state == stClientClosed:
+		l.finishClientClose(u.s) // its answer will not come
+	default:
 		l.closeSession(u.s, e.Code, e.Reason, true)
 	}
 	return gnet.None
@@ -801,7 +870,7 @@ func (l *loop) upstreamBroke(u *upstream, e *wsframe.Error, err error) gnet.Acti
 func (l *loop) upstreamClosed(u *upstream) {
 	u.conn = nil
 	s := u.s
-	if u.closed || s.up != u {
+	if u.closed || u.detaching || s.up != u {
 		return
 	}
 	if u.closeSeen {
@@ -877,12 +946,14 @@ func (h *handshake) upstreamHeaders(peer net.Addr, uri string) []byte {
 var dropHeaders = []string{"Connection", "Keep-Alive", "Proxy-Connection", "Proxy-Authorization", "Proxy-Authenticate",
 	"TE", "Trailer", "Transfer-Encoding", "Upgrade", "Host", "Content-Length",
 	"Sec-WebSocket-Key", "Sec-WebSocket-Version", "Sec-WebSocket-Extensions", "Sec-WebSocket-Accept", "Sec-WebSocket-Protocol",
-	"Forwarded", "X-Forwarded-For", "X-Forwarded-Proto", "X-Forwarded-Host", "X-Real-IP"}
+	"Forwarded", "X-Real-IP"} // and every X-Forwarded-* and X-Wsgate-* (forwardHeader)
 
 // forwardHeader keeps a client header line for the upstream request.
 func (h *handshake) forwardHeader(key, value []byte) {
-	if len(key) >= len("X-Wsgate-") && bytes.EqualFold(key[:len("X-Wsgate-")], []byte("X-Wsgate-")) {
-		return
+	for _, prefix := range []string{"X-Wsgate-", "X-Forwarded-"} {
+		if len(key) >= len(prefix) && bytes.EqualFold(key[:len(prefix)], []byte(prefix)) {
+			return
+		}
 	}
 	for _, d := range dropHeaders {
 		if len(key) == len(d) && bytes.EqualFold(key, []byte(d)) {

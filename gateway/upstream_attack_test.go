@@ -1075,3 +1075,61 @@ func concurrently(t *testing.T, n int, f func(i int) error) {
 		t.Error(err)
 	}
 }
+
+// TestPassthroughAttackUpstreamResetUnderLoad: the upstream resets its
+// connection (RST) while the gateway's loop is stalled and the client's
+// next frames wait: whichever the loop reads first, the write to the dead
+// upstream fails inside gnet's Write, which closes it then and there. The
+// gateway must survive that (it once dereferenced the closed upstream) and
+// send the client one close frame, 1011, not two.
+func TestPassthroughAttackUpstreamResetUnderLoad(t *testing.T) {
+	for round := range 3 {
+		reset := make(chan struct{})
+		up := rawUpstream(t, 0, func(c net.Conn) {
+			<-reset
+			_ = c.(*net.TCPConn).SetLinger(0) // close with RST
+		})
+		g := startPassGateway(t, staticUpstreams(t, "u="+up), nil)
+		r := rawDial(t, g.Addr())
+		r.upgradeOnly(t, "/ws/k")
+		testutil.CheckFor(t, 5*time.Second, 5*time.Millisecond, func() error {
+			if nodeStatus(t, g, "u").Clients != 1 {
+				return errors.New("client not routed yet")
+			}
+			return nil
+		})
+		g.StallLoops(300 * time.Millisecond) // the load: the loop reads nothing meanwhile
+		if _, err := r.Write(frame(0x82, make([]byte, 64<<10), atkMask)); err != nil {
+			t.Fatal(err)
+		}
+		close(reset)
+		op, payload := r.readFrame(t)
+		if op != 0x8 || len(payload) < 2 || int(payload[0])<<8|int(payload[1]) != 1011 {
+			t.Fatalf("round %d: got opcode %d %q, want close 1011", round, op, payload)
+		}
+		_ = r.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
+		if op, p := r.tryFrame(); op >= 0 {
+			t.Fatalf("round %d: a second frame after the close: opcode %d %q", round, op, p)
+		}
+		// The gateway is alive: a new client gets through.
+		r2 := rawDial(t, g.Addr())
+		r2.upgradeOnly(t, "/ws/k2")
+	}
+}
+
+// tryFrame reads one frame or reports -1 when the connection ends (EOF,
+// reset or the read deadline) before one comes.
+func (r *rawConn) tryFrame() (op int, payload []byte) {
+	var h [2]byte
+	if _, err := io.ReadFull(r.br, h[:]); err != nil {
+		return -1, nil
+	}
+	n := int(h[1] & 0x7f)
+	p := make([]byte, n)
+	if n < 126 {
+		if _, err := io.ReadFull(r.br, p); err != nil {
+			return -1, nil
+		}
+	}
+	return int(h[0] & 0x0f), p
+}

@@ -475,3 +475,65 @@ func nodeStatus(t *testing.T, g *gateway.Gateway, id string) gateway.NodeStatus 
 	t.Fatalf("no node %s in /api/nodes", id)
 	return gateway.NodeStatus{}
 }
+
+// TestPassthroughHeaderInjection: a request head with a control character
+// (a bare CR that an upstream's parser may take for a line end, a NUL) in
+// a header value, a header name, the Host or the subprotocols is refused
+// with 400 before anything reaches an upstream.
+func TestPassthroughHeaderInjection(t *testing.T) {
+	got := make(chan string, 8)
+	up := rawUpstream(t, 0, func(c net.Conn) { got <- "connected" })
+	g := startPassGateway(t, staticUpstreams(t, "u="+up), nil)
+	for _, extra := range []string{
+		"X-Foo: a\rX-Wsgate-Key: bob\r\n",
+		"X-Bar\rX-Wsgate-Claims: e30: v\r\n",
+		"X-Nul: v\x00nul\r\n",
+		"Sec-WebSocket-Protocol: chat\rX-Wsgate-Gateway: evil\r\n",
+		"X-Del: \x7f\r\n",
+	} {
+		c, err := net.Dial("tcp", g.Addr())
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+		fmt.Fprintf(c, "GET /ws/alice HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"+
+			"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n%s\r\n", extra)
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		c.Close()
+		if err != nil || resp.StatusCode != http.StatusBadRequest {
+			t.Errorf("request with %q: %v %v, want 400", extra, resp, err)
+		}
+	}
+	select {
+	case <-got:
+		t.Fatal("a refused request reached the upstream")
+	default:
+	}
+}
+
+// TestProbeUpstreamSigned: the announcer's health check passes an
+// upstream that admits only requests signed with the cluster secret
+// (forwarded.Verify) when it has the secret, and is refused without it.
+func TestProbeUpstreamSigned(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		id, err := forwarded.Verify(r, testClusterSecret, time.Minute, time.Now())
+		if err != nil || id.Gateway != "announce/app-1" || r.Header.Get("X-Wsgate-Health") != "1" {
+			http.Error(w, "not from the cluster", http.StatusForbidden)
+			return
+		}
+		c, err := cws.Accept(w, r, nil)
+		if err != nil {
+			return
+		}
+		_, _, _ = c.Read(r.Context()) // the probe's close
+		c.CloseNow()
+	}))
+	t.Cleanup(srv.Close)
+	url := "ws://" + strings.TrimPrefix(srv.URL, "http://")
+	if err := gateway.ProbeUpstream(t.Context(), url, testClusterSecret, "app-1"); err != nil {
+		t.Fatalf("signed probe: %v", err)
+	}
+	if err := gateway.ProbeUpstream(t.Context(), url, nil, "app-1"); err == nil || !strings.Contains(err.Error(), "403") {
+		t.Fatalf("unsigned probe: %v, want the upstream's 403", err)
+	}
+}
