@@ -77,8 +77,25 @@ type Process struct {
 type child struct {
 	id, addr, admin string
 	cmd             *exec.Cmd
+	started         time.Time
 	exited          chan struct{} // closed when Wait returned
 	err             error         // Wait's result, after exited
+}
+
+// startRetries is how many times a child that exits at once is started
+// again on other ports.
+const startRetries = 3
+
+// exitedAtOnce reports whether c exited within a second of its start: as
+// a child whose port another process took between freePorts and its bind
+// does (the ports are free when chosen, not reserved).
+func (c *child) exitedAtOnce() bool {
+	select {
+	case <-c.exited:
+		return time.Since(c.started) < time.Second
+	default:
+		return false
+	}
 }
 
 // NewProcess checks cfg and returns a process driver with no children yet.
@@ -156,11 +173,20 @@ func (p *Process) AddNode() (string, error) {
 	defer p.adding.Done()
 	id := fmt.Sprintf("%s-%d", p.cfg.IDPrefix, p.seq)
 	p.mu.Unlock()
-	c, err := p.start(id)
-	if err == nil {
-		if err = p.awaitJoin(c); err != nil {
-			_ = p.stop(c)
+	var c *child
+	var err error
+	for attempt := 1; ; attempt++ {
+		if c, err = p.start(id); err != nil {
+			break
 		}
+		if err = p.awaitJoin(c); err == nil {
+			break
+		}
+		_ = p.stop(c)
+		if !c.exitedAtOnce() || attempt == startRetries {
+			break
+		}
+		p.cfg.Logger.Warn("backend process exited at start; starting it again on other ports", "node", id, "err", err)
 	}
 	p.mu.Lock()
 	p.starting--
@@ -189,7 +215,7 @@ func (p *Process) start(id string) (*child, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := &child{id: id, addr: ports[0], admin: ports[1], exited: make(chan struct{})}
+	c := &child{id: id, addr: ports[0], admin: ports[1], exited: make(chan struct{}), started: time.Now()}
 	args := append([]string{"backend", "--id", c.id, "--listen", c.addr, "--admin", c.admin,
 		"--drain-timeout", p.cfg.DrainTimeout.String()}, p.cfg.Args...)
 	cmd := exec.Command(p.cfg.Binary, args...)

@@ -4,7 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"slices"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -167,5 +170,34 @@ func TestProcessDev(t *testing.T) {
 		if !gone(pid) {
 			t.Fatalf("child %d survived the cluster's shutdown", pid)
 		}
+	}
+}
+
+// TestProcessRetriesAChildThatExitsAtOnce: a child that exits as soon as
+// it starts (as one whose port another process took between the driver's
+// choice and its bind does) is started again on other ports, a bounded
+// number of times; then AddNode fails and says why.
+func TestProcessRetriesAChildThatExitsAtOnce(t *testing.T) {
+	dir := t.TempDir()
+	count := filepath.Join(dir, "starts")
+	script := filepath.Join(dir, "wsgate")
+	if err := os.WriteFile(script, []byte("#!/bin/sh\necho x >> "+count+"\nexit 1\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	p, err := scaler.NewProcess(scaler.ProcessConfig{Binary: script, Announce: membership.NewMemory(),
+		Joined: func(string) bool { return false }, IDPrefix: "r", Max: 3, JoinTimeout: 5 * time.Second, Logger: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close(context.Background())
+	if _, err := p.AddNode(); err == nil || !strings.Contains(err.Error(), "exited before it joined") {
+		t.Fatalf("AddNode = %v, want the child's early exit", err)
+	}
+	b, err := os.ReadFile(count)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := strings.Count(string(b), "x"); n != 3 {
+		t.Fatalf("the child was started %d times, want 3", n)
 	}
 }
