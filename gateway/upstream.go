@@ -244,13 +244,16 @@ func appendUpgradeRequest(dst []byte, t *upTarget, uri, key string, hdrs []byte)
 	return append(dst, "\r\n"...)
 }
 
+// lookupIP resolves host names (a variable: tests stand in for DNS).
+var lookupIP = net.DefaultResolver.LookupNetIP
+
 // resolveTarget resolves a plain upstream's ws:// URL (off the loops).
 func resolveTarget(ctx context.Context, addr string) *upTarget {
 	up, err := membership.UpstreamURL(addr)
 	if err != nil {
 		return &upTarget{err: err}
 	}
-	ips, err := net.DefaultResolver.LookupNetIP(ctx, "ip", up.Hostname())
+	ips, err := lookupIP(ctx, "ip", up.Hostname())
 	if err == nil && len(ips) == 0 {
 		err = fmt.Errorf("no address for %s", up.Hostname())
 	}
