@@ -174,6 +174,9 @@ func (l *loop) openUpstream(s *session, node, addr string, counted bool, peer ne
 	key := base64.StdEncoding.EncodeToString(nonce[:])
 	u.accept = acceptKey(key)
 	uri := upstreamPath(t.path, l.hs.target)
+	// In the loop's scratch buffer: nothing between here and the Write
+	// below uses it (connect's OnOpen only records the conn); a failure
+	// path may reuse it, after which req is not written.
 	req := appendUpgradeRequest(l.out[:0], t, uri, key, l.hs.upstreamHeaders(peer, uri))
 	if err := l.connect(u, sa, t.tcp); err != nil {
 		l.g.log.Debug("upstream connect failed", "node", node, "addr", addr, "err", err)
