@@ -118,8 +118,8 @@ func pidsOf(ps []*proc) func() []int {
 	}
 }
 
-// freePort returns a loopback port that was free a moment ago.
-func freePort() (int, error) {
+// FreePort returns a loopback port that was free a moment ago.
+func FreePort() (int, error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return 0, err
@@ -224,8 +224,8 @@ func Compare(ctx context.Context, cfg CompareConfig) ([]*Result, error) {
 		}
 	}()
 	for i := range cfg.Backends {
-		lp, err1 := freePort()
-		wp, err2 := freePort()
+		lp, err1 := FreePort()
+		wp, err2 := FreePort()
 		if err := errors.Join(err1, err2); err != nil {
 			return nil, err
 		}
@@ -298,7 +298,7 @@ func oneLine(r *Result) string {
 }
 
 func startTarget(ctx context.Context, cfg CompareConfig, name string, backends []backendProc, tf *tlsFiles) (*target, error) {
-	port, err := freePort()
+	port, err := FreePort()
 	if err != nil {
 		return nil, err
 	}
@@ -307,7 +307,7 @@ func startTarget(ctx context.Context, cfg CompareConfig, name string, backends [
 	t := &target{addr: addr}
 	switch name {
 	case "wsgate", "passthrough":
-		ap, err := freePort()
+		ap, err := FreePort()
 		if err != nil {
 			return nil, err
 		}

@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -114,14 +113,14 @@ func runBenchScale(ctx context.Context, args []string, stdout io.Writer) error {
 		}
 	}
 	nb := len(c.procs)
-	port, err := freeLoopbackPort()
+	port, err := bench.FreePort()
 	if err != nil {
 		return err
 	}
 	addr := "127.0.0.1:" + strconv.Itoa(port)
 	var admins []string
 	for i := range g {
-		ap, err := freeLoopbackPort()
+		ap, err := bench.FreePort()
 		if err != nil {
 			return err
 		}
@@ -328,15 +327,6 @@ func waitRing(ctx context.Context, admin string, n int) error {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-}
-
-func freeLoopbackPort() (int, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port, nil
 }
 
 // memSampler records, once a second, the gateways' and backends' RSS and
