@@ -21,8 +21,7 @@ func runAnnounce(ctx context.Context, args []string) error {
 	id := fs.String("id", "", "node id of the upstream, unique in the cluster (required)")
 	up := fs.String("upstream", "", "the upstream's URL as gateways dial it: ws://host:port[/path] (required)")
 	weight := fs.Int("weight", 1, "share of keys relative to other nodes (1..100)")
-	beat := fs.Duration("heartbeat", 2*time.Second, "heartbeat interval (registry refresh and event)")
-	ttl := fs.Duration("node-ttl", 6*time.Second, "registry TTL: an announcer silent this long (crashed) drops the upstream")
+	hb := addHeartbeatFlags(fs, "registry TTL: an announcer silent this long (crashed) drops the upstream")
 	every := fs.Duration("health-interval", 2*time.Second, "how often the upstream is checked with a WebSocket upgrade")
 	timeout := fs.Duration("health-timeout", 2*time.Second, "how long one check may take")
 	failures := fs.Int("health-failures", 2, "failed checks in a row that make the upstream leave")
@@ -40,8 +39,8 @@ func runAnnounce(ctx context.Context, args []string) error {
 		return usageError{errors.New("wsgate announce needs --amqp and --redis (the cluster the upstream joins)")}
 	case *id == "" || *up == "":
 		return usageError{errors.New("--id and --upstream are required")}
-	case *beat <= 0 || *ttl < 2**beat:
-		return usageError{fmt.Errorf("--node-ttl %v must be at least twice --heartbeat %v", *ttl, *beat)}
+	case hb.check() != nil:
+		return hb.check()
 	case *every <= 0 || *timeout <= 0 || *failures < 1:
 		return usageError{errors.New("--health-interval and --health-timeout must be positive and --health-failures at least 1")}
 	}
@@ -61,12 +60,7 @@ func runAnnounce(ctx context.Context, args []string) error {
 		return err
 	}
 	defer d.close()
-	ann := &membership.Announcer{Registry: d.rdb, Broker: d.mq, Exchange: *cf.exchange, Node: self,
-		Interval: *beat, TTL: *ttl, Log: log}
-	if cs != "" {
-		ann.Sign = membership.NewSigner([]byte(cs))
-		d.rdb.EncodeNode = ann.Sign.EncodeNode
-	}
+	ann := hb.announcer(d, *cf.exchange, self, cs, log)
 	log.Info("announcing a plain upstream", "id", self.ID, "upstream", self.Addr)
 	joined, failed := false, 0
 	tick := time.NewTicker(*every)
@@ -91,14 +85,14 @@ func runAnnounce(ctx context.Context, args []string) error {
 			failed++
 			log.Warn("upstream health check failed", "upstream", self.Addr, "failures", failed, "err", err)
 			if joined && failed >= *failures {
-				leave(ann, log)
+				leave(context.Background(), ann, log)
 				joined = false
 			}
 		}
 		select {
 		case <-ctx.Done():
 			if joined {
-				leave(ann, log)
+				leave(context.Background(), ann, log)
 			}
 			return nil
 		case <-tick.C:
@@ -106,12 +100,44 @@ func runAnnounce(ctx context.Context, args []string) error {
 	}
 }
 
-// leave announces that the upstream leaves (gateways move its clients).
-func leave(ann *membership.Announcer, log *slog.Logger) {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+// heartbeatFlags are --heartbeat and --node-ttl, the same on `wsgate
+// backend` and `wsgate announce`.
+type heartbeatFlags struct{ every, ttl *time.Duration }
+
+func addHeartbeatFlags(fs *flagSet, ttlUsage string) heartbeatFlags {
+	return heartbeatFlags{
+		every: fs.Duration("heartbeat", 2*time.Second, "heartbeat interval (registry refresh and event)"),
+		ttl:   fs.Duration("node-ttl", 6*time.Second, ttlUsage),
+	}
+}
+
+// check: one late heartbeat must not drop a live node.
+func (f heartbeatFlags) check() error {
+	if *f.every <= 0 || *f.ttl < 2**f.every {
+		return usageError{fmt.Errorf("--node-ttl %v must be at least twice --heartbeat %v", *f.ttl, *f.every)}
+	}
+	return nil
+}
+
+// announcer makes self a member of the cluster d reaches, its events and
+// registry entry signed with the cluster secret when there is one.
+func (f heartbeatFlags) announcer(d *deps, exchange string, self membership.Node, secret string, log *slog.Logger) *membership.Announcer {
+	ann := &membership.Announcer{Registry: d.rdb, Broker: d.mq, Exchange: exchange, Node: self,
+		Interval: *f.every, TTL: *f.ttl, Log: log}
+	if secret != "" {
+		ann.Sign = membership.NewSigner([]byte(secret))
+		d.rdb.EncodeNode = ann.Sign.EncodeNode
+	}
+	return ann
+}
+
+// leave announces that the node leaves (gateways move its clients),
+// waiting at most 5 s (and no longer than ctx).
+func leave(ctx context.Context, ann *membership.Announcer, log *slog.Logger) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	if err := ann.Leave(ctx); err != nil {
-		log.Warn("leave not fully announced; gateways drop the upstream when its registry entry expires", "err", err)
+		log.Warn("leave not fully announced; gateways take the node off when its registry entry expires or its links close", "err", err)
 		return
 	}
 	log.Info("left the cluster", "id", ann.Node.ID)

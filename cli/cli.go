@@ -497,8 +497,7 @@ func runBackend(ctx context.Context, args []string) error {
 	admin := fs.String("admin", "127.0.0.1:0", "metrics and health HTTP host:port (- disables)")
 	weight := fs.Int("weight", 1, "share of keys relative to other nodes (1..100)")
 	drain := fs.Duration("drain-timeout", 30*time.Second, "on shutdown, how long gateways get to move clients away")
-	beat := fs.Duration("heartbeat", 2*time.Second, "heartbeat interval (registry refresh and event)")
-	ttl := fs.Duration("node-ttl", 6*time.Second, "registry TTL: a node silent this long (crashed) drops out")
+	hb := addHeartbeatFlags(fs, "registry TTL: a node silent this long (crashed) drops out")
 	keep := fs.Duration("keepalive", backend.DefaultKeepAlive, keepaliveUsage)
 	maxLinks := fs.Int("max-links", backend.DefaultMaxLinks, "most gateway links held (beyond: closed at once)")
 	clusterFile := fs.String("cluster-secret-file", "", clusterSecretUsage)
@@ -518,9 +517,8 @@ func runBackend(ctx context.Context, args []string) error {
 	if *id == "" {
 		*id = instanceID(*listen)
 	}
-	if *beat <= 0 || *ttl < 2**beat {
-		// One late heartbeat must not drop a live node.
-		return usageError{fmt.Errorf("--node-ttl %v must be at least twice --heartbeat %v", *ttl, *beat)}
+	if err := hb.check(); err != nil {
+		return err
 	}
 	if *keep < time.Millisecond {
 		return usageError{fmt.Errorf("--keepalive %v: must be at least 1ms", *keep)}
@@ -587,12 +585,7 @@ func runBackend(ctx context.Context, args []string) error {
 	}
 	var ann *membership.Announcer
 	if clustered {
-		ann = &membership.Announcer{Registry: d.rdb, Broker: d.mq, Exchange: *cf.exchange, Node: self,
-			Interval: *beat, TTL: *ttl, Log: log}
-		if cs != "" {
-			ann.Sign = membership.NewSigner([]byte(cs))
-			d.rdb.EncodeNode = ann.Sign.EncodeNode
-		}
+		ann = hb.announcer(d, *cf.exchange, self, cs, log)
 		if err := ann.Join(ctx); err != nil {
 			return err
 		}
@@ -603,12 +596,7 @@ func runBackend(ctx context.Context, args []string) error {
 	sctx, cancel := context.WithTimeout(context.Background(), *drain)
 	defer cancel()
 	if ann != nil {
-		// Leave first: gateways move the clients away, then the node is empty.
-		lctx, lcancel := context.WithTimeout(sctx, 5*time.Second)
-		if err := ann.Leave(lctx); err != nil {
-			log.Warn("leave not fully announced; gateways move the clients when they see the deregistration or the links close", "err", err)
-		}
-		lcancel()
+		leave(sctx, ann, log) // first: gateways move the clients away, then the node is empty
 	}
 	log.Info("shutting down: waiting for gateways to move clients", "sessions", node.SessionCount())
 	if err := node.Shutdown(sctx); err != nil {
