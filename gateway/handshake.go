@@ -394,10 +394,14 @@ func (l *loop) handshakeTraffic(s *session, c gnet.Conn) (act gnet.Action, done 
 		l.g.reserved.Add(-1)
 	}
 	l.g.clients.Add(1)
+	if l.g.auth != nil {
+		s.exp = uint32(min(h.id.exp, math.MaxUint32)) // 0: no exp claim; beyond 2106: as late as it goes
+	}
+	// Listed before it is routed: a plain upstream's connect that fails at
+	// once unlinks s again.
+	l.addKey(s)
+	l.g.presence.note(l, s, h.member.ID, true)
 	if membership.IsPlainAddr(h.member.Addr) {
-		// Listed first: a connect that fails at once unlinks s again.
-		l.addKey(s)
-		l.g.presence.note(l, s, h.member.ID, true)
 		l.openUpstream(s, h.member.ID, h.member.Addr, h.placed != nil, remote)
 		return gnet.None, true
 	}
@@ -407,14 +411,11 @@ func (l *loop) handshakeTraffic(s *session, c gnet.Conn) (act gnet.Action, done 
 	if h.placed == nil {
 		k.clients.Add(1)
 	}
-	l.addKey(s)
-	l.g.presence.note(l, s, k.node, true)
 	var addr string
 	if remote != nil {
 		addr = remote.String()
 	}
 	if l.g.auth != nil {
-		s.exp = uint32(min(h.id.exp, math.MaxUint32)) // 0: no exp claim; beyond 2106: as late as it goes
 		k.write(wire.AppendOpenClaims(l.out[:0], s.id, s.keyless, h.key, []byte(addr), h.target, h.id.claims))
 	} else {
 		k.write(wire.AppendOpen(l.out[:0], s.id, s.keyless, h.key, []byte(addr), h.target))

@@ -356,27 +356,28 @@ func (s *session) node() string {
 // closes) and from routing; s stays in l.sessions (for the close
 // handshake) until its conn closes.
 func (l *loop) unlink(s *session) {
-	if u := s.up; u != nil {
+	node := s.node()
+	k, u := s.link, s.up
+	switch {
+	case u != nil:
 		s.up = nil
 		u.close()
 		u.clients.Add(-1)
-		l.g.presence.note(l, s, u.node, false)
-		l.removeKey(s)
+	case k != nil:
+		// s leaves the link before the link may retire: a retiring link
+		// closes the sessions still on it, and s (being closed by the
+		// caller already) must not get a second close frame.
+		s.link = nil
+		k.sessions--
+		k.clients.Add(-1)
+	default:
 		return
 	}
-	k := s.link
-	if k == nil {
-		return
-	}
-	// s leaves the link before the link may retire: a retiring link closes
-	// the sessions still on it, and s (being closed by the caller already)
-	// must not get a second close frame.
-	s.link = nil
-	k.sessions--
-	k.clients.Add(-1)
-	l.g.presence.note(l, s, k.node, false)
+	l.g.presence.note(l, s, node, false)
 	l.removeKey(s)
-	k.maybeRetire()
+	if k != nil {
+		k.maybeRetire()
+	}
 }
 
 // onClose forgets s; its connection is gone.

@@ -537,3 +537,17 @@ func TestProbeUpstreamSigned(t *testing.T) {
 		t.Fatalf("unsigned probe: %v, want the upstream's 403", err)
 	}
 }
+
+// TestPassthroughTokenExpiry: a plain upstream's client is closed with
+// 1008 when its token expires, as a link backend's is.
+func TestPassthroughTokenExpiry(t *testing.T) {
+	g := startPassGateway(t, staticUpstreams(t, "c1="+coderUpstream(t)), func(c *gateway.Config) {
+		c.Auth = gateway.AuthConfig{HMACSecret: testSecret}
+		c.PingInterval = 200 * time.Millisecond
+	})
+	tok := hs256(t, jwt.MapClaims{"sub": "dave", "exp": time.Now().Add(2 * time.Second).Unix()})
+	ws := dialPass(t, g, "/ws/dave?token="+tok, nil)
+	if code, text := closeCode(t, ws); code != 1008 || text != "token expired" {
+		t.Fatalf("close %d %q, want 1008 token expired", code, text)
+	}
+}
