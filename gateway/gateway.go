@@ -219,12 +219,12 @@ func (g *Gateway) Start(ctx context.Context) error {
 	go g.watch(sets, first)
 	go g.pace(ctx)
 	go g.janitor(ctx)
-	g.wg.Add(1)
-	go g.refreshTargets(ctx)
+	g.every(ctx, resolveEvery, g.refreshTargets)
 	go func() { defer g.wg.Done(); g.presence.run(ctx) }() // returns at once without a store
 	if g.tls != nil {
-		g.wg.Add(1)
-		go g.watchTLS(ctx)
+		// Reload the certificate when its files change (logged and
+		// counted in ReloadTLS).
+		g.every(ctx, g.cfg.TLSReload, func() { _ = g.ReloadTLS() })
 	}
 	if g.cfg.Fanout != nil {
 		g.wg.Add(1)

@@ -61,6 +61,27 @@ func runGateway(t testing.TB, cfg gateway.Config) *gateway.Gateway {
 	return g
 }
 
+// serveTCP listens on a random loopback port until the test ends and runs
+// handle on a goroutine for each connection it accepts (handle closes it).
+func serveTCP(t testing.TB, handle func(net.Conn)) net.Listener {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go handle(c)
+		}
+	}()
+	return ln
+}
+
 // welcome is the demo app's message to a new client.
 type welcome struct {
 	Type            int    `json:"type"`

@@ -39,43 +39,30 @@ type rogueBackend struct {
 }
 
 func startRogue(t *testing.T, id string, pre []byte, answer func(gw wire.Hello, challenge []byte) []byte) *rogueBackend {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	r := &rogueBackend{ln: ln}
-	go func() {
+	r := &rogueBackend{}
+	r.ln = serveTCP(t, func(c net.Conn) {
+		defer c.Close()
+		rd := wire.NewReader(c, wire.DefaultMaxBody)
+		var gw wire.Hello
+		var challenge []byte
 		for {
-			c, err := ln.Accept()
+			h, body, err := rd.ReadFrame()
 			if err != nil {
 				return
 			}
-			go func() {
-				defer c.Close()
-				rd := wire.NewReader(c, wire.DefaultMaxBody)
-				var gw wire.Hello
-				var challenge []byte
-				for {
-					h, body, err := rd.ReadFrame()
-					if err != nil {
-						return
-					}
-					r.mu.Lock()
-					r.got = append(r.got, h.Type)
-					r.mu.Unlock()
-					switch h.Type {
-					case wire.TypeHello:
-						gw, _ = wire.ParseHello(body)
-					case wire.TypeAuth:
-						challenge = append([]byte(nil), body...)
-						out := wire.AppendHello(append([]byte(nil), pre...), wire.Hello{Version: wire.Version, Role: wire.RoleBackend, MaxBody: wire.DefaultMaxBody, NodeID: id})
-						_, _ = c.Write(append(out, answer(gw, challenge)...))
-					}
-				}
-			}()
+			r.mu.Lock()
+			r.got = append(r.got, h.Type)
+			r.mu.Unlock()
+			switch h.Type {
+			case wire.TypeHello:
+				gw, _ = wire.ParseHello(body)
+			case wire.TypeAuth:
+				challenge = append([]byte(nil), body...)
+				out := wire.AppendHello(append([]byte(nil), pre...), wire.Hello{Version: wire.Version, Role: wire.RoleBackend, MaxBody: wire.DefaultMaxBody, NodeID: id})
+				_, _ = c.Write(append(out, answer(gw, challenge)...))
+			}
 		}
-	}()
+	})
 	return r
 }
 

@@ -27,21 +27,8 @@ type smallBackend struct {
 }
 
 func startSmallBackend(t *testing.T, id string) *smallBackend {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	b := &smallBackend{ln: ln}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go b.serve(c, id)
-		}
-	}()
+	b := &smallBackend{}
+	b.ln = serveTCP(t, func(c net.Conn) { b.serve(c, id) })
 	return b
 }
 

@@ -142,20 +142,23 @@ func (g *Gateway) ReloadTLS() error {
 	return err
 }
 
-// watchTLS reloads the certificate when its files change, checking every
-// cfg.TLSReload. Runs on its own goroutine until stop closes.
-func (g *Gateway) watchTLS(ctx context.Context) {
-	defer g.wg.Done()
-	t := time.NewTicker(g.cfg.TLSReload)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			_ = g.ReloadTLS() // logged and counted there
+// every runs fn every d on a goroutine of its own until ctx ends (counted
+// in g.wg).
+func (g *Gateway) every(ctx context.Context, d time.Duration, fn func()) {
+	g.wg.Add(1)
+	go func() {
+		defer g.wg.Done()
+		t := time.NewTicker(d)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				fn()
+			}
 		}
-	}
+	}()
 }
 
 // tlsConn is a client connection with TLS: gnet's conn (embedded: address,

@@ -323,25 +323,11 @@ func (g *Gateway) resolveTargets(members []ring.Member, refresh bool) {
 	g.targets.Store(&next)
 }
 
-// refreshTargets re-resolves the plain upstreams on the ring every
-// resolveEvery, until ctx ends.
-func (g *Gateway) refreshTargets(ctx context.Context) {
-	defer g.wg.Done()
-	t := time.NewTicker(resolveEvery)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		if r := g.ring.Load(); r != nil && g.hasPlain.Load() {
-			members := make([]ring.Member, 0, r.Len())
-			for i := range r.Len() {
-				members = append(members, *r.MemberAt(i))
-			}
-			g.resolveTargets(members, true)
-		}
+// refreshTargets re-resolves the plain upstreams on the ring (every
+// resolveEvery).
+func (g *Gateway) refreshTargets() {
+	if r := g.ring.Load(); r != nil && g.hasPlain.Load() {
+		g.resolveTargets(r.Members(), true)
 	}
 }
 
