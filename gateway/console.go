@@ -146,20 +146,11 @@ func (c *console) snapshot() (samples []Sample, events []Event) {
 	return c.samples.all(), c.events.all()
 }
 
-// sampleLoop takes a sample every consoleEvery until ctx ends.
-func (g *Gateway) sampleLoop(ctx context.Context) {
-	defer g.wg.Done()
-	t := time.NewTicker(consoleEvery)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case now := <-t.C:
-			g.takeSample(now)
-			g.publishNodes(ctx)
-		}
-	}
+// sample takes the console's sample of now and publishes the nodes (every
+// consoleEvery).
+func (g *Gateway) sample(ctx context.Context, now time.Time) {
+	g.takeSample(now)
+	g.publishNodes(ctx)
 }
 
 // publishNodes sends the nodes and the gateways to the open consoles,

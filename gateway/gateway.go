@@ -213,8 +213,8 @@ func (g *Gateway) Start(ctx context.Context) error {
 		return fmt.Errorf("gateway: membership: %w", err)
 	}
 	first := make(chan struct{})
-	g.wg.Add(6)
-	go g.sampleLoop(ctx)
+	g.every(ctx, consoleEvery, func(now time.Time) { g.sample(ctx, now) })
+	g.wg.Add(5)
 	go g.memoryReleaser(ctx)
 	go g.watch(sets, first)
 	go g.pace(ctx)
@@ -224,7 +224,7 @@ func (g *Gateway) Start(ctx context.Context) error {
 	if g.tls != nil {
 		// Reload the certificate when its files change (logged and
 		// counted in ReloadTLS).
-		g.every(ctx, g.cfg.TLSReload, func() { _ = g.ReloadTLS() })
+		g.every(ctx, g.cfg.TLSReload, func(time.Time) { _ = g.ReloadTLS() })
 	}
 	if g.cfg.Fanout != nil {
 		g.wg.Add(1)

@@ -142,9 +142,9 @@ func (g *Gateway) ReloadTLS() error {
 	return err
 }
 
-// every runs fn every d on a goroutine of its own until ctx ends (counted
-// in g.wg).
-func (g *Gateway) every(ctx context.Context, d time.Duration, fn func()) {
+// every runs fn with the tick's time every d on a goroutine of its own
+// until ctx ends (counted in g.wg).
+func (g *Gateway) every(ctx context.Context, d time.Duration, fn func(now time.Time)) {
 	g.wg.Add(1)
 	go func() {
 		defer g.wg.Done()
@@ -154,8 +154,8 @@ func (g *Gateway) every(ctx context.Context, d time.Duration, fn func()) {
 			select {
 			case <-ctx.Done():
 				return
-			case <-t.C:
-				fn()
+			case now := <-t.C:
+				fn(now)
 			}
 		}
 	}()

@@ -325,7 +325,7 @@ func (g *Gateway) resolveTargets(members []ring.Member, refresh bool) {
 
 // refreshTargets re-resolves the plain upstreams on the ring (every
 // resolveEvery).
-func (g *Gateway) refreshTargets() {
+func (g *Gateway) refreshTargets(time.Time) {
 	if r := g.ring.Load(); r != nil && g.hasPlain.Load() {
 		g.resolveTargets(r.Members(), true)
 	}
