@@ -36,8 +36,8 @@ func TestCloseAck(t *testing.T) {
 	}
 	n := startNode(t, r, func(c *backend.Config) { c.FragmentSize = 100 })
 	g := gwtest.Dial(t, n.Addr(), "gw-1")
-	if g.Hello.Flags != wire.FlagCloseAck {
-		t.Fatalf("node Hello flags %#x, want FlagCloseAck", g.Hello.Flags)
+	if g.Hello.Flags != wire.FlagCloseAck|wire.FlagMigrate {
+		t.Fatalf("node Hello flags %#x, want FlagCloseAck|FlagMigrate", g.Hello.Flags)
 	}
 
 	for i, tc := range []struct{ code, ack uint16 }{

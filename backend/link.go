@@ -222,6 +222,7 @@ func (l *link) handshake() error {
 	if err != nil {
 		return reply(wire.CodeProtocol, "bad Hello: "+err.Error(), err)
 	}
+	hello.Flags = h.Flags // carried in the header
 	l.peer = hello
 	l.maxOut = int(min(hello.MaxBody, math.MaxInt32)) // fits int everywhere
 	l.frag = min(cfg.FragmentSize, l.maxOut)
@@ -230,7 +231,7 @@ func (l *link) handshake() error {
 		Role:    wire.RoleBackend,
 		MaxBody: wire.DefaultMaxBody,
 		NodeID:  cfg.ID,
-		Flags:   wire.FlagCloseAck, // handle answers every gateway Close
+		Flags:   wire.FlagCloseAck | wire.FlagMigrate, // handle answers every gateway Close; migrate.go
 	})
 	if len(cfg.ClusterSecret) > 0 {
 		if err := l.authenticate(hello.NodeID, out); err != nil {
@@ -391,6 +392,14 @@ func (l *link) handle(h wire.Header, body []byte) error {
 		}
 		l.wmu.Unlock()
 		return nil
+	case wire.TypeHandover, wire.TypeState:
+		if !l.migrates() {
+			return protoErr("%v frame on a link without migration (FlagMigrate)", h.Type)
+		}
+		if h.Type == wire.TypeHandover {
+			return l.handleHandover(h)
+		}
+		return l.handleState(h, body)
 	case wire.TypeError:
 		code, text, _ := wire.ParseError(body)
 		lvl := slog.LevelWarn
@@ -415,7 +424,7 @@ func (l *link) handleOpen(h wire.Header, body []byte) error {
 	if h.Session == 0 {
 		return protoErr("Open with session 0")
 	}
-	if h.Flags&^wire.FlagKeyless != 0 {
+	if h.Flags&^(wire.FlagKeyless|wire.FlagResume) != 0 || h.Flags&wire.FlagResume != 0 && !l.migrates() {
 		return protoErr("bad Open flags %#x", h.Flags)
 	}
 	o, err := wire.ParseOpen(body)
@@ -445,6 +454,10 @@ func (l *link) handleOpen(h wire.Header, body []byte) error {
 	if len(o.Claims) > 0 {
 		s.claims = append([]byte(nil), o.Claims...) // o aliases the read buffer
 	}
+	if h.Flags&wire.FlagResume != 0 {
+		l.handleResume(s)
+		return nil
+	}
 	l.smu.Lock()
 	l.sessions[s.id] = s
 	l.smu.Unlock()
@@ -469,6 +482,9 @@ func (l *link) handleMessage(h wire.Header, body []byte) error {
 	s := l.lookup(h.Session)
 	if s == nil {
 		return nil // closed by us, frames were in flight
+	}
+	if s.arriving {
+		return protoErr("Message for session %d before its State", h.Session)
 	}
 	bin := h.Flags&wire.FlagBinary != 0
 	more := h.Flags&wire.FlagMore != 0

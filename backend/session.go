@@ -19,6 +19,11 @@ type Session struct {
 	target  string
 	claims  []byte // verified JWT claims from the gateway (Open with wire.FlagClaims), or nil
 
+	// arriving: the session moves here (Open with wire.FlagResume) and its
+	// State has not come; the handler has not heard of it. Reader
+	// goroutine only.
+	arriving bool
+
 	// Reassembly state, owned by the link's reader goroutine.
 	rbuf  []byte // fragments of the message in progress
 	rbin  bool   // the message in progress is binary
@@ -180,6 +185,15 @@ func (l *link) endRemote(s *Session, code uint16, reason string, sendCode uint16
 	}
 	s.ended = true
 	s.mu.Unlock()
+	if s.arriving {
+		// The handler never heard of it: it ends without a word.
+		s.arriving = false
+		l.wmu.Lock()
+		s.outClosed = true
+		l.wmu.Unlock()
+		l.remove(s)
+		return
+	}
 	l.wmu.Lock()
 	if sendCode != 0 && !s.outClosed && !l.dead {
 		l.wbuf = wire.AppendClose(l.wbuf, s.id, sendCode, []byte(sendReason))

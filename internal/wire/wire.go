@@ -117,6 +117,20 @@ const (
 	// cluster secret, right after the Hellos (auth.go; docs/protocol.md 4.9).
 	// body = u8 step | nonce[16] | mac[32].
 	TypeAuth Type = 0x0B
+	// TypeHandover (gateway->backend) asks the backend to hand session
+	// over for a migration (docs/protocol.md 4.10): it answers with a
+	// TypeState and forgets the session. No body. Only on a link whose
+	// two Hellos have FlagMigrate.
+	TypeHandover Type = 0x0C
+	// TypeState carries a migrating session's state: backend->gateway it
+	// answers a TypeHandover (the session has ended there); gateway->backend
+	// it completes a resumed Open (FlagResume) on the new node. flags:
+	// FlagLost. body = the state, at most MaxState bytes.
+	TypeState Type = 0x0D
+	// TypeReady (backend->gateway) answers an Open with FlagResume: the
+	// arriving session is registered (SendKey reaches it) and waits for
+	// its TypeState. No body.
+	TypeReady Type = 0x0E
 	// TypeError (either side, session 0) is fatal: body = u16 code | text.
 	// The sender closes the link after it.
 	TypeError Type = 0x7F
@@ -124,7 +138,7 @@ const (
 
 // Known reports whether t is a defined frame type.
 func (t Type) Known() bool {
-	return (t >= TypeHello && t <= TypeAuth) || t == TypeError
+	return (t >= TypeHello && t <= TypeReady) || t == TypeError
 }
 
 // String returns the type's name ("Hello", "Open", ...) or "Type(0xNN)".
@@ -152,6 +166,12 @@ func (t Type) String() string {
 		return "PushResult"
 	case TypeAuth:
 		return "Auth"
+	case TypeHandover:
+		return "Handover"
+	case TypeState:
+		return "State"
+	case TypeReady:
+		return "Ready"
 	case TypeError:
 		return "Error"
 	}
@@ -183,7 +203,23 @@ const (
 	// anonymous client). A backend that cannot read it must refuse the link
 	// (Error, unsupported version) rather than misread Opens.
 	FlagClaims uint8 = 1 << 1
+	// FlagMigrate on either side's Hello: the sender speaks session
+	// migration (Open with FlagResume, Handover, State, Ready;
+	// docs/protocol.md 4.10). The gateway migrates sessions only over
+	// links where both Hellos have it; a peer that does not know the bit
+	// ignores it, so version-1 peers interoperate unchanged.
+	FlagMigrate uint8 = 1 << 2
+	// FlagResume on Open: the session moves here from another node. The
+	// backend registers it, answers TypeReady, and hands it to the
+	// application only when its TypeState arrives.
+	FlagResume uint8 = 1 << 1
+	// FlagLost on State: no state comes with the session (its old node
+	// was gone, or could not export it); it starts fresh.
+	FlagLost uint8 = 1 << 0
 )
+
+// MaxState is the largest session state a State frame may carry (64 KiB).
+const MaxState = 64 << 10
 
 // MessageFlags is the set of flags defined for TypeMessage.
 const MessageFlags = FlagBinary | FlagContinuation | FlagMore

@@ -29,7 +29,7 @@ func TestParseHeader(t *testing.T) {
 		{"length < 6", []byte{0, 0, 0, 5, 1, 0, 0, 0, 0, 0}, 0, Header{}, ErrMalformed},
 		{"length 0", make([]byte, 10), 0, Header{}, ErrMalformed},
 		{"unknown type 0", []byte{0, 0, 0, 6, 0, 0, 0, 0, 0, 0}, 0, Header{}, ErrUnknownType},
-		{"unknown type 0x0C", []byte{0, 0, 0, 6, 0x0C, 0, 0, 0, 0, 0}, 0, Header{}, ErrUnknownType},
+		{"unknown type 0x0F", []byte{0, 0, 0, 6, 0x0F, 0, 0, 0, 0, 0}, 0, Header{}, ErrUnknownType},
 		{"unknown type 0x7E", []byte{0, 0, 0, 6, 0x7E, 0, 0, 0, 0, 0}, 0, Header{}, ErrUnknownType},
 		{"too large", AppendHeader(nil, TypeMessage, 0, 1, 101), 100, Header{}, ErrTooLarge},
 		{"too large default", AppendHeader(nil, TypeMessage, 0, 1, DefaultMaxBody+1), 0, Header{}, ErrTooLarge},

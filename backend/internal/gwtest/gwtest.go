@@ -64,8 +64,14 @@ func DialRaw(t testing.TB, addr string) *Conn {
 // Dial connects and does the handshake as gateway id.
 func Dial(t testing.TB, addr, id string) *Conn {
 	t.Helper()
+	return DialFlags(t, addr, id, 0)
+}
+
+// DialFlags is Dial with Hello flags (wire.FlagMigrate, ...).
+func DialFlags(t testing.TB, addr, id string, flags uint8) *Conn {
+	t.Helper()
 	c := DialRaw(t, addr)
-	c.Write(wire.AppendHello(nil, wire.Hello{Version: wire.Version, Role: wire.RoleGateway, MaxBody: wire.DefaultMaxBody, NodeID: id}))
+	c.Write(wire.AppendHello(nil, wire.Hello{Version: wire.Version, Role: wire.RoleGateway, MaxBody: wire.DefaultMaxBody, NodeID: id, Flags: flags}))
 	f := c.NextRaw()
 	if f.Type != wire.TypeHello {
 		t.Fatalf("gwtest: expected Hello, got %v %q", f.Type, f.Body)
