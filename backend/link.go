@@ -385,9 +385,13 @@ func (l *link) handle(h wire.Header, body []byte) error {
 			return protoErr("bad Push body")
 		}
 		n := max(0, min(l.n.h.OnPush(string(key), payload), 1<<32-1))
+		var flags uint8
+		if n == 0 && l.n.isMoving(string(key)) {
+			flags = wire.FlagMoving // a session of key is between nodes: the gateway tries again
+		}
 		l.wmu.Lock()
 		if !l.dead {
-			l.wbuf = wire.AppendPushResult(l.wbuf, h.Session, uint32(n))
+			l.wbuf = wire.AppendPushResultFlags(l.wbuf, h.Session, flags, uint32(n))
 			l.wake()
 		}
 		l.wmu.Unlock()

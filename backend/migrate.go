@@ -1,6 +1,8 @@
 package backend
 
 import (
+	"time"
+
 	"github.com/wsgate/wsgate/internal/wire"
 )
 
@@ -34,16 +36,50 @@ func (l *link) migrates() bool { return l.peer.Flags&wire.FlagMigrate != 0 }
 
 // handleResume registers a session that moves here from another node (an
 // Open with wire.FlagResume) and answers Ready. The handler hears of it
-// only when its State arrives (handleState); meanwhile SendToKey and
-// Broadcast reach it, so a push sent during the move is not lost.
-// Reader goroutine.
+// only when its State arrives (handleState); until then it is in the
+// link's table only (SendToKey does not reach it: its old node may still
+// be delivering), and a push to its key that reaches nobody is answered
+// "moving" so that the gateway tries it again. Reader goroutine.
 func (l *link) handleResume(s *Session) {
 	s.arriving = true
 	l.smu.Lock()
 	l.sessions[s.id] = s
 	l.smu.Unlock()
-	l.n.addSession(s)
+	l.n.noteMoving(s)
 	l.queue(wire.AppendFrame(nil, wire.TypeReady, 0, s.id, nil))
+}
+
+// movingFor is how long a key counts as moving after one of its sessions
+// began to arrive here or was handed over from here: pushes to it that
+// reach nobody meanwhile are answered with wire.FlagMoving.
+const movingFor = 10 * time.Second
+
+// noteMoving marks s's key as moving (for movingFor).
+func (n *Node) noteMoving(s *Session) {
+	if s.keyless {
+		return
+	}
+	now := time.Now()
+	n.mu.Lock()
+	n.moving[s.key] = now.Add(movingFor)
+	if len(n.moving) > 64 && now.Sub(n.movingSwept) > time.Second {
+		n.movingSwept = now
+		for k, until := range n.moving {
+			if now.After(until) {
+				delete(n.moving, k)
+			}
+		}
+	}
+	n.mu.Unlock()
+}
+
+// isMoving reports whether key had a session arrive here or leave from
+// here in the last movingFor.
+func (n *Node) isMoving(key string) bool {
+	n.mu.RLock()
+	until, ok := n.moving[key]
+	n.mu.RUnlock()
+	return ok && time.Now().Before(until)
 }
 
 // handleState completes a resumed session: the handler's Resume (or
@@ -63,6 +99,7 @@ func (l *link) handleState(h wire.Header, body []byte) error {
 		return protoErr("State for session %d, which is not resuming", h.Session)
 	}
 	s.arriving = false
+	l.n.addSession(s)
 	lost := h.Flags&wire.FlagLost != 0
 	if !s.begin() {
 		return nil
@@ -119,6 +156,7 @@ func (l *link) handleHandover(h wire.Header) error {
 	s.outClosed = true
 	l.wmu.Unlock()
 	l.setRbuf(s, nil)
+	l.n.noteMoving(s) // before it leaves the key's list: a push meanwhile must see one or the other
 	l.remove(s)
 	l.n.h.OnClose(s, CloseMigrated, "session migrated")
 	return nil

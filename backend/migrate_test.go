@@ -90,14 +90,21 @@ func TestMigrateSession(t *testing.T) {
 		}
 	}
 
-	// The arriving session: registered and Ready, the handler not told.
+	// The arriving session: registered and Ready, the handler not told. A
+	// push to its key reaches nobody and is answered "moving" (the gateway
+	// tries it again once the session has landed).
 	gb.Write(resumeOpen(9, "u1"))
 	gb.Expect(wire.TypeReady, 9)
-	if n := nb.SendToKey("u1", false, []byte("push")); n != 1 {
-		t.Fatalf("push during the move reached %d sessions, want 1 (the arriving one)", n)
+	if n := nb.SendToKey("u1", false, []byte("push")); n != 0 {
+		t.Fatalf("SendToKey reached %d sessions of an arriving key, want 0", n)
 	}
-	if f := gb.Expect(wire.TypeSendKey, 0); string(f.Body[2+len("u1"):]) != "push" {
-		t.Fatalf("SendKey body %q", f.Body)
+	gb.Push(1, "u1", []byte("push"))
+	if f := gb.Expect(wire.TypePushResult, 1); f.Flags != wire.FlagMoving || string(f.Body) != "\x00\x00\x00\x00" {
+		t.Fatalf("PushResult flags %#x body %q, want FlagMoving, 0", f.Flags, f.Body)
+	}
+	gb.Push(2, "u9", []byte("push"))
+	if f := gb.Expect(wire.TypePushResult, 2); f.Flags != 0 {
+		t.Fatalf("PushResult for a key that is not moving: flags %#x", f.Flags)
 	}
 
 	// The handover: State after the last reply, the old session ended.
@@ -106,12 +113,17 @@ func TestMigrateSession(t *testing.T) {
 		t.Fatalf("State flags %#x body %q, want the count 3", f.Flags, f.Body)
 	}
 	ca.expect(t, "close u1 1012 session migrated")
-	if got := barrier(t, ga, 1); got.Type != wire.TypePushResult {
-		t.Fatalf("after State: %v, want nothing more for the session", got.Type)
+	ga.Push(1, "u1", []byte("push"))
+	if got := ga.Next(); got.Type != wire.TypePushResult || got.Flags != wire.FlagMoving {
+		t.Fatalf("after State: %v flags %#x, want nothing more for the session, and a push answered moving", got.Type, got.Flags)
 	}
 
 	gb.Write(wire.AppendFrame(nil, wire.TypeState, 0, 9, []byte("3")))
 	cb.expect(t, "resume u1 3 lost=false")
+	if n := nb.SendToKey("u1", false, []byte("push")); n != 1 {
+		t.Fatalf("SendToKey reached %d sessions after the resume, want 1", n)
+	}
+	gb.Expect(wire.TypeSendKey, 0)
 	gb.Message(9, false, []byte("m"), 0)
 	if got := string(gb.ReadMessage(9).Data); got != "4" {
 		t.Fatalf("first reply on the new node %q, want 4", got)
@@ -127,11 +139,11 @@ func TestMigrateSession(t *testing.T) {
 	gb.Write(resumeOpen(11, "u3"))
 	gb.Expect(wire.TypeReady, 11)
 	gb.Close(11, 1001, "")
-	if got := barrier(t, gb, 2); got.Type != wire.TypePushResult {
+	if got := barrier(t, gb, 3); got.Type != wire.TypePushResult {
 		t.Fatalf("Close of an arriving session answered with %v", got.Type)
 	}
 	gb.Write(wire.AppendFrame(nil, wire.TypeState, 0, 11, []byte("5"))) // late: ignored
-	if got := barrier(t, gb, 3); got.Type != wire.TypePushResult {
+	if got := barrier(t, gb, 4); got.Type != wire.TypePushResult {
 		t.Fatalf("State for a gone session answered with %v", got.Type)
 	}
 	select {

@@ -27,6 +27,7 @@ import (
 	"net"
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // Handler is implemented by the service. Calls for one session are
@@ -104,6 +105,10 @@ type Node struct {
 	pendingBy map[string]int     // the same, by source address
 	keys      map[string][]*Session
 	sessions  int
+	// moving: keys with a session that arrived or left by migration
+	// lately, until when (migrate.go); swept now and then.
+	moving      map[string]time.Time
+	movingSwept time.Time
 
 	stats counters // lock-free; read by Stats
 
@@ -137,6 +142,7 @@ func NewNode(cfg Config, h Handler) (*Node, error) {
 		links:      make(map[*link]struct{}),
 		pendingBy:  make(map[string]int),
 		keys:       make(map[string][]*Session),
+		moving:     make(map[string]time.Time),
 	}, nil
 }
 

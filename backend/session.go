@@ -191,7 +191,7 @@ func (l *link) endRemote(s *Session, code uint16, reason string, sendCode uint16
 		l.wmu.Lock()
 		s.outClosed = true
 		l.wmu.Unlock()
-		l.remove(s)
+		l.unlist(s) // never counted by the node (handleResume)
 		return
 	}
 	l.wmu.Lock()
@@ -209,10 +209,15 @@ func (l *link) endRemote(s *Session, code uint16, reason string, sendCode uint16
 
 // remove takes s out of its link's table and the node's index.
 func (l *link) remove(s *Session) {
+	l.unlist(s)
+	l.n.removeSession(s)
+}
+
+// unlist takes s out of its link's table.
+func (l *link) unlist(s *Session) {
 	l.smu.Lock()
 	if l.sessions[s.id] == s {
 		delete(l.sessions, s.id)
 	}
 	l.smu.Unlock()
-	l.n.removeSession(s)
 }

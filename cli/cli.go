@@ -138,6 +138,8 @@ func gatewayFlags(fs *flagSet, listen, admin, defOrigins string) func(*gateway.C
 		hsTO    = fs.Duration("handshake-timeout", gateway.DefaultHandshakeTimeout, "time allowed for the upgrade request")
 		rate    = fs.Int("rebalance-rate", gateway.DefaultRebalanceRate, "clients closed per second when their owner changes")
 		vnodes  = fs.Int("virtual-nodes", 0, "ring virtual nodes per weight unit (default: the ring's)")
+		rebal   = fs.String("rebalance", gateway.RebalanceDisconnect, "when a client's owner changes: disconnect (close it with 1012; it reconnects) or migrate (move its session over the links; the WebSocket stays open)")
+		migTO   = fs.Duration("migrate-timeout", gateway.DefaultMigrateTimeout, "--rebalance migrate: longest wait for the new node's Ready and for the old node's state")
 		balance = fs.Float("balance-factor", 0, "bounded loads: no backend takes more than ceil(factor x its share) of this gateway's clients, e.g. 1.25 (0 = off)")
 		keep    = fs.Duration("keepalive", gateway.DefaultKeepAlive, keepaliveUsage)
 		cBack   = fs.Int("max-client-backlog", gateway.DefaultMaxClientBacklog, "bytes queued to a slow client before it is closed with 1008")
@@ -225,7 +227,7 @@ func gatewayFlags(fs *flagSet, listen, admin, defOrigins string) func(*gateway.C
 		c.Listen, c.Admin, c.ID, c.Loops, c.ReusePort = *l, *a, *id, *loops, *reuse
 		c.MaxMessage, c.MaxHandshake, c.HandshakeTimeout = *maxMsg, *maxHS, *hsTO
 		c.RebalanceRate, c.VirtualNodes, c.KeepAlive, c.DrainTimeout = *rate, *vnodes, *keep, *drainTO
-		c.BalanceFactor = *balance
+		c.BalanceFactor, c.Rebalance, c.MigrateTimeout = *balance, *rebal, *migTO
 		c.MaxClientBacklog, c.MaxLinkBacklog, c.CloseTimeout = *cBack, *lBack, *closeTO
 		c.MaxConns, c.MaxConnsPerIP, c.HandshakeRatePerIP = *maxConns, *perIP, *hsRate
 		for name, v := range map[string]int64{"--max-frame-rate": int64(*frRate), "--ping-interval": int64(*pingIvl), "--idle-timeout": int64(*idleTO)} {

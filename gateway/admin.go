@@ -260,9 +260,33 @@ func (g *Gateway) Nodes(ctx context.Context) []NodeStatus {
 // Push delivers data to every session of key: through the key's ring
 // owner and every other node presence knows a session of key on, and
 // returns how many sessions it reached.
+//
+// A push that reaches no session while a node says a session of the key
+// is between nodes (a migration: wire.FlagMoving) is tried again, against
+// the ring and presence of the moment, until it reaches one or ctx (at
+// most 5 s) ends: a push sent during a move is delivered once, when the
+// session has landed.
 func (g *Gateway) Push(ctx context.Context, key string, data []byte) (int, error) {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
+	wait := time.Millisecond
+	for {
+		n, moving, err := g.pushOnce(ctx, key, data)
+		if n > 0 || !moving || err != nil && ctx.Err() != nil {
+			return n, err
+		}
+		select {
+		case <-ctx.Done():
+			return 0, errors.New("gateway: the user's session was moving between nodes and did not land in time")
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, 100*time.Millisecond)
+	}
+}
+
+// pushOnce is one round of Push. moving: a node answered that a session
+// of key is between nodes.
+func (g *Gateway) pushOnce(ctx context.Context, key string, data []byte) (total int, moving bool, _ error) {
 	nodes := map[string]bool{}
 	if m := g.ring.Load().LookupString(key); m != nil {
 		nodes[m.ID] = true
@@ -275,28 +299,32 @@ func (g *Gateway) Push(ctx context.Context, key string, data []byte) (int, error
 		}
 	}
 	if len(nodes) == 0 {
-		return 0, errors.New("gateway: no backend on the ring")
+		return 0, false, errors.New("gateway: no backend on the ring")
 	}
-	total := 0
 	var errs []error
 	for id := range nodes {
 		c := g.control(id)
 		if c == nil {
 			if m := g.ring.Load().Member(id); m != nil && membership.IsPlainAddr(m.Addr) {
 				total += g.pushPlain(ctx, key, id, data)
+				continue
 			}
-			continue // or presence names a node that left
+			// Presence names a node that left. With migration its sessions
+			// are being moved off it (it drains): try again once they land.
+			moving = moving || g.cfg.Rebalance == RebalanceMigrate
+			continue
 		}
-		n, err := c.push(ctx, key, data)
-		total += n
+		r, err := c.push(ctx, key, data)
+		total += int(r.n)
+		moving = moving || r.moving
 		if err != nil {
 			errs = append(errs, fmt.Errorf("node %s: %w", id, err))
 		}
 	}
 	if total == 0 && len(errs) > 0 {
-		return 0, errors.Join(errs...)
+		return 0, moving, errors.Join(errs...)
 	}
-	return total, nil
+	return total, moving, nil
 }
 
 func readJSON(w http.ResponseWriter, r *http.Request, v any) bool {

@@ -32,6 +32,7 @@ const (
 	DefaultHandshakeTimeout = 5 * time.Second   // upgrade request must be complete by then
 	DefaultCloseTimeout     = 3 * time.Second   // wait for the client's close frame after ours
 	DefaultRebalanceRate    = 2000              // rebalance closes per second, whole gateway
+	DefaultMigrateTimeout   = 5 * time.Second   // --rebalance migrate: longest wait for a node's Ready or State
 	DefaultLinkRetry        = 2 * time.Second   // after a failed dial, clients of that node get 1013 for this long
 	DefaultKeepAlive        = wire.PingInterval // link ping interval (both sides, fixed schedule); silent 3x this = dead
 	DefaultMaxClientBacklog = 32 << 20          // bytes queued to one slow client before it is closed with 1008
@@ -67,6 +68,11 @@ const (
 	FDReserveMin   = 512
 	FDReserveShare = 20
 
+	// RebalanceDisconnect and RebalanceMigrate are the values of
+	// Config.Rebalance (--rebalance).
+	RebalanceDisconnect = "disconnect"
+	RebalanceMigrate    = "migrate"
+
 	// MaxBalanceFactor is the largest Config.BalanceFactor.
 	MaxBalanceFactor = 100
 )
@@ -98,6 +104,14 @@ type Config struct {
 	// ring with room (docs/operations.md, "Bounded loads"). 0 = off; else
 	// above 1 (such as 1.25) and at most MaxBalanceFactor.
 	BalanceFactor float64
+	// Rebalance is what happens to a client whose owner changes:
+	// RebalanceDisconnect (the default: closed with 1012, it reconnects)
+	// or RebalanceMigrate (its session moves over the links, the
+	// WebSocket stays open; docs/operations.md, "Migration").
+	Rebalance string
+	// MigrateTimeout bounds each wait of a migration (the new node's
+	// Ready, the old node's State); default DefaultMigrateTimeout.
+	MigrateTimeout time.Duration
 
 	// Edge limits. For the rates and timeouts below, 0 means the default
 	// and a negative value turns the limit off.
@@ -219,6 +233,10 @@ func (c *Config) setDefaults() {
 	def(&c.MaxLinkBacklog, DefaultMaxLinkBacklog)
 	defDur(&c.HandshakeTimeout, DefaultHandshakeTimeout)
 	defDur(&c.CloseTimeout, DefaultCloseTimeout)
+	defDur(&c.MigrateTimeout, DefaultMigrateTimeout)
+	if c.Rebalance == "" {
+		c.Rebalance = RebalanceDisconnect
+	}
 	defDur(&c.LinkRetry, DefaultLinkRetry)
 	defDur(&c.KeepAlive, DefaultKeepAlive)
 	defDur(&c.DrainTimeout, DefaultDrainTimeout)
@@ -338,6 +356,9 @@ func (c *Config) check() error {
 	if f := c.BalanceFactor; f != 0 && !(f > 1 && f <= MaxBalanceFactor) { // NaN fails too
 		return fmt.Errorf("gateway: --balance-factor %v: want 0 (off) or a factor above 1 and at most %d, such as 1.25", f, MaxBalanceFactor)
 	}
+	if c.Rebalance != RebalanceDisconnect && c.Rebalance != RebalanceMigrate {
+		return fmt.Errorf("gateway: --rebalance %q: want %s or %s", c.Rebalance, RebalanceDisconnect, RebalanceMigrate)
+	}
 	if c.MaxOutboundMemory > 0 && c.MaxOutboundMemory < 1<<20 {
 		return fmt.Errorf("gateway: --max-outbound-memory %d: must be at least 1 MiB (or 0 for the default)", c.MaxOutboundMemory)
 	}
@@ -350,6 +371,7 @@ func (c *Config) check() error {
 	}{
 		{"--handshake-timeout", c.HandshakeTimeout},
 		{"--close-timeout", c.CloseTimeout},
+		{"--migrate-timeout", c.MigrateTimeout},
 		{"--link-retry", c.LinkRetry},
 		{"--keepalive", c.KeepAlive},
 		{"--drain-timeout", c.DrainTimeout},

@@ -30,7 +30,14 @@ type control struct {
 	mu      sync.Mutex // guards conn writes and waiters
 	conn    net.Conn
 	nextReq uint32
-	waiters map[uint32]chan uint32
+	waiters map[uint32]chan pushResult
+}
+
+// pushResult is a backend's PushResult: sessions reached, and whether a
+// session of the key is between nodes (wire.FlagMoving).
+type pushResult struct {
+	n      uint32
+	moving bool
 }
 
 // errNotConnected is returned by push while the control link is down.
@@ -56,7 +63,7 @@ func (g *Gateway) syncControls(set []membership.Node) {
 	}
 	for id, n := range want {
 		if g.controls[id] == nil {
-			c := &control{g: g, node: n, done: make(chan struct{}), waiters: make(map[uint32]chan uint32)}
+			c := &control{g: g, node: n, done: make(chan struct{}), waiters: make(map[uint32]chan pushResult)}
 			c.ctx, c.cancel = context.WithCancel(context.Background())
 			g.controls[id] = c
 			go c.run()
@@ -227,7 +234,7 @@ func (c *control) session() (up bool, err error) {
 			}
 			c.mu.Lock()
 			if w := c.waiters[h.Session]; w != nil {
-				w <- n
+				w <- pushResult{n, h.Flags&wire.FlagMoving != 0}
 				delete(c.waiters, h.Session)
 			}
 			c.mu.Unlock()
@@ -272,33 +279,33 @@ func (c *control) send(frame []byte) error {
 
 // push asks the backend to deliver data to every session of key and
 // returns how many it reached.
-func (c *control) push(ctx context.Context, key string, data []byte) (int, error) {
+func (c *control) push(ctx context.Context, key string, data []byte) (pushResult, error) {
 	c.mu.Lock()
 	if c.conn == nil {
 		c.mu.Unlock()
-		return 0, errNotConnected
+		return pushResult{}, errNotConnected
 	}
 	c.nextReq++
 	id := c.nextReq
-	w := make(chan uint32, 1)
+	w := make(chan pushResult, 1)
 	c.waiters[id] = w
 	c.mu.Unlock()
 	if err := c.send(wire.AppendPush(nil, id, []byte(key), data)); err != nil {
 		c.mu.Lock()
 		delete(c.waiters, id)
 		c.mu.Unlock()
-		return 0, err
+		return pushResult{}, err
 	}
 	select {
-	case n, ok := <-w:
+	case r, ok := <-w:
 		if !ok {
-			return 0, errNotConnected
+			return pushResult{}, errNotConnected
 		}
-		return int(n), nil
+		return r, nil
 	case <-ctx.Done():
 		c.mu.Lock()
 		delete(c.waiters, id)
 		c.mu.Unlock()
-		return 0, ctx.Err()
+		return pushResult{}, ctx.Err()
 	}
 }

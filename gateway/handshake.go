@@ -415,11 +415,16 @@ func (l *loop) handshakeTraffic(s *session, c gnet.Conn) (act gnet.Action, done 
 	if remote != nil {
 		addr = remote.String()
 	}
+	var open []byte
 	if l.g.auth != nil {
-		k.write(wire.AppendOpenClaims(l.out[:0], s.id, s.keyless, h.key, []byte(addr), h.target, h.id.claims))
+		open = wire.AppendOpenClaims(l.out[:0], s.id, s.keyless, h.key, []byte(addr), h.target, h.id.claims)
 	} else {
-		k.write(wire.AppendOpen(l.out[:0], s.id, s.keyless, h.key, []byte(addr), h.target))
+		open = wire.AppendOpen(l.out[:0], s.id, s.keyless, h.key, []byte(addr), h.target)
 	}
+	if l.g.cfg.Rebalance == RebalanceMigrate {
+		l.opens[s] = string(open[wire.HeaderSize:]) // a resume Open repeats it (migrate.go)
+	}
+	k.write(open)
 	return gnet.None, true
 }
 

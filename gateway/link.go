@@ -40,6 +40,7 @@ type link struct {
 	closed   bool
 	hello    bool // the backend's Hello arrived
 	closeAck bool // the backend's Hello has wire.FlagCloseAck: it answers our Close for a session
+	migrate  bool // the backend's Hello has wire.FlagMigrate: sessions can move to and from it (migrate.go)
 
 	// Link authentication (wire/auth.go), with a cluster secret: session
 	// frames wait in held until the backend has proved it holds the secret.
@@ -73,6 +74,9 @@ func (l *loop) linkTo(m *ring.Member) *link {
 	hello := wire.Hello{Version: wire.Version, Role: wire.RoleGateway, MaxBody: wire.DefaultMaxBody, NodeID: l.g.cfg.ID}
 	if l.g.auth != nil {
 		hello.Flags = wire.FlagClaims // Opens carry the verified claims
+	}
+	if l.g.cfg.Rebalance == RebalanceMigrate {
+		hello.Flags |= wire.FlagMigrate
 	}
 	k.pending = wire.AppendHello(k.pending, hello)
 	if secret := l.g.cfg.ClusterSecret; len(secret) > 0 {
@@ -237,11 +241,25 @@ func (l *loop) linkFailed(k *link, code uint16, reason string) {
 	if !k.retired {
 		l.down[k.node] = time.Now().Add(l.g.cfg.LinkRetry)
 	}
+	if len(l.migrations) > 0 {
+		l.linkLost(k)
+	}
+	keep := k.migrates() && l.g.cfg.Rebalance == RebalanceMigrate && !l.g.draining.Load()
+	orphans := 0
 	for _, s := range l.sessions {
 		if s.link == k {
+			if keep && s.state == stOpen && s.op == 0 && s.remaining == 0 {
+				l.orphan(s, k) // it resumes, without state, on the node that takes its key
+				orphans++
+				continue
+			}
 			l.finishClientClose(s)
 			l.closeSession(s, code, reason, true)
 		}
+	}
+	if orphans > 0 {
+		l.g.log.Warn("backend link lost with sessions on it: they resume, without their state, on the nodes that take their keys",
+			"node", k.node, "sessions", orphans)
 	}
 	if k.conn != nil {
 		k.flush()
@@ -399,12 +417,21 @@ func (l *loop) linkFrame(k *link, h wire.Header, body []byte) error {
 		l.writeClient(s, h.Flags&wire.FlagMore == 0, op, body)
 	case wire.TypeClose:
 		s := l.sessions[h.Session]
-		if s == nil || s.link != k {
+		if s == nil {
+			return nil
+		}
+		if s.link != k {
+			if mg := l.migrations[s]; mg != nil && mg.to == k {
+				l.failMigration(s, mg) // the new node refused it (draining)
+			}
 			return nil
 		}
 		code, reason, err := wire.ParseClose(body)
 		if err != nil {
 			return err
+		}
+		if s.state == stMigrating {
+			l.abortMigration(s) // the service closed it before the handover
 		}
 		if s.state == stClientClosed {
 			l.finishClientClose(s) // the acknowledgment: every reply before it is delivered
@@ -419,14 +446,24 @@ func (l *loop) linkFrame(k *link, h wire.Header, body []byte) error {
 		if err != nil {
 			return err
 		}
-		l.sendKey(string(key), l.frameOnce(h.Flags, payload), func(s *session) bool { return s.link == k })
+		l.sendKey(string(key), l.frameOnce(h.Flags, payload), func(s *session) bool { return l.movingTo(s, k) })
 	case wire.TypeBroadcast:
 		frame := l.frameOnce(h.Flags, body)
 		for _, s := range l.sessions {
-			if s.link == k && s.state == stOpen {
+			if (s.state == stOpen || s.state == stMigrating) && l.movingTo(s, k) {
 				l.writeRaw(s, frame)
 			}
 		}
+	case wire.TypeReady:
+		if !k.migrate {
+			return errors.New("unexpected Ready frame from backend")
+		}
+		l.migrationReady(k, h.Session)
+	case wire.TypeState:
+		if !k.migrate {
+			return errors.New("unexpected State frame from backend")
+		}
+		return l.migrationState(k, h, body)
 	case wire.TypePing:
 		k.writeFrame(wire.TypePong, 0, 0, body)
 	case wire.TypePong:
@@ -453,7 +490,9 @@ func (l *loop) linkFrame(k *link, h wire.Header, body []byte) error {
 		}
 		k.hello = true
 		k.closeAck = h.Flags&wire.FlagCloseAck != 0
+		k.migrate = h.Flags&wire.FlagMigrate != 0 && l.g.cfg.Rebalance == RebalanceMigrate
 		k.chunk = int(min(uint32(maxChunk), hello.MaxBody))
+		l.linkHello(k)
 	case wire.TypeAuth:
 		return l.linkAuth(k, body)
 	case wire.TypeError:

@@ -37,8 +37,14 @@ func (p localPresence) Where(ctx context.Context, user string) ([]presence.Locat
 		if l.exec(func() {
 			var locs []presence.Location
 			for s := l.byKey[user]; s != nil; s = s.nextKey {
-				if node := s.node(); s.state == stOpen && node != "" {
+				if s.state != stOpen && s.state != stMigrating {
+					continue
+				}
+				if node := s.node(); node != "" {
 					locs = append(locs, presence.Location{Gateway: g.cfg.ID, Session: l.sessionName(s), Node: node})
+				}
+				if mg := l.migrations[s]; mg != nil && mg.to != nil { // and where it is going
+					locs = append(locs, presence.Location{Gateway: g.cfg.ID, Session: l.sessionName(s), Node: mg.to.node})
 				}
 			}
 			ch <- locs

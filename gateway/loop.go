@@ -34,6 +34,12 @@ type loop struct {
 	lagLogged time.Time                // last "event loop late" warning (noteLag)
 	counters  map[string]*atomic.Int64 // node id -> Gateway.nodeClients(id), cached (nodeCounter)
 
+	// --rebalance migrate (migrate.go): the sessions moving, and each
+	// session's Open body (its resume Open repeats it; kept only in that
+	// mode, about 100 bytes a client).
+	migrations map[*session]*migration
+	opens      map[*session]string
+
 	hs handshake // the loop's reusable upgrader state
 
 	stats loopStats
@@ -75,8 +81,11 @@ func newLoop(g *Gateway, el gnet.EventLoop, idx int) *loop {
 		timed:    make(map[*session]struct{}),
 		down:     make(map[string]time.Time),
 		counters: make(map[string]*atomic.Int64),
-		out:      make([]byte, 0, 4096),
-		iov:      make([][]byte, 0, 2),
+
+		migrations: make(map[*session]*migration),
+		opens:      make(map[*session]string),
+		out:        make([]byte, 0, 4096),
+		iov:        make([][]byte, 0, 2),
 	}
 	l.hs.init(l)
 	l.flushTask = gnet.RunnableFunc(func(context.Context) error { l.flushLinks(); return nil })
@@ -180,6 +189,9 @@ func (l *loop) sweep(now time.Time) {
 		k.keepalive(now)
 	}
 	l.sweepDialing(nowNano)
+	if len(l.migrations) > 0 {
+		l.sweepMigrations(nowNano)
+	}
 	if l.probe != nil && (l.probe.state == stClosed || nowNano-l.probeAt > int64(probeExpiry)) {
 		l.probe = nil // no reply came (push-only traffic, or the client left): let another start
 	}

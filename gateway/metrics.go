@@ -58,12 +58,14 @@ type metrics struct {
 	tlsReloads  *prometheus.CounterVec
 	upDials     *prometheus.CounterVec
 	upDialsOK   prometheus.Counter
-	registered  *recordingRegistry // every collector registered, for the dashboard test
+	migrations  *prometheus.CounterVec // --rebalance migrate, by result
+	registered  *recordingRegistry     // every collector registered, for the dashboard test
 
 	handshakeSeconds prometheus.Histogram // accept to 101, client connections
 	linkRTT          prometheus.Histogram // keepalive Ping to Pong, all links
 	rebalanceSeconds prometheus.Histogram // ring swap to the last moved client closed
 	relayRoundTrip   prometheus.Histogram // sampled client message to the backend's next message to that client
+	migrationSeconds prometheus.Histogram // a migrated client's pause: migration start to resumed on its new node
 	ringInfo         *prometheus.GaugeVec
 	rttWindow        *window // linkRTT over the last minute or two, for the console
 	relayWindow      *window // relayRoundTrip likewise
@@ -113,6 +115,11 @@ func newMetrics(g *Gateway) *metrics {
 		Help: "Close frames the gateway sent to start closing a client, by close code (1001 shutdown, 1008 policy, 1011/1013 backend trouble, 1012 rebalance, or the backend's own code)."}, []string{"code"})
 	m.upDials = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "upstream_connects_total",
 		Help: "Connections to plain WebSocket upstreams, by result (ok, unavailable: refused or timed out, bad_handshake: not a WebSocket upgrade)."}, []string{"result"})
+	m.migrations = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "migrations_total",
+		Help: "Sessions moved to a new node without closing the client (--rebalance migrate), by result (ok; lost: resumed without state, the old node gone; failed: closed with 1012 or 1011 instead)."}, []string{"result"})
+	m.migrationSeconds = prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Name: "migration_pause_seconds",
+		Help:    "The pause a migrated client saw: from the start of its migration (its input held) to its session resumed on the new node.",
+		Buckets: prometheus.ExponentialBuckets(50e-6, 2.5, 14)})
 	m.hsOK = m.handshakes.WithLabelValues("ok")
 	m.upDialsOK = m.upDials.WithLabelValues("ok")
 	m.handshakeSeconds = prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Name: "handshake_duration_seconds",
@@ -132,7 +139,7 @@ func newMetrics(g *Gateway) *metrics {
 		Help: "1 for the current ring, labelled with its version (hex content hash: equal on gateways with equal rings)."}, []string{"version"})
 	m.rttWindow = newWindow(linkRTTBuckets, time.Minute)
 	m.relayWindow = newWindow(linkRTTBuckets, time.Minute)
-	reg.MustRegister(m.closesSent, m.upDials)
+	reg.MustRegister(m.closesSent, m.upDials, m.migrations, m.migrationSeconds)
 	reg.MustRegister(m.handshakeSeconds, m.linkRTT, m.rebalanceSeconds, m.relayRoundTrip, m.ringInfo, perNodeCollector{g})
 	if g.tls != nil {
 		reg.MustRegister(m.tlsReloads, prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: ns, Name: "tls_certificate_expiry_seconds",
@@ -173,6 +180,14 @@ func (m *metrics) handshakeFailed(why string) { m.handshakes.WithLabelValues(why
 func (m *metrics) protocolClose(code uint16)  { m.closes.WithLabelValues(strconv.Itoa(int(code))).Inc() }
 func (m *metrics) closeSent(code uint16)      { m.closesSent.WithLabelValues(strconv.Itoa(int(code))).Inc() }
 func (m *metrics) rebalanceClose()            { m.rebalance.Inc() }
+
+// migrated counts a migration's end; pause is its length for those that resumed.
+func (m *metrics) migrated(result string, pause time.Duration) {
+	m.migrations.WithLabelValues(result).Inc()
+	if result != "failed" {
+		m.migrationSeconds.Observe(pause.Seconds())
+	}
+}
 func (m *metrics) slowClient()                { m.slow.Inc() }
 func (m *metrics) linkAuthFailed(node string) { m.linkAuth.WithLabelValues(node).Inc() }
 func (m *metrics) reject(reason string)       { m.rejected.WithLabelValues(reason).Inc() }

@@ -52,6 +52,9 @@ func (l *loop) scan(prev, r *ring.Ring) {
 			k.maybeRetire()
 		}
 	}
+	if len(l.migrations) > 0 {
+		l.adoptOrphans()
+	}
 	if l.g.cfg.BalanceFactor != 0 {
 		l.scanBounded(prev, r)
 		return
@@ -68,6 +71,7 @@ func (l *loop) scan(prev, r *ring.Ring) {
 // closeVictims closes up to budget moved sessions and reports how many remain.
 func (l *loop) closeVictims(budget int) {
 	r := l.g.ring.Load()
+	var later []*session
 	for budget > 0 && len(l.victims) > 0 {
 		last := len(l.victims) - 1
 		s, moved := l.victims[last], false
@@ -80,11 +84,27 @@ func (l *loop) closeVictims(budget int) {
 		}
 		l.victims[last] = nil
 		l.victims = l.victims[:last]
-		if moved {
-			l.closeSession(s, wsframe.CloseServiceRestart, "rebalance", false)
-			l.g.metrics.rebalanceClose()
-			l.g.rebalanced.Add(1)
-			budget--
+		if !moved {
+			continue
+		}
+		budget--
+		if l.g.cfg.Rebalance == RebalanceMigrate && s.link != nil {
+			if s.op != 0 || s.remaining > 0 {
+				later = append(later, s) // a message is half relayed to the old node: after it
+				continue
+			}
+			if l.migrateTo(s, l.owner(s)) {
+				continue
+			}
+		}
+		l.closeSession(s, wsframe.CloseServiceRestart, "rebalance", false)
+		l.g.metrics.rebalanceClose()
+		l.g.rebalanced.Add(1)
+	}
+	for _, s := range later {
+		l.victims = append(l.victims, s)
+		if l.g.cfg.BalanceFactor != 0 {
+			l.bases = append(l.bases, r)
 		}
 	}
 	l.pending.Store(int64(len(l.victims)))

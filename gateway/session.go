@@ -21,6 +21,9 @@ const (
 	// stRejected: refused by a connection limit; its answer is written and
 	// the connection lingers until the client closes or rejectLinger passes.
 	stRejected
+	// stMigrating: the session moves to another node (migrate.go); the
+	// client's input is held, output from its nodes still reaches it.
+	stMigrating
 )
 
 // maxChunk caps one relayed piece of a large client frame, so a big message
@@ -82,7 +85,9 @@ type session struct {
 
 // deliverable reports whether backend output for s still goes to the
 // client: while open, and while the client's close waits for the backend.
-func (s *session) deliverable() bool { return s.state == stOpen || s.state == stClientClosed }
+func (s *session) deliverable() bool {
+	return s.state == stOpen || s.state == stClientClosed || s.state == stMigrating
+}
 
 // onTraffic processes every complete piece of input from the client.
 func (l *loop) onTraffic(s *session, c gnet.Conn) gnet.Action {
@@ -94,6 +99,9 @@ func (l *loop) onTraffic(s *session, c gnet.Conn) gnet.Action {
 		if act, done := l.handshakeTraffic(s, c); !done {
 			return act
 		}
+	}
+	if s.state == stMigrating {
+		return l.holdInput(s, c)
 	}
 	now := l.g.nowMs()
 	s.seen = now
@@ -383,6 +391,10 @@ func (l *loop) unlink(s *session) {
 // onClose forgets s; its connection is gone.
 func (l *loop) onClose(s *session) {
 	delete(l.timed, s)
+	if s.state == stMigrating {
+		l.abortMigration(s) // open again on its old node (if any), which detach tells
+	}
+	delete(l.opens, s)
 	if s.id == 0 {
 		// Never registered (ids start at 1): still in the handshake, or
 		// refused (4xx/5xx, timeout) before it was counted.

@@ -7,12 +7,21 @@
 //	{"type":2,"content":"connected","serverUserCount":N,"serverIp":"<node id>","timestamp":<unix ms>}
 //	{"type":1,"content":"<pushed data>","serverUserCount":N,"serverIp":"<node id>","timestamp":<unix ms>}
 //
+// A client that connects with counter=1 in its query gets, instead of the
+// echo, a count of its messages, kept across migrations (the demo is a
+// backend.Migrator: the count is the state a moved session carries):
+//
+//	{"type":3,"content":"<count>:<message>","serverUserCount":N,"serverIp":"<node id>","timestamp":<unix ms>}
+//
 // Construction: the handler needs its node (for OnPush, which has no
 // session) and the node needs its handler, so NewNode builds both at once.
 package demo
 
 import (
+	"net/url"
 	"strconv"
+	"strings"
+	"sync"
 	"time"
 	"unicode/utf8"
 
@@ -23,6 +32,7 @@ import (
 const (
 	TypePush      = 1 // an admin push
 	TypeConnected = 2 // the welcome message sent on open
+	TypeCount     = 3 // a counter session's answer: "<count>:<message>"
 )
 
 // NewNode returns a backend node (not started) running the demo handler.
@@ -40,8 +50,19 @@ func NewNode(cfg backend.Config) (*backend.Node, error) {
 
 // app is the demo backend.Handler.
 type app struct {
-	node *backend.Node
-	now  func() time.Time // for tests; nil means time.Now
+	node   *backend.Node
+	now    func() time.Time // for tests; nil means time.Now
+	counts sync.Map         // *backend.Session -> *int64, sessions opened with counter=1
+}
+
+// counterTarget reports whether a session's target asks for the counter.
+func counterTarget(target string) bool {
+	_, q, ok := strings.Cut(target, "?")
+	if !ok {
+		return false
+	}
+	v, err := url.ParseQuery(q)
+	return err == nil && v.Get("counter") == "1"
 }
 
 func (a *app) timestamp() int64 {
@@ -53,6 +74,9 @@ func (a *app) timestamp() int64 {
 
 // OnOpen sends the welcome message; the count includes the new session.
 func (a *app) OnOpen(s *backend.Session) {
+	if counterTarget(s.Target()) {
+		a.counts.Store(s, new(int64))
+	}
 	n := s.Node()
 	msg := appendEvent(nil, TypeConnected, "connected", n.SessionCount(), n.ID(), a.timestamp())
 	if err := s.Send(false, msg); err != nil {
@@ -60,13 +84,43 @@ func (a *app) OnOpen(s *backend.Session) {
 	}
 }
 
-// OnMessage echoes the message with the same opcode.
+// OnMessage echoes the message with the same opcode, or answers a counter
+// session with its count. Calls for one session are serialized, so the
+// count needs no lock.
 func (a *app) OnMessage(s *backend.Session, binary bool, data []byte) {
+	if c, ok := a.counts.Load(s); ok {
+		n := c.(*int64)
+		*n++
+		content := string(strconv.AppendInt(nil, *n, 10)) + ":" + string(data)
+		_ = s.Send(false, appendEvent(nil, TypeCount, content, s.Node().SessionCount(), s.Node().ID(), a.timestamp()))
+		return
+	}
 	_ = s.Send(binary, data) // copies data; fails only if the session is gone
 }
 
-// OnClose has nothing to clean up: the demo keeps no per-session state.
-func (a *app) OnClose(*backend.Session, uint16, string) {}
+// OnClose forgets a counter session's count.
+func (a *app) OnClose(s *backend.Session, _ uint16, _ string) { a.counts.Delete(s) }
+
+// Export hands a counter session's count to its new node (backend.Migrator).
+func (a *app) Export(s *backend.Session) []byte {
+	if c, ok := a.counts.Load(s); ok {
+		return strconv.AppendInt(nil, *c.(*int64), 10)
+	}
+	return nil
+}
+
+// Resume takes a migrated session: its count goes on from the state (from
+// 0 when the state was lost). It sends no welcome: the client never left.
+func (a *app) Resume(s *backend.Session, state []byte, lost bool) {
+	if !counterTarget(s.Target()) {
+		return
+	}
+	n, err := strconv.ParseInt(string(state), 10, 64)
+	if err != nil || lost {
+		n = 0
+	}
+	a.counts.Store(s, &n)
+}
 
 // OnPush sends the pushed data, as a JSON string, to every session of key
 // on this node and returns how many it reached.

@@ -216,6 +216,10 @@ const (
 	// FlagLost on State: no state comes with the session (its old node
 	// was gone, or could not export it); it starts fresh.
 	FlagLost uint8 = 1 << 0
+	// FlagMoving on PushResult (with delivered 0): a session of the key
+	// arrived at or left the node by migration lately, so the push may
+	// have missed it between two nodes; the gateway tries it again.
+	FlagMoving uint8 = 1 << 0
 )
 
 // MaxState is the largest session state a State frame may carry (64 KiB).
@@ -539,7 +543,12 @@ func ParsePush(body []byte) (key, payload []byte, err error) {
 
 // AppendPushResult appends a whole PushResult frame answering request reqID.
 func AppendPushResult(dst []byte, reqID uint32, delivered uint32) []byte {
-	dst = AppendHeader(dst, TypePushResult, 0, reqID, 4)
+	return AppendPushResultFlags(dst, reqID, 0, delivered)
+}
+
+// AppendPushResultFlags is AppendPushResult with flags (FlagMoving).
+func AppendPushResultFlags(dst []byte, reqID uint32, flags uint8, delivered uint32) []byte {
+	dst = AppendHeader(dst, TypePushResult, flags, reqID, 4)
 	return binary.BigEndian.AppendUint32(dst, delivered)
 }
 

@@ -1,0 +1,348 @@
+package gateway
+
+import (
+	"errors"
+	"time"
+
+	"github.com/panjf2000/gnet/v2"
+
+	"github.com/wsgate/wsgate/internal/membership"
+	"github.com/wsgate/wsgate/internal/ring"
+	"github.com/wsgate/wsgate/internal/wire"
+	"github.com/wsgate/wsgate/internal/wsframe"
+)
+
+// Migration (--rebalance migrate; docs/protocol.md 4.10): a client whose
+// owner changes keeps its WebSocket, and its session moves over the links.
+//
+//	gateway -> new node   Open(id, FlagResume)   the session is registered there (pushes reach it)
+//	new node -> gateway   Ready(id)
+//	gateway -> old node   Handover(id)
+//	old node -> gateway   State(id, state)       after its last reply; the session ended there
+//	gateway -> new node   State(id, state)       the handler resumes it; the client's held input follows
+//
+// Meanwhile the client's input is not read (gnet keeps it, bounded by
+// maxHeld), so nothing it sends overtakes the handover, and replies from
+// the old node and pushes from both nodes still reach it. The new node is
+// asked first so that the session always has a node a push reaches. When
+// the old node's link dies (a crash), its sessions become orphans: they
+// wait for a ring without that node and resume on their new owner with
+// FlagLost. A migration that cannot proceed closes the client as the
+// disconnect mode does (1012, or 1011 when its node is gone).
+//
+// Invariant: everything here runs on the session's loop.
+
+// Migration phases.
+const (
+	mgLink   uint8 = iota // the new node's link is not up: its Hello tells whether it can migrate
+	mgReady               // resume Open sent; waiting for the new node's Ready
+	mgState               // Handover sent; waiting for the old node's State
+	mgOrphan              // the old node's link died; waiting for a ring with another owner
+)
+
+// maxHeld bounds the client input held while its session migrates; a
+// client that sends more meanwhile is closed with 1013.
+const maxHeld = 1 << 20
+
+// migration is one session's move, in loop.migrations while it lasts.
+type migration struct {
+	from     *link // the old node's link; nil once it is gone (the state is lost)
+	to       *link // the new node's link; nil for an orphan
+	phase    uint8
+	started  int64  // Gateway.elapsed when the client's input was first held
+	gone     string // an orphan's dead node, which must not be its new owner
+	deadline int64  // Gateway.elapsed: the current wait ends here
+}
+
+// migrates reports whether k's backend speaks migration.
+func (k *link) migrates() bool { return k.hello && k.migrate }
+
+var errHeldTooMuch = &wsframe.Error{Code: wsframe.CloseTryAgainLater, Reason: "too much input while the session moves"}
+
+// migrateTo starts moving s to m. It reports false when s cannot migrate
+// now (a plain upstream's client, a node that does not speak migration, a
+// message half relayed); the caller then closes s (or tries later).
+func (l *loop) migrateTo(s *session, m *ring.Member) bool {
+	from := s.link
+	if from == nil || !from.migrates() || m == nil || m.ID == from.node || membership.IsPlainAddr(m.Addr) {
+		return false
+	}
+	if _, down := l.down[m.ID]; down {
+		return false
+	}
+	to := l.linkTo(m)
+	if to.hello && !to.migrate {
+		return false
+	}
+	mg := &migration{from: from, to: to, started: l.g.elapsed()}
+	l.beginMigration(s, mg)
+	return true
+}
+
+// beginMigration holds s's input and asks mg.to for s (now, or once its
+// link says Hello).
+func (l *loop) beginMigration(s *session, mg *migration) {
+	s.state = stMigrating
+	l.migrations[s] = mg
+	mg.to.sessions++ // keeps a retiring link open for s
+	mg.deadline = l.g.deadline(l.g.cfg.MigrateTimeout)
+	if mg.to.hello {
+		l.sendResume(s, mg)
+	} else {
+		mg.phase = mgLink
+	}
+}
+
+// sendResume sends the resume Open: the session's original Open, flagged.
+func (l *loop) sendResume(s *session, mg *migration) {
+	flags := wire.FlagResume
+	if s.keyless {
+		flags |= wire.FlagKeyless
+	}
+	mg.to.writeFrame(wire.TypeOpen, flags, s.id, []byte(l.opens[s]))
+	mg.phase = mgReady
+	mg.deadline = l.g.deadline(l.g.cfg.MigrateTimeout)
+}
+
+// linkHello moves on the migrations that waited for k's Hello.
+func (l *loop) linkHello(k *link) {
+	for s, mg := range l.migrations {
+		if mg.to == k && mg.phase == mgLink {
+			if k.migrate {
+				l.sendResume(s, mg)
+			} else {
+				l.failMigration(s, mg)
+			}
+		}
+	}
+}
+
+// migrationReady handles the new node's Ready for session id.
+func (l *loop) migrationReady(k *link, id uint32) {
+	s := l.sessions[id]
+	mg := l.migrations[s]
+	if mg == nil || mg.to != k || mg.phase != mgReady {
+		return // the migration ended meanwhile
+	}
+	if mg.from == nil {
+		l.resume(s, mg, nil, true)
+		return
+	}
+	mg.from.writeFrame(wire.TypeHandover, 0, s.id, nil)
+	mg.phase = mgState
+	mg.deadline = l.g.deadline(l.g.cfg.MigrateTimeout)
+}
+
+// migrationState handles the old node's State for session id.
+func (l *loop) migrationState(k *link, h wire.Header, state []byte) error {
+	if len(state) > wire.MaxState || h.Flags&^wire.FlagLost != 0 {
+		return errors.New("bad State frame from backend")
+	}
+	s := l.sessions[h.Session]
+	mg := l.migrations[s]
+	if mg == nil || mg.from != k || mg.phase != mgState {
+		return nil // the migration ended meanwhile (timed out: resumed without it)
+	}
+	l.resume(s, mg, state, h.Flags&wire.FlagLost != 0)
+	return nil
+}
+
+// resume completes a migration: the state to the new node, s moved onto
+// its link, and the client's held input read again.
+func (l *loop) resume(s *session, mg *migration, state []byte, lost bool) {
+	var flags uint8
+	result := "ok"
+	if lost {
+		flags, state, result = wire.FlagLost, nil, "lost"
+	}
+	to := mg.to
+	to.writeFrame(wire.TypeState, flags, s.id, state)
+	delete(l.migrations, s) // before leaveLink: a retiring link's close looks at the migrations
+	if mg.from != nil {
+		l.leaveLink(s)
+	}
+	s.link = to
+	to.clients.Add(1) // to.sessions counted s since the migration began
+	l.g.presence.note(l, s, to.node, true)
+	s.state = stOpen
+	l.g.metrics.migrated(result, time.Duration(l.g.elapsed()-mg.started))
+	if r := l.g.ring.Load(); l.moved(s, r) {
+		l.requeue(s) // the ring changed again meanwhile
+	}
+	_ = s.conn.Wake(nil) // its held input: OnTraffic runs again
+}
+
+// leaveLink takes s off its link (the old node's) without telling the
+// node, which already knows (it handed s over, or it is gone).
+func (l *loop) leaveLink(s *session) {
+	k := s.link
+	s.link = nil
+	k.sessions--
+	k.clients.Add(-1)
+	l.g.presence.note(l, s, k.node, false)
+	k.maybeRetire()
+}
+
+// abortMigration ends s's migration without moving it: the new node
+// forgets the arriving session, s is open again on its old link (or on
+// none, for an orphan) and its caller closes it or lets it be.
+func (l *loop) abortMigration(s *session) {
+	mg := l.migrations[s]
+	if mg == nil {
+		return
+	}
+	delete(l.migrations, s)
+	s.state = stOpen
+	if to := mg.to; to != nil {
+		if mg.phase >= mgReady && mg.phase != mgOrphan {
+			to.write(wire.AppendClose(l.out[:0], s.id, wsframe.CloseGoingAway, nil))
+		}
+		to.sessions--
+		to.maybeRetire()
+	}
+}
+
+// failMigration gives up on moving s: it is closed as in the disconnect
+// mode, 1012 (it reconnects to its new owner), or 1011 when its node is
+// gone.
+func (l *loop) failMigration(s *session, mg *migration) {
+	orphan := mg.from == nil
+	l.abortMigration(s)
+	l.g.metrics.migrated("failed", 0)
+	if orphan {
+		l.closeSession(s, wsframe.CloseInternalError, "backend link lost", true)
+		return
+	}
+	l.closeSession(s, wsframe.CloseServiceRestart, "rebalance", false)
+}
+
+// holdInput is onTraffic for a migrating client: its input stays in gnet's
+// buffer until the session resumes (resume wakes the connection).
+func (l *loop) holdInput(s *session, c gnet.Conn) gnet.Action {
+	if c.InboundBuffered() <= maxHeld {
+		return gnet.None
+	}
+	l.abortMigration(s)
+	l.g.metrics.migrated("failed", 0)
+	return l.fail(s, errHeldTooMuch)
+}
+
+// orphan keeps s, whose link k died, for a ring without k's node: it
+// resumes there without its state. Only sessions of a link that was up.
+func (l *loop) orphan(s *session, k *link) {
+	l.leaveLink(s)
+	mg := &migration{phase: mgOrphan, started: l.g.elapsed()}
+	// The ring loses the node when its control link fails too (at once
+	// for a crash, within 3 keepalive intervals for a hung node).
+	mg.deadline = l.g.deadline(l.g.cfg.MigrateTimeout + wire.DeadIntervals*l.g.cfg.KeepAlive)
+	mg.gone = k.node
+	s.state = stMigrating
+	l.migrations[s] = mg
+	l.adopt(s, mg)
+}
+
+// owner is the node s would be placed on now.
+func (l *loop) owner(s *session) *ring.Member {
+	if s.keyless {
+		return l.g.ring.Load().LookupString(s.key)
+	}
+	return l.g.ownerNow(s.key)
+}
+
+// adopt starts an orphan's resume on its owner under the current ring,
+// unless that is still its dead node (then it waits for the next ring).
+func (l *loop) adopt(s *session, mg *migration) {
+	m := l.owner(s)
+	if m == nil || m.ID == mg.gone || membership.IsPlainAddr(m.Addr) {
+		return
+	}
+	if _, down := l.down[m.ID]; down {
+		return
+	}
+	to := l.linkTo(m)
+	if to.hello && !to.migrate {
+		return
+	}
+	mg.to = to
+	to.sessions++
+	if to.hello {
+		l.sendResume(s, mg)
+	} else {
+		mg.phase = mgLink
+	}
+}
+
+// adoptOrphans runs after a ring change: orphans whose key has another
+// owner now move there.
+func (l *loop) adoptOrphans() {
+	for s, mg := range l.migrations {
+		if mg.phase == mgOrphan && mg.to == nil {
+			l.adopt(s, mg)
+		}
+	}
+}
+
+// linkLost settles the migrations that used k, whose link died: those
+// moving to k fail; those moving from k lose their state.
+func (l *loop) linkLost(k *link) {
+	for s, mg := range l.migrations {
+		switch {
+		case mg.to == k:
+			l.failMigration(s, mg)
+		case mg.from == k:
+			mg.from = nil
+			l.leaveLink(s)
+			if mg.phase == mgState {
+				l.resume(s, mg, nil, true)
+			}
+		}
+	}
+}
+
+// sweepMigrations ends the migrations whose wait is over: an old node that
+// did not answer the Handover in time is taken as gone (resume without
+// state, and it is told to forget the session); any other wait fails.
+func (l *loop) sweepMigrations(now int64) {
+	for s, mg := range l.migrations {
+		if mg.deadline > now {
+			continue
+		}
+		if mg.phase == mgState {
+			from := mg.from
+			l.g.log.Warn("old node did not hand the session over in time: it resumes without its state",
+				"node", from.node, "new_node", mg.to.node, "key", s.key)
+			from.write(wire.AppendClose(l.out[:0], s.id, wsframe.CloseServiceRestart, []byte("session migrated")))
+			l.resume(s, mg, nil, true)
+			continue
+		}
+		l.failMigration(s, mg)
+	}
+}
+
+// movingTo reports whether frames from k reach s as from its node: k is
+// s's link, or s is migrating to k (a push from its new node during the
+// move).
+func (l *loop) movingTo(s *session, k *link) bool {
+	if s.link == k {
+		return true
+	}
+	if s.state != stMigrating {
+		return false
+	}
+	mg := l.migrations[s]
+	return mg != nil && mg.to == k && mg.phase != mgLink
+}
+
+// requeue lists s as a victim of the current ring (after its migration
+// ended on a ring that has changed since).
+func (l *loop) requeue(s *session) {
+	l.victims = append(l.victims, s)
+	if l.g.cfg.BalanceFactor != 0 {
+		l.bases = append(l.bases, l.g.ring.Load())
+	}
+	l.pending.Store(int64(len(l.victims)))
+	select {
+	case l.g.kick <- struct{}{}:
+	default:
+	}
+}
