@@ -257,7 +257,7 @@ func (r *runner) rebalance() error {
 		if reason == "local" {
 			return // the scenario's own teardown
 		}
-		if code == 1012 {
+		if code == 1012 && !r.cfg.Migrate {
 			closed[c.ID].Add(1)
 		} else {
 			r.nDrop.Add(1)
@@ -267,6 +267,10 @@ func (r *runner) rebalance() error {
 	}
 	if err := r.connectAll(); err != nil {
 		return err
+	}
+	if r.cfg.Migrate {
+		r.startCounting()
+		defer r.sending.Store(false)
 	}
 	before, err := r.nodes()
 	if err != nil {
@@ -303,6 +307,7 @@ func (r *runner) rebalance() error {
 	})
 	step.Change = "remove " + added.ID
 	r.res.Steps = append(r.res.Steps, step)
+	r.res.Drops = r.nDrop.Load()
 	return err
 }
 
@@ -317,6 +322,16 @@ func (r *runner) rebalanceStep(change string, nodesBefore int, closed []atomic.I
 		if p := r.owner[i].Load(); p != nil {
 			old[i] = *p
 		}
+	}
+	var m0 migrationSample
+	if r.cfg.Migrate {
+		var err error
+		if m0, err = r.sampleMigrations(r.ctx); err != nil {
+			return st, err
+		}
+		r.e.ExecAll(func(i int) { r.lat[i].Reset() })
+		r.badCounts.Store(0)
+		r.recording.Store(true)
 	}
 	if err := do(); err != nil {
 		return st, err
@@ -363,9 +378,12 @@ func (r *runner) rebalanceStep(change string, nodesBefore int, closed []atomic.I
 	moving := make(map[int]bool, len(movers))
 	for _, i := range movers {
 		moving[i] = true
-		if closed[i].Load() == 0 {
+		if closed[i].Load() == 0 && !r.cfg.Migrate {
 			st.Missed++
 		}
+	}
+	if r.cfg.Migrate && err == nil {
+		err = r.migrationStep(&st, m0)
 	}
 	for i := range closed {
 		if closed[i].Load() > 0 && !moving[i] {

@@ -77,23 +77,7 @@ func (r *runner) echo() error {
 	if err := r.connectAll(); err != nil {
 		return err
 	}
-	r.sendBuf = make([][]byte, r.e.Loops())
-	for i := range r.sendBuf {
-		b := make([]byte, r.cfg.Size)
-		for j := range b {
-			b[j] = 'x'
-		}
-		r.sendBuf[i] = b
-	}
-	// Connections per loop, for rate mode's round robin.
-	perLoop := make([][]*Conn, r.e.Loops())
-	r.e.ExecAll(func(i int) {
-		for _, c := range r.e.loops[i].conns {
-			if c.Open() {
-				perLoop[i] = append(perLoop[i], c)
-			}
-		}
-	})
+	perLoop := r.prepareSend()
 	r.mode.Store(modeEcho)
 	r.sending.Store(true)
 	if r.cfg.Rate > 0 {
@@ -139,6 +123,28 @@ func (r *runner) echo() error {
 		r.res.BackendCPUPerMillion = (b1 - b0) / (float64(n) / 1e6)
 	}
 	return r.ctx.Err()
+}
+
+// prepareSend makes the loops' message buffers and returns the open
+// connections per loop, for rate mode's round robin.
+func (r *runner) prepareSend() [][]*Conn {
+	r.sendBuf = make([][]byte, r.e.Loops())
+	for i := range r.sendBuf {
+		b := make([]byte, r.cfg.Size)
+		for j := range b {
+			b[j] = 'x'
+		}
+		r.sendBuf[i] = b
+	}
+	perLoop := make([][]*Conn, r.e.Loops())
+	r.e.ExecAll(func(i int) {
+		for _, c := range r.e.loops[i].conns {
+			if c.Open() {
+				perLoop[i] = append(perLoop[i], c)
+			}
+		}
+	})
+	return perLoop
 }
 
 // backendCPU is the backends' CPU seconds, -1 if unknown.

@@ -65,10 +65,19 @@ func Figures(r *Result) []Figure {
 		for _, s := range r.Steps {
 			verb := strings.Fields(s.Change)[0]
 			out = append(out, f(verb+" moved", s.Fraction, false), f(verb+" ideal", s.Ideal, false),
-				f(verb+" needless closes", float64(s.NeedlessClose), false), f(verb+" missed", float64(s.Missed), false),
-				f(verb+" reconnected s", s.ReconnectSecs, false))
+				f(verb+" needless closes", float64(s.NeedlessClose), false), f(verb+" missed", float64(s.Missed), false))
+			if s.PauseMs == nil && s.Migrated == 0 {
+				out = append(out, f(verb+" reconnected s", s.ReconnectSecs, false))
+				continue
+			}
+			out = append(out, f(verb+" migrated", float64(s.Migrated), false), f(verb+" without state", float64(s.MigrateLost), false),
+				f(verb+" all moved s", s.ReconnectSecs, false), f(verb+" bad counts", float64(s.BadCounts), false))
+			out = append(out, lat(verb+" pause ", s.PauseMs)...)
+			if s.RoundTrip != nil {
+				out = append(out, f(verb+" round trip p99 ms", s.RoundTrip.P99, false), f(verb+" round trip max ms", s.RoundTrip.Max, false))
+			}
 		}
-		return out
+		return append(out, f("drops", float64(r.Drops), false))
 	}
 	return nil
 }

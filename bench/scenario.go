@@ -93,11 +93,26 @@ type Config struct {
 	// Histograms asks for the raw latency histograms in the result (for a
 	// parent merging its workers' results).
 	Histograms bool
+	// Migrate makes the rebalance scenario check a gateway with
+	// --rebalance migrate: the connections are demo counter sessions
+	// (counter=1) sending Rate messages/s (default 1), every answer's
+	// count is checked, any close is a failure, and each step reports the
+	// pause the moved clients saw (migrate.go).
+	Migrate bool
 }
 
 func (c *Config) defaults() error {
 	if c.Conns <= 0 {
 		c.Conns = DefaultConns
+	}
+	if c.Migrate {
+		if c.Scenario != Rebalance {
+			return fmt.Errorf("bench: --migrate goes with --scenario %s", Rebalance)
+		}
+		c.Path = counterPath(c.Path)
+		if c.Rate <= 0 {
+			c.Rate = 1
+		}
 	}
 	if c.Keys <= 0 {
 		c.Keys = c.KeyOffset + c.Conns
@@ -227,6 +242,18 @@ type RebalanceStep struct {
 	NeedlessClose int     `json:"needless_closes"`
 	Missed        int     `json:"missed"` // clients whose owner changed but were not moved
 	ReconnectSecs float64 `json:"reconnect_seconds"`
+
+	// With Config.Migrate: sessions the gateway migrated in the step, the
+	// pause they saw (the gateway's migration_pause_seconds histogram:
+	// client input held until the session resumed on its new node, in
+	// ms; max is the top of the highest bucket hit), answers with a wrong
+	// count (lost, duplicated or reordered messages) and the clients'
+	// message round trip during the step.
+	Migrated    int      `json:"migrated,omitempty"`
+	MigrateLost int      `json:"migrated_without_state,omitempty"`
+	PauseMs     *Latency `json:"pause_ms,omitempty"`
+	BadCounts   int64    `json:"bad_counts,omitempty"`
+	RoundTrip   *Latency `json:"round_trip_ms,omitempty"`
 }
 
 // Run runs cfg's scenario and returns its result.
@@ -299,6 +326,9 @@ type runner struct {
 	bcastT0    atomic.Int64   // broadcast: Engine.Now of its API call
 
 	onClose func(c *Conn, code int, reason string) // rebalance hook, on the loop
+
+	counts    []int64      // migrate: per connection, the last count answered (on its loop)
+	badCounts atomic.Int64 // migrate: answers whose count was not the last plus one
 }
 
 // Modes: what a data message after the welcome means.
@@ -307,6 +337,7 @@ const (
 	modeEcho
 	modePush
 	modeBroadcast
+	modeCount // migrate: demo counter answers
 )
 
 func (r *runner) key(i int) string {
@@ -332,6 +363,9 @@ func (r *runner) dialNext() {
 // OnMessage implements Handler.
 func (r *runner) OnMessage(c *Conn, op wsframe.OpCode, p []byte) {
 	if r.opened[c.ID].Load() == 0 {
+		if r.counts != nil {
+			r.counts[c.ID] = 0 // a new session (a reconnect, counted as a drop)
+		}
 		ip := welcomeServer(p)
 		r.owner[c.ID].Store(&ip)
 		r.opened[c.ID].Store(r.e.Now())
@@ -348,6 +382,8 @@ func (r *runner) OnMessage(c *Conn, op wsframe.OpCode, p []byte) {
 		r.onPush(c, p)
 	case modeBroadcast:
 		r.onBroadcast(c, p)
+	case modeCount:
+		r.onCount(c, p)
 	}
 }
 

@@ -102,6 +102,7 @@ func runBench(ctx context.Context, args []string, stdout io.Writer) error {
 	procs := fs.Int("procs", 0, "client processes for connect, idle and echo (default: one per 18,000 connections)")
 	offset := fs.Int("key-offset", 0, "index of the first key (worker processes take slices of the key space)")
 	worker := fs.Bool("worker", false, "run as a worker process of `wsgate bench --procs` (JSON on stdout)")
+	migrate := fs.Bool("migrate", false, "rebalance: against a gateway with --rebalance migrate: demo counter sessions at --rate msgs/s (default 1) whose counts are checked; no client may be closed; reports each step's pauses")
 	if _, err := parseArgs(fs, args); err != nil {
 		return err
 	}
@@ -133,7 +134,8 @@ func runBench(ctx context.Context, args []string, stdout io.Writer) error {
 	var results []*bench.Result
 	var failed error
 	for _, s := range strings.Split(*scen, ",") {
-		cfg := bench.Config{Scenario: strings.TrimSpace(s), Target: *name, Addr: target, TLS: tlsCfg, Admin: *admin, Probe: probe, KeyOffset: *offset}
+		cfg := bench.Config{Scenario: strings.TrimSpace(s), Target: *name, Addr: target, TLS: tlsCfg, Admin: *admin, Probe: probe, KeyOffset: *offset,
+			Migrate: *migrate}
 		fill(&cfg)
 		if *worker {
 			return runWorker(ctx, cfg, stdout)
