@@ -104,3 +104,64 @@ func TestEchoAgainstPlainServer(t *testing.T) {
 		t.Fatalf("echo: %d messages, failures %v", r.Messages, r.Failures)
 	}
 }
+
+// TestRebalanceMigrate runs the rebalance scenario against a dev cluster
+// with --rebalance migrate: nobody is closed, every count holds, and each
+// step reports its migrations and pauses.
+func TestRebalanceMigrate(t *testing.T) {
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	c, err := devcluster.Start(devcluster.Config{Backends: 3, Logger: log,
+		Gateway: gateway.Config{Listen: "127.0.0.1:0", Admin: "127.0.0.1:0", Rebalance: gateway.RebalanceMigrate}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_ = c.Shutdown(ctx)
+	})
+	g := c.Gateway()
+	r, err := Run(context.Background(), Config{Scenario: Rebalance, Migrate: true, Target: "wsgate", Addr: g.Addr(),
+		Admin: g.AdminAddr(), Conns: 300, Sources: 4, Rate: 20, Timeout: 20 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Failures != nil || r.Drops != 0 || len(r.Steps) != 2 {
+		t.Fatalf("failures %v, drops %d, steps %+v", r.Failures, r.Drops, r.Steps)
+	}
+	for _, st := range r.Steps {
+		if st.Moved == 0 || st.Migrated != st.Moved || st.BadCounts != 0 || st.PauseMs == nil || st.PauseMs.Count != int64(st.Moved) ||
+			st.RoundTrip == nil || st.NeedlessClose != 0 {
+			t.Errorf("%s: %+v (pause %+v)", st.Change, st, st.PauseMs)
+		}
+	}
+}
+
+// TestPauseBetween: quantiles from two samples of the pause histogram.
+func TestPauseBetween(t *testing.T) {
+	a := parseMigrations([]byte(`wsgate_gateway_migration_pause_seconds_bucket{le="0.001"} 5
+wsgate_gateway_migration_pause_seconds_bucket{le="0.002"} 5
+wsgate_gateway_migration_pause_seconds_bucket{le="0.004"} 5
+wsgate_gateway_migration_pause_seconds_bucket{le="+Inf"} 5
+wsgate_gateway_migration_pause_seconds_sum 0.004
+wsgate_gateway_migrations_total{result="ok"} 5
+`))
+	b := parseMigrations([]byte(`wsgate_gateway_migration_pause_seconds_bucket{le="0.001"} 5
+wsgate_gateway_migration_pause_seconds_bucket{le="0.002"} 105
+wsgate_gateway_migration_pause_seconds_bucket{le="0.004"} 205
+wsgate_gateway_migration_pause_seconds_bucket{le="+Inf"} 205
+wsgate_gateway_migration_pause_seconds_sum 0.504
+wsgate_gateway_migrations_total{result="ok"} 200
+wsgate_gateway_migrations_total{result="lost"} 3
+`))
+	l := pauseBetween(a, b)
+	if l == nil || l.Count != 200 || l.P50 != 2 || l.Max != 4 || l.Mean != 2.5 || l.P99 <= 3.9 || l.P99 > 4 {
+		t.Fatalf("pause %+v", l)
+	}
+	if b.byResult["ok"] != 200 || b.byResult["lost"] != 3 {
+		t.Fatalf("results %v", b.byResult)
+	}
+	if pauseBetween(b, b) != nil {
+		t.Fatal("no migration between two equal samples, want nil")
+	}
+}

@@ -106,6 +106,7 @@ func (r *runner) migrationStep(st *RebalanceStep, m0 migrationSample) error {
 		return done
 	})
 	r.recording.Store(false)
+	r.e.ExecAll(func(int) {}) // a barrier: no loop is inside a recordNanos now
 	st.Migrated = int(m1.byResult["ok"] - m0.byResult["ok"])
 	st.MigrateLost = int(m1.byResult["lost"] - m0.byResult["lost"])
 	st.PauseMs = pauseBetween(m0, m1)
@@ -156,7 +157,7 @@ func parseMigrations(b []byte) migrationSample {
 		}
 		switch {
 		case strings.HasPrefix(line, bucket):
-			le := line[len(bucket):strings.IndexByte(line[len(bucket):], '"')+len(bucket)]
+			le := line[len(bucket) : strings.IndexByte(line[len(bucket):], '"')+len(bucket)]
 			f, err := strconv.ParseFloat(le, 64) // "+Inf" parses as +Inf
 			if err == nil {
 				s.buckets = append(s.buckets, histBucket{f, v})
