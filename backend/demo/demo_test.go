@@ -196,3 +196,61 @@ func FuzzAppendJSONString(f *testing.F) {
 		}
 	})
 }
+
+// TestCounterMigrates: a counter session (counter=1) counts its messages,
+// and the count moves with the session from one demo node to another (the
+// migration frames of docs/protocol.md 4.10, as a gateway sends them).
+func TestCounterMigrates(t *testing.T) {
+	a, b := startDemo(t), startDemo(t)
+	ga := gwtest.DialFlags(t, a.Addr(), "gw-1", wire.FlagMigrate)
+	gb := gwtest.DialFlags(t, b.Addr(), "gw-1", wire.FlagMigrate)
+	ga.Open(1, "u1", "/ws/u1?x=2&counter=1")
+	ga.ReadMessage(1) // welcome
+	answer := func(g *gwtest.Conn, id uint32, msg string) string {
+		t.Helper()
+		g.Message(id, false, []byte(msg), 0)
+		var ev struct {
+			Type    int
+			Content string
+		}
+		if err := json.Unmarshal(g.ReadMessage(id).Data, &ev); err != nil || ev.Type != TypeCount {
+			t.Fatalf("answer to %q: %+v %v", msg, ev, err)
+		}
+		return ev.Content
+	}
+	for i := 1; i <= 2; i++ {
+		if got, want := answer(ga, 1, "hi"), fmt.Sprintf("%d:hi", i); got != want {
+			t.Fatalf("answer %q, want %q", got, want)
+		}
+	}
+	open := wire.AppendOpen(nil, 5, false, []byte("u1"), []byte("192.0.2.1:4242"), []byte("/ws/u1?x=2&counter=1"))
+	open[5] |= wire.FlagResume
+	gb.Write(open)
+	gb.Expect(wire.TypeReady, 5)
+	ga.Write(wire.AppendFrame(nil, wire.TypeHandover, 0, 1, nil))
+	st := ga.Expect(wire.TypeState, 1)
+	if string(st.Body) != "2" {
+		t.Fatalf("exported state %q, want the count 2", st.Body)
+	}
+	gb.Write(wire.AppendFrame(nil, wire.TypeState, 0, 5, st.Body))
+	if got := answer(gb, 5, "again"); got != "3:again" {
+		t.Fatalf("first answer on the new node %q, want 3:again (no welcome: the client never left)", got)
+	}
+
+	// Without state (the old node crashed), the count starts again.
+	open[9] = 6
+	gb.Write(open)
+	gb.Expect(wire.TypeReady, 6)
+	gb.Write(wire.AppendFrame(nil, wire.TypeState, wire.FlagLost, 6, nil))
+	if got := answer(gb, 6, "x"); got != "1:x" {
+		t.Fatalf("answer after a lost state %q, want 1:x", got)
+	}
+
+	// A plain echo session keeps echoing.
+	ga.Open(2, "u2", "/ws/u2")
+	ga.ReadMessage(2)
+	ga.Message(2, false, []byte("echo"), 0)
+	if got := string(ga.ReadMessage(2).Data); got != "echo" {
+		t.Fatalf("echo %q", got)
+	}
+}
