@@ -709,13 +709,18 @@ func (l *link) broadcast(bin bool, data []byte) int {
 	l.smu.Lock()
 	defer l.smu.Unlock()
 	count := len(l.sessions)
+	for _, s := range l.sessions {
+		if s.arriving {
+			count-- // not here yet (migrate.go): its old node still reaches it
+		}
+	}
 	if count == 0 {
 		return 0
 	}
 	if len(data) > l.maxOut {
 		reached := 0
 		for _, s := range l.sessions {
-			if l.sendMessage(s, bin, data) == nil {
+			if !s.arriving && l.sendMessage(s, bin, data) == nil {
 				reached++
 			}
 		}

@@ -41,11 +41,15 @@ func (l *link) migrates() bool { return l.peer.Flags&wire.FlagMigrate != 0 }
 // be delivering), and a push to its key that reaches nobody is answered
 // "moving" so that the gateway tries it again. Reader goroutine.
 func (l *link) handleResume(s *Session) {
-	s.arriving = true
 	l.smu.Lock()
+	s.arriving = true
 	l.sessions[s.id] = s
 	l.smu.Unlock()
-	l.n.noteMoving(s)
+	n := l.n
+	n.mu.Lock()
+	n.sessions++ // a draining node waits for it too
+	n.markMoving(s)
+	n.mu.Unlock()
 	l.queue(wire.AppendFrame(nil, wire.TypeReady, 0, s.id, nil))
 }
 
@@ -54,13 +58,12 @@ func (l *link) handleResume(s *Session) {
 // reach nobody meanwhile are answered with wire.FlagMoving.
 const movingFor = 10 * time.Second
 
-// noteMoving marks s's key as moving (for movingFor).
-func (n *Node) noteMoving(s *Session) {
+// markMoving marks s's key as moving (for movingFor). Called with n.mu held.
+func (n *Node) markMoving(s *Session) {
 	if s.keyless {
 		return
 	}
 	now := time.Now()
-	n.mu.Lock()
 	n.moving[s.key] = now.Add(movingFor)
 	if len(n.moving) > 64 && now.Sub(n.movingSwept) > time.Second {
 		n.movingSwept = now
@@ -70,7 +73,6 @@ func (n *Node) noteMoving(s *Session) {
 			}
 		}
 	}
-	n.mu.Unlock()
 }
 
 // isMoving reports whether key had a session arrive here or leave from
@@ -98,8 +100,12 @@ func (l *link) handleState(h wire.Header, body []byte) error {
 	if !s.arriving {
 		return protoErr("State for session %d, which is not resuming", h.Session)
 	}
+	l.n.mu.Lock()
+	l.smu.Lock()
 	s.arriving = false
-	l.n.addSession(s)
+	l.smu.Unlock()
+	l.n.index(s) // counted since its Open (handleResume)
+	l.n.mu.Unlock()
 	lost := h.Flags&wire.FlagLost != 0
 	if !s.begin() {
 		return nil
@@ -148,6 +154,17 @@ func (l *link) handleHandover(h wire.Header) error {
 			state, flags = nil, wire.FlagLost
 		}
 	}
+	// One step under Node.mu (which SendToKey and Broadcast hold while they
+	// queue): the session leaves the key's list, its key is marked moving
+	// and its State is queued. A push either counts it and queues its
+	// SendKey before the State (the gateway delivers it), or finds it gone
+	// and answers Moving; a draining node's last frames follow the State.
+	n := l.n
+	n.mu.Lock()
+	n.markMoving(s)
+	n.unindex(s)
+	n.sessions--
+	l.unlist(s)
 	l.wmu.Lock()
 	if !s.outClosed && !l.dead {
 		l.wbuf = wire.AppendFrame(l.wbuf, wire.TypeState, flags, s.id, state)
@@ -155,10 +172,10 @@ func (l *link) handleHandover(h wire.Header) error {
 	}
 	s.outClosed = true
 	l.wmu.Unlock()
+	n.checkDrained()
+	n.mu.Unlock()
 	l.setRbuf(s, nil)
-	l.n.noteMoving(s) // before it leaves the key's list: a push meanwhile must see one or the other
-	l.remove(s)
-	l.n.h.OnClose(s, CloseMigrated, "session migrated")
+	n.h.OnClose(s, CloseMigrated, "session migrated")
 	return nil
 }
 

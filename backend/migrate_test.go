@@ -3,6 +3,7 @@ package backend_test
 import (
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/wsgate/wsgate/backend"
@@ -228,4 +229,43 @@ func resumeOpen(id uint32, key string) []byte {
 	f := wire.AppendOpen(nil, id, false, []byte(key), []byte("192.0.2.1:4242"), []byte("/ws/"+key))
 	f[5] |= wire.FlagResume
 	return f
+}
+
+// TestHandoverOrdersPushes: a SendToKey racing a Handover either counts
+// the session and queues its SendKey before the State (the gateway then
+// delivers it), or does not count it; never a SendKey counted as delivered
+// that comes after the State (the gateway, which moved the session to its
+// new node by then, would drop it). From an independent review.
+func TestHandoverOrdersPushes(t *testing.T) {
+	c, n := startCounter(t, "node-a")
+	g := gwtest.DialFlags(t, n.Addr(), "gw-1", wire.FlagMigrate)
+	late := 0
+	for i := uint32(1); i <= 100; i++ {
+		g.Open(i, "u1", "/")
+		c.expect(t, "open u1")
+		var stop atomic.Bool
+		var wg sync.WaitGroup
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for !stop.Load() {
+				n.SendToKey("u1", false, []byte("p"))
+			}
+		}()
+		g.Write(wire.AppendFrame(nil, wire.TypeHandover, 0, i, nil))
+		for f := g.Next(); f.Type != wire.TypeState; f = g.Next() {
+		}
+		c.expect(t, "close u1 1012 session migrated")
+		stop.Store(true)
+		wg.Wait()
+		g.Push(i, "zz", nil) // a barrier: answered after everything queued before it
+		for f := g.Next(); f.Type != wire.TypePushResult; f = g.Next() {
+			if f.Type == wire.TypeSendKey {
+				late++
+			}
+		}
+	}
+	if late > 0 {
+		t.Errorf("%d SendKey frames for the handed-over session came after its State", late)
+	}
 }

@@ -416,10 +416,16 @@ func (n *Node) isDraining() bool {
 func (n *Node) addSession(s *Session) {
 	n.mu.Lock()
 	n.sessions++
+	n.index(s)
+	n.mu.Unlock()
+}
+
+// index adds s to its key's list (keyless sessions have none). Called with
+// n.mu held.
+func (n *Node) index(s *Session) {
 	if !s.keyless {
 		n.keys[s.key] = append(n.keys[s.key], s)
 	}
-	n.mu.Unlock()
 }
 
 // checkDrained closes n.drained once the node is draining and has no
@@ -438,6 +444,11 @@ func (n *Node) removeSession(s *Session) {
 	defer n.mu.Unlock()
 	n.sessions--
 	n.checkDrained()
+	n.unindex(s)
+}
+
+// unindex takes s out of its key's list. Called with n.mu held.
+func (n *Node) unindex(s *Session) {
 	if s.keyless {
 		return
 	}

@@ -20,8 +20,8 @@ type Session struct {
 	claims  []byte // verified JWT claims from the gateway (Open with wire.FlagClaims), or nil
 
 	// arriving: the session moves here (Open with wire.FlagResume) and its
-	// State has not come; the handler has not heard of it. Reader
-	// goroutine only.
+	// State has not come; the handler has not heard of it. Written by the
+	// reader goroutine under l.smu (Broadcast reads it there).
 	arriving bool
 
 	// Reassembly state, owned by the link's reader goroutine.
@@ -187,11 +187,13 @@ func (l *link) endRemote(s *Session, code uint16, reason string, sendCode uint16
 	s.mu.Unlock()
 	if s.arriving {
 		// The handler never heard of it: it ends without a word.
+		l.smu.Lock()
 		s.arriving = false
+		l.smu.Unlock()
 		l.wmu.Lock()
 		s.outClosed = true
 		l.wmu.Unlock()
-		l.unlist(s) // never counted by the node (handleResume)
+		l.remove(s) // counted, not in the key's list (unindex finds nothing)
 		return
 	}
 	l.wmu.Lock()

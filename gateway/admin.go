@@ -309,14 +309,18 @@ func (g *Gateway) pushOnce(ctx context.Context, key string, data []byte) (total 
 				total += g.pushPlain(ctx, key, id, data)
 				continue
 			}
-			// Presence names a node that left. With migration its sessions
-			// are being moved off it (it drains): try again once they land.
-			moving = moving || g.cfg.Rebalance == RebalanceMigrate
+			// Presence names a node that left. With migration, if this
+			// gateway still has clients on it they are being moved off it
+			// (it drains): try again once they have landed.
+			moving = moving || g.cfg.Rebalance == RebalanceMigrate && g.NodeClients(id) > 0
 			continue
 		}
 		r, err := c.push(ctx, key, data)
 		total += int(r.n)
 		moving = moving || r.moving
+		if errors.Is(err, errNotConnected) && g.cfg.Rebalance == RebalanceMigrate {
+			moving = true // a node that just joined, its control link not up yet: sessions may be landing on it
+		}
 		if err != nil {
 			errs = append(errs, fmt.Errorf("node %s: %w", id, err))
 		}

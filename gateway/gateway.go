@@ -308,7 +308,6 @@ func (g *Gateway) Shutdown(ctx context.Context) error {
 	for _, l := range g.loopList() {
 		_ = l.exec(func() {
 			for _, s := range l.sessions {
-				l.abortMigration(s)
 				l.closeSession(s, wsframe.CloseGoingAway, "gateway shutting down", false)
 			}
 		})

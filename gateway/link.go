@@ -430,9 +430,6 @@ func (l *loop) linkFrame(k *link, h wire.Header, body []byte) error {
 		if err != nil {
 			return err
 		}
-		if s.state == stMigrating {
-			l.abortMigration(s) // the service closed it before the handover
-		}
 		if s.state == stClientClosed {
 			l.finishClientClose(s) // the acknowledgment: every reply before it is delivered
 			return nil
@@ -446,11 +443,13 @@ func (l *loop) linkFrame(k *link, h wire.Header, body []byte) error {
 		if err != nil {
 			return err
 		}
-		l.sendKey(string(key), l.frameOnce(h.Flags, payload), func(s *session) bool { return l.movingTo(s, k) })
+		l.sendKey(string(key), l.frameOnce(h.Flags, payload), func(s *session) bool { return s.link == k })
 	case wire.TypeBroadcast:
 		frame := l.frameOnce(h.Flags, body)
 		for _, s := range l.sessions {
-			if (s.state == stOpen || s.state == stMigrating) && l.movingTo(s, k) {
+			// A migrating session still takes its old node's broadcasts
+			// (its new node counts it only once it has landed).
+			if s.link == k && (s.state == stOpen || s.state == stMigrating) {
 				l.writeRaw(s, frame)
 			}
 		}

@@ -50,7 +50,7 @@ type migration struct {
 	to       *link // the new node's link; nil for an orphan
 	phase    uint8
 	started  int64  // Gateway.elapsed when the client's input was first held
-	gone     string // an orphan's dead node, which must not be its new owner
+	base     *ring.Ring // the ring the new node was chosen on (bounded loads: a later change is checked against it)
 	deadline int64  // Gateway.elapsed: the current wait ends here
 }
 
@@ -74,7 +74,7 @@ func (l *loop) migrateTo(s *session, m *ring.Member) bool {
 	if to.hello && !to.migrate {
 		return false
 	}
-	mg := &migration{from: from, to: to, started: l.g.elapsed()}
+	mg := &migration{from: from, to: to, started: l.g.elapsed(), base: l.g.ring.Load()}
 	l.beginMigration(s, mg)
 	return true
 }
@@ -166,8 +166,8 @@ func (l *loop) resume(s *session, mg *migration, state []byte, lost bool) {
 	l.g.presence.note(l, s, to.node, true)
 	s.state = stOpen
 	l.g.metrics.migrated(result, time.Duration(l.g.elapsed()-mg.started))
-	if r := l.g.ring.Load(); l.moved(s, r) {
-		l.requeue(s) // the ring changed again meanwhile
+	if r := l.g.ring.Load(); r != mg.base && l.changedSince(s, mg.base, r) {
+		l.requeue(s, mg.base) // the ring changed again meanwhile
 	}
 	_ = s.conn.Wake(nil) // its held input: OnTraffic runs again
 }
@@ -235,25 +235,31 @@ func (l *loop) orphan(s *session, k *link) {
 	// The ring loses the node when its control link fails too (at once
 	// for a crash, within 3 keepalive intervals for a hung node).
 	mg.deadline = l.g.deadline(l.g.cfg.MigrateTimeout + wire.DeadIntervals*l.g.cfg.KeepAlive)
-	mg.gone = k.node
 	s.state = stMigrating
 	l.migrations[s] = mg
 	l.adopt(s, mg)
 }
 
-// owner is the node s would be placed on now.
+// owner is the node s would be placed on now: keyless sessions round
+// robin, as at the upgrade.
 func (l *loop) owner(s *session) *ring.Member {
 	if s.keyless {
-		return l.g.ring.Load().LookupString(s.key)
+		r := l.g.ring.Load()
+		if r.Len() == 0 {
+			return nil
+		}
+		return r.MemberAt(int(l.g.rr.Add(1) % uint64(r.Len())))
 	}
 	return l.g.ownerNow(s.key)
 }
 
-// adopt starts an orphan's resume on its owner under the current ring,
-// unless that is still its dead node (then it waits for the next ring).
+// adopt starts an orphan's resume on its owner under the current ring.
+// The owner may be its old node again once that answers (a link that
+// died while its node stayed: after LinkRetry, a new link is tried); it
+// waits while the owner is marked down on this loop.
 func (l *loop) adopt(s *session, mg *migration) {
 	m := l.owner(s)
-	if m == nil || m.ID == mg.gone || membership.IsPlainAddr(m.Addr) {
+	if m == nil || membership.IsPlainAddr(m.Addr) {
 		return
 	}
 	if _, down := l.down[m.ID]; down {
@@ -263,7 +269,7 @@ func (l *loop) adopt(s *session, mg *migration) {
 	if to.hello && !to.migrate {
 		return
 	}
-	mg.to = to
+	mg.to, mg.base = to, l.g.ring.Load()
 	to.sessions++
 	if to.hello {
 		l.sendResume(s, mg)
@@ -302,9 +308,13 @@ func (l *loop) linkLost(k *link) {
 // sweepMigrations ends the migrations whose wait is over: an old node that
 // did not answer the Handover in time is taken as gone (resume without
 // state, and it is told to forget the session); any other wait fails.
+// Orphans still without a node try again (their node may be back).
 func (l *loop) sweepMigrations(now int64) {
 	for s, mg := range l.migrations {
 		if mg.deadline > now {
+			if mg.phase == mgOrphan && mg.to == nil {
+				l.adopt(s, mg)
+			}
 			continue
 		}
 		if mg.phase == mgState {
@@ -319,26 +329,20 @@ func (l *loop) sweepMigrations(now int64) {
 	}
 }
 
-// movingTo reports whether frames from k reach s as from its node: k is
-// s's link, or s is migrating to k (a push from its new node during the
-// move).
-func (l *loop) movingTo(s *session, k *link) bool {
-	if s.link == k {
-		return true
+// changedSince reports whether s, placed on base, must move under r.
+func (l *loop) changedSince(s *session, base, r *ring.Ring) bool {
+	if l.g.cfg.BalanceFactor != 0 {
+		return l.displaced(s, base, r)
 	}
-	if s.state != stMigrating {
-		return false
-	}
-	mg := l.migrations[s]
-	return mg != nil && mg.to == k && mg.phase != mgLink
+	return l.moved(s, r)
 }
 
 // requeue lists s as a victim of the current ring (after its migration
 // ended on a ring that has changed since).
-func (l *loop) requeue(s *session) {
+func (l *loop) requeue(s *session, base *ring.Ring) {
 	l.victims = append(l.victims, s)
 	if l.g.cfg.BalanceFactor != 0 {
-		l.bases = append(l.bases, l.g.ring.Load())
+		l.bases = append(l.bases, base)
 	}
 	l.pending.Store(int64(len(l.victims)))
 	select {

@@ -71,12 +71,16 @@ func (l *loop) scan(prev, r *ring.Ring) {
 // closeVictims closes up to budget moved sessions and reports how many remain.
 func (l *loop) closeVictims(budget int) {
 	r := l.g.ring.Load()
-	var later []*session
+	bounded := l.g.cfg.BalanceFactor != 0
+	var later []*session     // migrate: mid-message, for a later tick
+	var laterBase []*ring.Ring
 	for budget > 0 && len(l.victims) > 0 {
 		last := len(l.victims) - 1
 		s, moved := l.victims[last], false
-		if l.g.cfg.BalanceFactor != 0 {
-			moved = s.state == stOpen && l.displaced(s, l.bases[last], r)
+		var base *ring.Ring
+		if bounded {
+			base = l.bases[last]
+			moved = s.state == stOpen && l.displaced(s, base, r)
 			l.bases[last] = nil
 			l.bases = l.bases[:last]
 		} else {
@@ -87,24 +91,33 @@ func (l *loop) closeVictims(budget int) {
 		if !moved {
 			continue
 		}
-		budget--
 		if l.g.cfg.Rebalance == RebalanceMigrate && s.link != nil {
 			if s.op != 0 || s.remaining > 0 {
-				later = append(later, s) // a message is half relayed to the old node: after it
+				// A message is half relayed to the old node: after it. It
+				// costs no budget and goes to the far end of the list, so
+				// that clients in mid-message never hold up the others.
+				later, laterBase = append(later, s), append(laterBase, base)
 				continue
 			}
-			if l.migrateTo(s, l.owner(s)) {
+			m := l.owner(s)
+			if m != nil && m.ID == s.link.node {
+				continue // bounded loads: a node came ahead of it but is full; it stays
+			}
+			budget--
+			if l.migrateTo(s, m) {
 				continue
 			}
+		} else {
+			budget--
 		}
 		l.closeSession(s, wsframe.CloseServiceRestart, "rebalance", false)
 		l.g.metrics.rebalanceClose()
 		l.g.rebalanced.Add(1)
 	}
-	for _, s := range later {
-		l.victims = append(l.victims, s)
-		if l.g.cfg.BalanceFactor != 0 {
-			l.bases = append(l.bases, r)
+	if len(later) > 0 {
+		l.victims = append(later, l.victims...)
+		if bounded {
+			l.bases = append(laterBase, l.bases...)
 		}
 	}
 	l.pending.Store(int64(len(l.victims)))

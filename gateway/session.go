@@ -318,6 +318,11 @@ func (l *loop) fail(s *session, err error) gnet.Action {
 // without, it closes as soon as the close frame is flushed.
 // The backend is told unless it asked for the close itself (fromBackend).
 func (l *loop) closeSession(s *session, code uint16, reason string, fromBackend bool) {
+	if s.state == stMigrating {
+		// Its service closed it before the handover, or it is slow, or the
+		// gateway stops: the move ends here, on the old node.
+		l.abortMigration(s)
+	}
 	if s.state != stOpen {
 		return
 	}
@@ -379,6 +384,7 @@ func (l *loop) unlink(s *session) {
 		k.sessions--
 		k.clients.Add(-1)
 	default:
+		l.removeKey(s) // an orphan (migrate.go): off its link already, still listed by key
 		return
 	}
 	l.g.presence.note(l, s, node, false)

@@ -1,0 +1,134 @@
+package gateway
+
+import (
+	"strconv"
+	"testing"
+
+	"github.com/wsgate/wsgate/internal/ring"
+	"github.com/wsgate/wsgate/internal/wire"
+	"github.com/wsgate/wsgate/internal/wsframe"
+)
+
+// These came from an independent review of migrate.go; each failed before
+// its fix.
+
+func migrateLoop(t *testing.T) *loop {
+	l := testLoop(t, func(c *Config) { c.Rebalance = RebalanceMigrate })
+	for _, k := range l.links {
+		k.migrate = true
+	}
+	return l
+}
+
+// listed reports whether s is still in its key's list.
+func listed(l *loop, s *session) bool {
+	for x := l.byKey[s.key]; x != nil; x = x.nextKey {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+// TestOrphanLeavesKeyList: an orphan (its link died) that then ends, by
+// the client leaving or by its wait running out, leaves l.byKey.
+func TestOrphanLeavesKeyList(t *testing.T) {
+	for _, end := range []string{"client leaves", "wait runs out"} {
+		t.Run(end, func(t *testing.T) {
+			l := migrateLoop(t)
+			s, _ := openSession(l, "u1")
+			l.opens[s] = "x"
+			l.linkFailed(s.link, wsframe.CloseInternalError, "backend link lost")
+			if s.state != stMigrating {
+				t.Fatalf("state %d, want migrating (an orphan)", s.state)
+			}
+			if end == "wait runs out" {
+				l.sweepMigrations(1 << 62)
+			}
+			l.onClose(s)
+			if _, ok := l.sessions[s.id]; ok || listed(l, s) || len(l.migrations) != 0 {
+				t.Fatalf("ended orphan still held: in sessions %v, listed %v, migrations %d", ok, listed(l, s), len(l.migrations))
+			}
+		})
+	}
+}
+
+// TestMidMessageVictimsWait: clients in mid-message wait for a later tick
+// without holding up the other victims (a hostile client can stay in
+// mid-message as long as it likes).
+func TestMidMessageVictimsWait(t *testing.T) {
+	l := migrateLoop(t)
+	var good, bad []*session
+	for i := 0; len(good) < 3 || len(bad) < 2; i++ {
+		key := "k" + strconv.Itoa(i)
+		if l.g.ring.Load().LookupString(key).ID != "a" {
+			continue
+		}
+		s, _ := openSession(l, key)
+		l.opens[s] = "x"
+		if len(good) < 3 {
+			good = append(good, s)
+		} else {
+			s.op = wsframe.OpText // a fragmented message in progress
+			bad = append(bad, s)
+		}
+	}
+	// Node a leaves: every session on it moves.
+	r, err := ring.New([]ring.Member{{ID: "b", Addr: "127.0.0.1:2"}, {ID: "c", Addr: "127.0.0.1:3"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.g.ring.Store(r)
+	l.links["a"].retired = true
+	l.victims = append(append(l.victims, good...), bad...)
+	for range 5 {
+		l.closeVictims(2)
+	}
+	for _, s := range good {
+		if s.state != stMigrating {
+			t.Errorf("session %d: state %d, want migrating", s.id, s.state)
+		}
+	}
+	for _, s := range bad {
+		if s.state != stOpen {
+			t.Errorf("mid-message session %d: state %d, want open (waiting)", s.id, s.state)
+		}
+	}
+	if len(l.victims) != len(bad) {
+		t.Errorf("%d victims left, want the %d in mid-message", len(l.victims), len(bad))
+	}
+}
+
+// TestSendKeyNotFromNewNodeDuringMove: a SendKey from the new node does
+// not reach a session still moving to it (the new node does not count it;
+// the old one still reaches it), so no push arrives twice.
+func TestSendKeyNotFromNewNodeDuringMove(t *testing.T) {
+	l := migrateLoop(t)
+	key := ""
+	for i := 0; ; i++ {
+		key = "k" + strconv.Itoa(i)
+		if l.g.ring.Load().LookupString(key).ID == "b" {
+			break
+		}
+	}
+	_, c1 := openSession(l, key) // on b
+	s2, c2 := openSession(l, key)
+	s2.link.sessions-- // s2 on a, placed by an older ring
+	s2.link = l.links["a"]
+	s2.link.sessions++
+	l.opens[s2] = "x"
+	if !l.migrateTo(s2, l.g.ring.Load().Member("b")) {
+		t.Fatal("no migration")
+	}
+	body := append([]byte{0, byte(len(key))}, key...)
+	body = append(body, "push"...)
+	h := wire.Header{Type: wire.TypeSendKey, BodyLen: len(body)}
+	for _, node := range []string{"a", "b"} { // a counts s2, b counts the other
+		if err := l.linkFrame(l.links[node], h, body); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if len(c2.out) != len(c1.out) {
+		t.Errorf("the moving session got %d bytes, the other %d: a push twice", len(c2.out), len(c1.out))
+	}
+}
