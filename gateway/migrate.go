@@ -49,9 +49,9 @@ type migration struct {
 	from     *link // the old node's link; nil once it is gone (the state is lost)
 	to       *link // the new node's link; nil for an orphan
 	phase    uint8
-	started  int64  // Gateway.elapsed when the client's input was first held
+	started  int64      // Gateway.elapsed when the client's input was first held
 	base     *ring.Ring // the ring the new node was chosen on (bounded loads: a later change is checked against it)
-	deadline int64  // Gateway.elapsed: the current wait ends here
+	deadline int64      // Gateway.elapsed: the current wait ends here
 }
 
 // migrates reports whether k's backend speaks migration.

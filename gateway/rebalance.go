@@ -72,7 +72,7 @@ func (l *loop) scan(prev, r *ring.Ring) {
 func (l *loop) closeVictims(budget int) {
 	r := l.g.ring.Load()
 	bounded := l.g.cfg.BalanceFactor != 0
-	var later []*session     // migrate: mid-message, for a later tick
+	var later []*session // migrate: mid-message, for a later tick
 	var laterBase []*ring.Ring
 	for budget > 0 && len(l.victims) > 0 {
 		last := len(l.victims) - 1
