@@ -79,13 +79,14 @@ type counters struct {
 
 // rebalanceRun is a ring change whose moved clients are being closed.
 type rebalanceRun struct {
-	version        uint64
-	from           time.Time
-	closedAtStart  int64
-	members        int
-	joined, left   []string
-	superseded     bool
-	closedAtFinish int64
+	version         uint64
+	from            time.Time
+	closedAtStart   int64
+	migratedAtStart int64
+	members         int
+	joined, left    []string
+	superseded      bool
+	closedAtFinish  int64
 }
 
 func newConsole() *console {
@@ -308,7 +309,7 @@ func (g *Gateway) ringChanged(version uint64, prevIDs, ids []string, moving bool
 		c.rb.superseded = true
 	}
 	old := c.rb
-	c.rb = &rebalanceRun{version: version, from: time.Now(), closedAtStart: g.rebalanced.Load(),
+	c.rb = &rebalanceRun{version: version, from: time.Now(), closedAtStart: g.rebalanced.Load(), migratedAtStart: g.migrating.Load(),
 		members: len(ids), joined: joined, left: left}
 	c.mu.Unlock()
 	if old != nil {
@@ -331,14 +332,16 @@ func (g *Gateway) rebalanceDone() {
 // finishRebalance logs the one summary line of a rebalance, records it in
 // the event log and the rebalance duration histogram.
 func (g *Gateway) finishRebalance(rb *rebalanceRun) {
-	moved := g.rebalanced.Load() - rb.closedAtStart
+	closed := g.rebalanced.Load() - rb.closedAtStart
+	migrated := g.migrating.Load() - rb.migratedAtStart
+	moved := closed + migrated
 	d := time.Since(rb.from)
 	how := "done"
 	if rb.superseded {
 		how = "superseded by a newer ring"
 	}
 	g.log.Info("rebalance "+how, "version", fmt.Sprintf("%016x", rb.version), "nodes", rb.members,
-		"joined", rb.joined, "left", rb.left, "moved", moved, "duration", d.Round(time.Millisecond))
+		"joined", rb.joined, "left", rb.left, "moved", moved, "closed", closed, "migrated", migrated, "duration", d.Round(time.Millisecond))
 	g.metrics.rebalanceSeconds.Observe(d.Seconds())
 	g.console.event("rebalance", "rebalance to ring %016x %s: %d clients moved in %v", rb.version, how, moved, d.Round(time.Millisecond))
 }

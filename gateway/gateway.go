@@ -73,6 +73,7 @@ type Gateway struct {
 	// link.go).
 	clients    atomic.Int64 // open sessions, all loops
 	rebalanced atomic.Int64 // rebalance closes since start
+	migrating  atomic.Int64 // migrations started since start (--rebalance migrate)
 	rr         atomic.Uint64
 	hasPlain   atomic.Bool                          // a plain upstream is on the ring: handshakes keep the headers to forward (upstream.go)
 	targets    atomic.Pointer[map[string]*upTarget] // plain upstreams' resolved addresses by URL (upstream.go)

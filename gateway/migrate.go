@@ -76,6 +76,7 @@ func (l *loop) migrateTo(s *session, m *ring.Member) bool {
 	}
 	mg := &migration{from: from, to: to, started: l.g.elapsed(), base: l.g.ring.Load()}
 	l.beginMigration(s, mg)
+	l.g.migrating.Add(1)
 	return true
 }
 

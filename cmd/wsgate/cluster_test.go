@@ -205,9 +205,10 @@ func connect(t *testing.T, g *gw, key string) *wsClient {
 }
 
 // dial connects a client of key to g and waits for the welcome message;
-// the caller closes it.
+// the caller closes it. key may end with a query ("u1?counter=1").
 func dial(g *gw, key string) (*wsClient, error) {
 	ws, _, err := websocket.DefaultDialer.Dial("ws://"+g.addr+"/ws/"+key, nil)
+	key, _, _ = strings.Cut(key, "?")
 	if err != nil {
 		return nil, fmt.Errorf("dial %s key %s: %w", g.addr, key, err)
 	}
