@@ -102,3 +102,6 @@ func openSession(l *loop, key string) (*session, *fakeConn) {
 	l.addKey(s)
 	return s, c
 }
+
+// Wake is a no-op: tests call onTraffic themselves.
+func (f *fakeConn) Wake(gnet.AsyncCallback) error { return nil }

@@ -132,3 +132,64 @@ func TestSendKeyNotFromNewNodeDuringMove(t *testing.T) {
 		t.Errorf("the moving session got %d bytes, the other %d: a push twice", len(c2.out), len(c1.out))
 	}
 }
+
+// FuzzMigrationFrames feeds arbitrary frames from the backends of a loop
+// with sessions in every migration phase: a hostile or broken backend may
+// get its link closed, but must not crash the gateway or corrupt its
+// counts (every session is on at most one link, counted once).
+func FuzzMigrationFrames(f *testing.F) {
+	f.Add([]byte{0, byte(wire.TypeReady), 0, 1, 0})
+	f.Add([]byte{1, byte(wire.TypeState), 0, 1, 3, 'a', 'b', 'c'})
+	f.Add([]byte{0, byte(wire.TypeState), wire.FlagLost, 2, 0, 1, byte(wire.TypeClose), 0, 2, 2, 3, 232})
+	f.Add([]byte{2, byte(wire.TypeSendKey), 0, 0, 4, 0, 2, 'k', '1'})
+	f.Fuzz(func(t *testing.T, in []byte) {
+		l := migrateLoop(t)
+		var ss []*session
+		for i := range 4 {
+			s, _ := openSession(l, "k"+strconv.Itoa(i))
+			l.opens[s] = "x"
+			ss = append(ss, s)
+		}
+		r := l.g.ring.Load()
+		for i, s := range ss[:3] { // three migrations, in different phases
+			to := r.MemberAt((i + 1) % r.Len())
+			if to.ID == s.link.node {
+				to = r.MemberAt((i + 2) % r.Len())
+			}
+			l.migrateTo(s, to)
+		}
+		l.migrationReady(l.migrations[ss[1]].to, ss[1].id)
+		l.linkFailed(ss[3].link, wsframe.CloseInternalError, "backend link lost") // an orphan
+		nodes := []string{"a", "b", "c"}
+		for len(in) >= 5 {
+			k := l.links[nodes[int(in[0])%3]]
+			n := min(int(in[4]), len(in)-5)
+			h := wire.Header{Type: wire.Type(in[1]), Flags: in[2], Session: uint32(in[3]), BodyLen: n}
+			body := in[5 : 5+n]
+			in = in[5+n:]
+			if k == nil || k.closed || !h.Type.Known() {
+				continue
+			}
+			if err := l.linkFrame(k, h, body); err != nil {
+				l.linkFailed(k, wsframe.CloseInternalError, "backend link lost")
+			}
+		}
+		l.sweepMigrations(1 << 62)
+		per := map[*link]int{}
+		for _, s := range l.sessions {
+			if s.link != nil && s.state != stClosed {
+				per[s.link]++
+			}
+		}
+		for _, mg := range l.migrations {
+			if mg.to != nil {
+				per[mg.to]++
+			}
+		}
+		for k, n := range per {
+			if !k.closed && k.sessions != n {
+				t.Fatalf("link %s counts %d sessions, %d are on it", k.node, k.sessions, n)
+			}
+		}
+	})
+}
