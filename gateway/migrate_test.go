@@ -320,3 +320,65 @@ func TestMigrateConfig(t *testing.T) {
 		t.Fatalf("Rebalance %q: err %v, want one naming --rebalance", "move", err)
 	}
 }
+
+// TestMigrateTLS: wss:// clients migrate too (their held input is
+// decrypted already and waits in the TLS layer until the session resumes).
+func TestMigrateTLS(t *testing.T) {
+	c, roots, _, _ := startTLSCluster(t, func(cfg *gateway.Config) { cfg.Rebalance = gateway.RebalanceMigrate })
+	var clients []*counterClient
+	for i := range 60 {
+		key := fmt.Sprintf("tls-%d", i)
+		ws, err := dialTLS(c.Gateway().Addr(), "/ws/"+key+"?counter=1", roots, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { ws.Close() })
+		w := readWelcome(t, ws)
+		clients = append(clients, &counterClient{key: key, ws: ws, node: w.ServerIP, nodes: []string{w.ServerIP}, pushes: map[string]int{}})
+	}
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for _, cl := range clients {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				if err := cl.exchange(false); err != nil {
+					cl.fail(err)
+					return
+				}
+			}
+		}()
+	}
+	added, err := c.AddNode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	testutil.CheckFor(t, 5*time.Second, 10*time.Millisecond, func() error {
+		if c.Gateway().Ring().Member(added) == nil {
+			return fmt.Errorf("ring lacks %s", added)
+		}
+		return nil
+	})
+	waitOwners(t, c, clients)
+	close(stop)
+	wg.Wait()
+	if err := firstErr(clients); err != nil {
+		t.Fatal(err)
+	}
+	moved := 0
+	for _, cl := range clients {
+		if len(cl.nodes) > 1 {
+			moved++
+		}
+	}
+	if moved == 0 {
+		t.Fatal("no client moved")
+	}
+	t.Logf("%d of %d wss:// clients moved", moved, len(clients))
+}
