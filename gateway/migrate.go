@@ -38,6 +38,7 @@ const (
 	mgReady               // resume Open sent; waiting for the new node's Ready
 	mgState               // Handover sent; waiting for the old node's State
 	mgOrphan              // the old node's link died; waiting for a ring with another owner
+	mgPark                // the new node's link died after the Handover: waiting for the old node's State, to take it elsewhere
 )
 
 // maxHeld bounds the client input held while its session migrates; a
@@ -51,6 +52,8 @@ type migration struct {
 	phase    uint8
 	started  int64      // Gateway.elapsed when the client's input was first held
 	base     *ring.Ring // the ring the new node was chosen on (bounded loads: a later change is checked against it)
+	kept     []byte     // mgPark: the state the old node handed over, for the next new node
+	keptOK   bool       // kept holds a state (else the session resumes with FlagLost)
 	deadline int64      // Gateway.elapsed: the current wait ends here
 }
 
@@ -126,7 +129,7 @@ func (l *loop) migrationReady(k *link, id uint32) {
 		return // the migration ended meanwhile
 	}
 	if mg.from == nil {
-		l.resume(s, mg, nil, true)
+		l.resume(s, mg, mg.kept, !mg.keptOK)
 		return
 	}
 	mg.from.writeFrame(wire.TypeHandover, 0, s.id, nil)
@@ -141,11 +144,27 @@ func (l *loop) migrationState(k *link, h wire.Header, state []byte) error {
 	}
 	s := l.sessions[h.Session]
 	mg := l.migrations[s]
-	if mg == nil || mg.from != k || mg.phase != mgState {
+	if mg == nil || mg.from != k || mg.phase != mgState && mg.phase != mgPark {
 		return nil // the migration ended meanwhile (timed out: resumed without it)
+	}
+	if mg.phase == mgPark {
+		// Its new node died meanwhile: the state waits here for another.
+		mg.kept, mg.keptOK = append([]byte(nil), state...), h.Flags&wire.FlagLost == 0
+		l.unpark(s, mg)
+		return nil
 	}
 	l.resume(s, mg, state, h.Flags&wire.FlagLost != 0)
 	return nil
+}
+
+// unpark turns a parked migration, whose old node has answered (or will
+// not), into an orphan that takes the next owner the ring gives it.
+func (l *loop) unpark(s *session, mg *migration) {
+	mg.from = nil
+	l.leaveLink(s)
+	mg.phase = mgOrphan
+	mg.deadline = l.g.deadline(l.g.cfg.MigrateTimeout + wire.DeadIntervals*l.g.cfg.KeepAlive)
+	l.adopt(s, mg)
 }
 
 // resume completes a migration: the state to the new node, s moved onto
@@ -289,18 +308,39 @@ func (l *loop) adoptOrphans() {
 	}
 }
 
-// linkLost settles the migrations that used k, whose link died: those
-// moving to k fail; those moving from k lose their state.
+// linkLost settles the migrations that used k, whose link died. Moving to
+// k: a session not yet handed over stays on its old node (and moves when
+// k's node answers again or the ring changes); one handed over waits for
+// its state and takes it to the next owner; an orphan waits again. Moving
+// from k: the state is lost.
 func (l *loop) linkLost(k *link) {
 	for s, mg := range l.migrations {
 		switch {
 		case mg.to == k:
-			l.failMigration(s, mg)
+			mg.to = nil
+			k.sessions--
+			switch {
+			case mg.phase == mgState:
+				mg.phase = mgPark
+				mg.deadline = l.g.deadline(l.g.cfg.MigrateTimeout)
+			case mg.from == nil:
+				mg.phase = mgOrphan
+			default:
+				delete(l.migrations, s)
+				s.state = stOpen
+				l.g.metrics.migrated("failed", 0)
+				l.requeue(s, mg.base)
+				_ = s.conn.Wake(nil) // its held input goes to its old node
+			}
 		case mg.from == k:
 			mg.from = nil
 			l.leaveLink(s)
-			if mg.phase == mgState {
+			switch mg.phase {
+			case mgState:
 				l.resume(s, mg, nil, true)
+			case mgPark:
+				mg.phase = mgOrphan
+				l.adopt(s, mg)
 			}
 		}
 	}
@@ -318,16 +358,27 @@ func (l *loop) sweepMigrations(now int64) {
 			}
 			continue
 		}
-		if mg.phase == mgState {
+		if mg.phase == mgState || mg.phase == mgPark {
 			from := mg.from
 			l.g.log.Warn("old node did not hand the session over in time: it resumes without its state",
-				"node", from.node, "new_node", mg.to.node, "key", s.key)
+				"node", from.node, "key", s.key)
 			from.write(wire.AppendClose(l.out[:0], s.id, wsframe.CloseServiceRestart, []byte("session migrated")))
-			l.resume(s, mg, nil, true)
+			if mg.phase == mgPark {
+				l.unpark(s, mg)
+			} else {
+				l.resume(s, mg, nil, true)
+			}
 			continue
 		}
 		l.failMigration(s, mg)
 	}
+}
+
+// isDown reports whether this loop holds off dialling node id (a dial or
+// a link failed lately).
+func (l *loop) isDown(id string) bool {
+	_, down := l.down[id]
+	return down
 }
 
 // changedSince reports whether s, placed on base, must move under r.

@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"bytes"
 	"strconv"
 	"testing"
 
@@ -192,4 +193,80 @@ func FuzzMigrationFrames(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestNewNodeDiesAfterHandover: when the new node's link dies after the
+// old node was asked to hand the session over, the state it hands over is
+// taken to the next owner instead of the client being closed.
+func TestNewNodeDiesAfterHandover(t *testing.T) {
+	l := migrateLoop(t)
+	// After b dies the ring is a and c; the key belongs to c then.
+	r, err := ring.New([]ring.Member{{ID: "a", Addr: "127.0.0.1:1"}, {ID: "c", Addr: "127.0.0.1:3"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := ""
+	for i := 0; ; i++ {
+		key = "k" + strconv.Itoa(i)
+		if r.LookupString(key).ID == "c" {
+			break
+		}
+	}
+	s, _ := openSession(l, key)
+	s.link.sessions-- // on a, placed by an older ring
+	s.link = l.links["a"]
+	s.link.sessions++
+	l.opens[s] = "open-body"
+	l.links["c"].conn.(*fakeConn).keep = true
+	if !l.migrateTo(s, l.g.ring.Load().Member("b")) {
+		t.Fatal("no migration")
+	}
+	l.migrationReady(l.links["b"], s.id) // Handover sent to a
+	l.g.ring.Store(r)                    // b leaves the ring as its link dies
+	l.linkFailed(l.links["b"], wsframe.CloseInternalError, "backend link lost")
+	if mg := l.migrations[s]; s.state != stMigrating || mg == nil || mg.phase != mgPark {
+		t.Fatalf("state %d, migration %+v: want it parked", s.state, mg)
+	}
+	c := l.links["c"]
+	if err := l.migrationState(l.links["a"], wire.Header{Type: wire.TypeState, Session: s.id}, []byte("42")); err != nil {
+		t.Fatal(err)
+	}
+	mg := l.migrations[s]
+	if mg == nil || mg.to != c || mg.phase != mgReady || s.link != nil {
+		t.Fatalf("after the State: migration %+v, link %v; want a resume Open sent to c", mg, s.link)
+	}
+	l.migrationReady(c, s.id)
+	if s.state != stOpen || s.link != c {
+		t.Fatalf("state %d on %v, want open on c", s.state, s.link)
+	}
+	out := c.conn.(*fakeConn).out
+	if want := wire.AppendFrame(nil, wire.TypeState, 0, s.id, []byte("42")); !bytes.HasSuffix(out, want) {
+		t.Fatalf("c got %x, want it to end with the State carrying the handed-over 42", out)
+	}
+}
+
+// TestNewNodeDiesBeforeHandover: when the new node's link dies before the
+// old node was asked for the session, the session stays open on its old
+// node and is listed to move again.
+func TestNewNodeDiesBeforeHandover(t *testing.T) {
+	l := migrateLoop(t)
+	key := ""
+	for i := 0; ; i++ {
+		key = "k" + strconv.Itoa(i)
+		if l.g.ring.Load().LookupString(key).ID == "a" {
+			break
+		}
+	}
+	s, _ := openSession(l, key)
+	l.opens[s] = "open-body"
+	if !l.migrateTo(s, l.g.ring.Load().Member("b")) {
+		t.Fatal("no migration")
+	}
+	l.linkFailed(l.links["b"], wsframe.CloseInternalError, "backend link lost") // before its Ready
+	if s.state != stOpen || s.link != l.links["a"] || len(l.migrations) != 0 || len(l.victims) != 1 || l.victims[0] != s {
+		t.Fatalf("state %d on %v, %d migrations, victims %v: want open on a, listed again", s.state, s.link, len(l.migrations), l.victims)
+	}
+	if n := l.links["a"].sessions; n != 1 {
+		t.Fatalf("link a counts %d sessions, want 1", n)
+	}
 }

@@ -103,6 +103,12 @@ func (l *loop) closeVictims(budget int) {
 			if m != nil && m.ID == s.link.node {
 				continue // bounded loads: a node came ahead of it but is full; it stays
 			}
+			if m != nil && l.isDown(m.ID) {
+				// Its new node failed a dial or a move just now: it stays
+				// where it is served and tries again after LinkRetry.
+				later, laterBase = append(later, s), append(laterBase, base)
+				continue
+			}
 			budget--
 			if l.migrateTo(s, m) {
 				continue
