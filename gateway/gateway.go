@@ -74,6 +74,7 @@ type Gateway struct {
 	clients    atomic.Int64 // open sessions, all loops
 	rebalanced atomic.Int64 // rebalance closes since start
 	migrating  atomic.Int64 // migrations started since start (--rebalance migrate)
+	heldInput  atomic.Int64 // bytes of client input held by migrations under way (migrate.go)
 	rr         atomic.Uint64
 	hasPlain   atomic.Bool                          // a plain upstream is on the ring: handshakes keep the headers to forward (upstream.go)
 	targets    atomic.Pointer[map[string]*upTarget] // plain upstreams' resolved addresses by URL (upstream.go)

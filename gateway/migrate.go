@@ -53,6 +53,7 @@ type migration struct {
 	started  int64      // Gateway.elapsed when the client's input was first held
 	base     *ring.Ring // the ring the new node was chosen on (bounded loads: a later change is checked against it)
 	kept     []byte     // mgPark: the state the old node handed over, for the next new node
+	held     int        // the client's input held, as last seen (counted in Gateway.held)
 	keptOK   bool       // kept holds a state (else the session resumes with FlagLost)
 	deadline int64      // Gateway.elapsed: the current wait ends here
 }
@@ -177,7 +178,7 @@ func (l *loop) resume(s *session, mg *migration, state []byte, lost bool) {
 	}
 	to := mg.to
 	to.writeFrame(wire.TypeState, flags, s.id, state)
-	delete(l.migrations, s) // before leaveLink: a retiring link's close looks at the migrations
+	l.forget(s, mg) // before leaveLink: a retiring link's close looks at the migrations
 	if mg.from != nil {
 		l.leaveLink(s)
 	}
@@ -190,6 +191,15 @@ func (l *loop) resume(s *session, mg *migration, state []byte, lost bool) {
 		l.requeue(s, mg.base) // the ring changed again meanwhile
 	}
 	_ = s.conn.Wake(nil) // its held input: OnTraffic runs again
+}
+
+// forget ends s's migration record and gives back the input it held.
+func (l *loop) forget(s *session, mg *migration) {
+	delete(l.migrations, s)
+	if mg.held != 0 {
+		l.g.heldInput.Add(-int64(mg.held))
+		mg.held = 0
+	}
 }
 
 // leaveLink takes s off its link (the old node's) without telling the
@@ -211,7 +221,7 @@ func (l *loop) abortMigration(s *session) {
 	if mg == nil {
 		return
 	}
-	delete(l.migrations, s)
+	l.forget(s, mg)
 	s.state = stOpen
 	if to := mg.to; to != nil {
 		if mg.phase >= mgReady && mg.phase != mgOrphan {
@@ -238,8 +248,18 @@ func (l *loop) failMigration(s *session, mg *migration) {
 
 // holdInput is onTraffic for a migrating client: its input stays in gnet's
 // buffer until the session resumes (resume wakes the connection).
+//
+// Bounds: maxHeld per client, and with an outbound budget
+// (--max-outbound-memory) a quarter of it for all the gateway's migrating
+// clients; the client over either is closed with 1013.
 func (l *loop) holdInput(s *session, c gnet.Conn) gnet.Action {
-	if c.InboundBuffered() <= maxHeld {
+	n := c.InboundBuffered()
+	total := int64(0)
+	if mg := l.migrations[s]; mg != nil {
+		total = l.g.heldInput.Add(int64(n - mg.held))
+		mg.held = n
+	}
+	if budget := l.g.cfg.MaxOutboundMemory / 4; n <= maxHeld && (budget <= 0 || total <= budget) {
 		return gnet.None
 	}
 	l.abortMigration(s)
@@ -326,7 +346,7 @@ func (l *loop) linkLost(k *link) {
 			case mg.from == nil:
 				mg.phase = mgOrphan
 			default:
-				delete(l.migrations, s)
+				l.forget(s, mg)
 				s.state = stOpen
 				l.g.metrics.migrated("failed", 0)
 				l.requeue(s, mg.base)

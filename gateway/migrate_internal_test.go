@@ -270,3 +270,45 @@ func TestNewNodeDiesBeforeHandover(t *testing.T) {
 		t.Fatalf("link a counts %d sessions, want 1", n)
 	}
 }
+
+// TestHeldInputBounded: the input held for migrating clients is bounded
+// gateway-wide (a quarter of --max-outbound-memory): the client whose
+// input goes over is closed with 1013, and what it held is given back.
+func TestHeldInputBounded(t *testing.T) {
+	l := testLoop(t, func(c *Config) { c.Rebalance, c.MaxOutboundMemory = RebalanceMigrate, 1<<20 }) // 256 KiB for held input
+	for _, k := range l.links {
+		k.migrate = true
+	}
+	var conns []*fakeConn
+	var ss []*session
+	for i := range 2 {
+		key := "k" + strconv.Itoa(i)
+		s, c := openSession(l, key)
+		l.opens[s] = "x"
+		to := l.g.ring.Load().MemberAt(0)
+		if to.ID == s.link.node {
+			to = l.g.ring.Load().MemberAt(1)
+		}
+		if !l.migrateTo(s, to) {
+			t.Fatal("no migration")
+		}
+		conns, ss = append(conns, c), append(ss, s)
+	}
+	conns[0].in = make([]byte, 200<<10)
+	if act := l.onTraffic(ss[0], conns[0]); act != 0 || ss[0].state != stMigrating {
+		t.Fatalf("200 KiB held: action %v, state %d; want it held", act, ss[0].state)
+	}
+	conns[1].in = make([]byte, 100<<10)
+	l.onTraffic(ss[1], conns[1])
+	// A close frame: opcode 0x88, payload length, then the code 1013 (0x03f5).
+	if ss[1].state == stMigrating || len(conns[1].out) < 4 || conns[1].out[0] != 0x88 || !bytes.Equal(conns[1].out[2:4], []byte{0x03, 0xf5}) {
+		t.Fatalf("over the gateway-wide bound: state %d, out %x; want closed with 1013", ss[1].state, conns[1].out)
+	}
+	if got := l.g.heldInput.Load(); got != 200<<10 {
+		t.Fatalf("held %d bytes after the close, want the first client's %d", got, 200<<10)
+	}
+	l.onClose(ss[0])
+	if got := l.g.heldInput.Load(); got != 0 {
+		t.Fatalf("held %d bytes after both left, want 0", got)
+	}
+}
