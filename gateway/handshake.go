@@ -360,13 +360,22 @@ func (l *loop) handshakeTraffic(s *session, c gnet.Conn) (act gnet.Action, done 
 	// connection) gnet closes the conn inside Write, calling OnClose and
 	// then releasing the conn (RemoteAddr becomes nil).
 	remote := c.RemoteAddr()
-	if _, werr := c.Write(h.w); werr != nil && err == nil {
-		// The conn is gone already; OnClose ran while s was still in
-		// the handshake, so nothing was registered. Do not register now.
-		l.g.release(h.placed)
-		l.g.metrics.handshakeFailed("reset")
-		s.state = stClosed
-		return gnet.Close, false
+	// A client that offers subprotocols to a plain upstream gets its 101
+	// once the upstream has chosen one (upstream.go), unless the gateway
+	// chose already ("wsgate").
+	var delayed []byte
+	if err == nil && len(h.protocols) > 0 && membership.IsPlainAddr(h.member.Addr) && !bytes.Contains(h.w, []byte("Sec-WebSocket-Protocol")) {
+		delayed = append([]byte(nil), h.w...)
+	}
+	if delayed == nil {
+		if _, werr := c.Write(h.w); werr != nil && err == nil {
+			// The conn is gone already; OnClose ran while s was still in
+			// the handshake, so nothing was registered. Do not register now.
+			l.g.release(h.placed)
+			l.g.metrics.handshakeFailed("reset")
+			s.state = stClosed
+			return gnet.Close, false
+		}
 	}
 	if err != nil {
 		reason := rejectReason(err)
@@ -402,7 +411,7 @@ func (l *loop) handshakeTraffic(s *session, c gnet.Conn) (act gnet.Action, done 
 	l.addKey(s)
 	l.g.presence.note(l, s, h.member.ID, true)
 	if membership.IsPlainAddr(h.member.Addr) {
-		l.openUpstream(s, h.member.ID, h.member.Addr, h.placed != nil, remote)
+		l.openUpstream(s, h.member.ID, h.member.Addr, h.placed != nil, remote, delayed)
 		return gnet.None, true
 	}
 	k := l.linkTo(h.member)

@@ -86,6 +86,12 @@ type upstream struct {
 	accept   string // the Sec-WebSocket-Accept the upgrade must answer; "" once upgraded
 	deadline int64  // Gateway.deadline clock: connected and upgraded by then, or the client is closed
 	held     []byte // client frames that arrived before the upgrade completed
+	// resp is the client's 101, not yet sent: the client offered
+	// subprotocols, and the one the upstream chooses goes into it
+	// (upgradeTraffic). Until then a failure is answered with an HTTP
+	// status, not a close frame. offered lists what the client offered.
+	resp    []byte
+	offered string
 
 	need      int  // inbound bytes the next upstream frame needs before it is whole
 	inMsg     bool // the upstream is in a fragmented data message (a gateway data frame must wait)
@@ -155,8 +161,11 @@ type upTarget struct {
 // openUpstream routes s to the plain upstream at addr (node's ws:// URL):
 // counts it, connects a non-blocking socket on this loop and sends the
 // upgrade request. The client's frames are held until the upstream's 101.
-func (l *loop) openUpstream(s *session, node, addr string, counted bool, peer net.Addr) {
-	u := &upstream{s: s, node: node, addr: addr, clients: l.nodeCounter(node)}
+func (l *loop) openUpstream(s *session, node, addr string, counted bool, peer net.Addr, resp []byte) {
+	u := &upstream{s: s, node: node, addr: addr, clients: l.nodeCounter(node), resp: resp}
+	if resp != nil {
+		u.offered = string(l.hs.protocols)
+	}
 	s.up = u
 	if !counted {
 		u.clients.Add(1)
@@ -489,6 +498,10 @@ func (l *loop) upstreamFailed(u *upstream, e *wsframe.Error) {
 	}
 	l.g.metrics.upstreamDial(why)
 	l.g.notePlain(u.node, false)
+	if u.resp != nil {
+		l.refuseUpgrade(u, e)
+		return
+	}
 	if u.s.state == stClientClosed {
 		l.finishClientClose(u.s) // the client closed meanwhile: no answer will come
 		return
@@ -516,6 +529,23 @@ func (l *loop) upgradeTraffic(u *upstream, c gnet.Conn) gnet.Action {
 		l.upstreamFailed(u, errUpstreamProtocol)
 		return gnet.None
 	}
+	if u.resp != nil {
+		// RFC 6455 4.1: the client fails a handshake whose protocol is not
+		// one it offered; so does the gateway, for its client.
+		proto := responseProtocol(buf[:n])
+		if proto != "" && !offered(u.offered, proto) {
+			l.upstreamFailed(u, &wsframe.Error{Code: wsframe.CloseBadGateway, Reason: "upstream chose a subprotocol the client did not offer"})
+			return gnet.None
+		}
+		resp := u.resp
+		u.resp = nil
+		if proto != "" {
+			resp = append(append(append(resp[:len(resp)-2], "Sec-WebSocket-Protocol: "...), proto...), "\r\n\r\n"...)
+		}
+		if _, err := u.s.conn.Write(resp); err != nil || u.s.up != u {
+			return gnet.None // the client is gone (OnClose ran inside Write)
+		}
+	}
 	_, _ = c.Discard(n)
 	u.accept = ""
 	l.g.metrics.upstreamDial("ok")
@@ -528,6 +558,48 @@ func (l *loop) upgradeTraffic(u *upstream, c gnet.Conn) gnet.Action {
 		return gnet.None
 	}
 	return l.relayUp(u, c)
+}
+
+// refuseUpgrade answers a client whose 101 waited for its upstream (it
+// offered subprotocols) with an HTTP error instead: 502 when the upstream
+// answered badly, 503 when it could not be reached. The client never
+// became a WebSocket.
+func (l *loop) refuseUpgrade(u *upstream, e *wsframe.Error) {
+	s := u.s
+	status := "503 Service Unavailable"
+	if e.Code == wsframe.CloseBadGateway {
+		status = "502 Bad Gateway"
+	}
+	u.resp = nil
+	_, _ = s.conn.Write([]byte("HTTP/1.1 " + status + "\r\nContent-Type: text/plain\r\nContent-Length: " +
+		strconv.Itoa(len(e.Reason)+1) + "\r\nConnection: close\r\n\r\n" + e.Reason + "\n"))
+	if s.up != u {
+		return // the write failed: OnClose ran inside it
+	}
+	l.unlink(s)
+	s.state = stClosed
+	_ = s.conn.Close()
+}
+
+// responseProtocol is the Sec-WebSocket-Protocol of an upgrade response
+// head, "" if none.
+func responseProtocol(head []byte) string {
+	for line := range bytes.SplitSeq(head, []byte("\r\n")) {
+		if name, value, ok := bytes.Cut(line, []byte(":")); ok && bytes.EqualFold(bytes.TrimSpace(name), []byte("Sec-WebSocket-Protocol")) {
+			return string(bytes.TrimSpace(value))
+		}
+	}
+	return ""
+}
+
+// offered reports whether proto is one of list's comma-separated entries.
+func offered(list, proto string) bool {
+	for p := range strings.SplitSeq(list, ",") {
+		if strings.TrimSpace(p) == proto {
+			return true
+		}
+	}
+	return false
 }
 
 // sweepDialing closes the clients whose upstream did not connect and

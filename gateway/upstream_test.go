@@ -8,6 +8,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -536,5 +537,105 @@ func TestPassthroughTokenExpiry(t *testing.T) {
 	ws := dialPass(t, g, "/ws/dave?token="+tok, nil)
 	if code, text := closeCode(t, ws); code != 1008 || text != "token expired" {
 		t.Fatalf("close %d %q, want 1008 token expired", code, text)
+	}
+}
+
+// TestPassthroughSubprotocol: a client that offers subprotocols gets its
+// 101 once the plain upstream has chosen, with the upstream's choice; when
+// the upstream cannot be reached, refuses, or chooses what was not offered,
+// the client gets an HTTP error instead of a WebSocket.
+func TestPassthroughSubprotocol(t *testing.T) {
+	chat := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		c, err := cws.Accept(w, r, &cws.AcceptOptions{Subprotocols: []string{"chat.v2", "chat.v1"}})
+		if err != nil {
+			return
+		}
+		defer c.CloseNow()
+		for {
+			typ, msg, err := c.Read(r.Context())
+			if err != nil {
+				return
+			}
+			if err := c.Write(r.Context(), typ, append([]byte(c.Subprotocol()+":"), msg...)); err != nil {
+				return
+			}
+		}
+	}))
+	t.Cleanup(chat.Close)
+	closed, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	closedURL := "ws://" + closed.Addr().String()
+	closed.Close()
+	rogue := serveTCP(t, func(c net.Conn) { // chooses a protocol nobody offered
+		defer c.Close()
+		req, err := http.ReadRequest(bufio.NewReader(c))
+		if err != nil {
+			return
+		}
+		sum := sha1.Sum([]byte(req.Header.Get("Sec-WebSocket-Key") + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"))
+		fmt.Fprintf(c, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: %s\r\nSec-WebSocket-Protocol: evil\r\n\r\n",
+			base64.StdEncoding.EncodeToString(sum[:]))
+		_, _ = io.Copy(io.Discard, c)
+	})
+	dial := func(g *gateway.Gateway, protocols ...string) (*websocket.Conn, *http.Response, error) {
+		d := &websocket.Dialer{HandshakeTimeout: 10 * time.Second, Subprotocols: protocols}
+		return d.Dial("ws://"+g.Addr()+"/ws/k", nil)
+	}
+
+	g := startPassGateway(t, staticUpstreams(t, "c1=ws://"+strings.TrimPrefix(chat.URL, "http://")), nil)
+	for _, tc := range []struct {
+		offer []string
+		want  string
+	}{
+		{[]string{"x", "chat.v1"}, "chat.v1"},
+		{[]string{"chat.v1", "chat.v2"}, "chat.v2"}, // the server's preference
+		{[]string{"other"}, ""},                     // none chosen: a 101 without one
+	} {
+		ws, resp, err := dial(g, tc.offer...)
+		if err != nil {
+			t.Fatalf("offer %v: %v", tc.offer, err)
+		}
+		resp.Body.Close()
+		if ws.Subprotocol() != tc.want {
+			t.Errorf("offer %v: subprotocol %q, want %q", tc.offer, ws.Subprotocol(), tc.want)
+		}
+		echo := []byte(tc.want + ":hi")
+		_ = ws.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if err := ws.WriteMessage(websocket.TextMessage, []byte("hi")); err != nil {
+			t.Fatal(err)
+		}
+		if _, got, err := ws.ReadMessage(); err != nil || !bytes.Equal(got, echo) {
+			t.Errorf("offer %v: echo %q %v, want %q (the upstream's own view)", tc.offer, got, err, echo)
+		}
+		ws.Close()
+	}
+
+	for _, tc := range []struct {
+		name, upstream string
+		status         int
+	}{
+		{"unreachable", closedURL, http.StatusServiceUnavailable},
+		{"unoffered protocol", "ws://" + rogue.Addr().String(), http.StatusBadGateway},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			g := startPassGateway(t, staticUpstreams(t, "u="+tc.upstream), nil)
+			ws, resp, err := dial(g, "chat.v1")
+			if err == nil {
+				ws.Close()
+				t.Fatal("upgraded; want an HTTP error")
+			}
+			if resp == nil || resp.StatusCode != tc.status {
+				t.Fatalf("err %v, response %+v; want HTTP %d", err, resp, tc.status)
+			}
+			resp.Body.Close()
+			testutil.CheckFor(t, 5*time.Second, 10*time.Millisecond, func() error {
+				if n := g.Clients(); n != 0 {
+					return fmt.Errorf("%d clients still counted", n)
+				}
+				return nil
+			})
+		})
 	}
 }
