@@ -145,7 +145,7 @@ func (l *loop) walkSessions(tick time.Duration) {
 			l.closeSession(s, wsframe.ClosePolicyViolation, "token expired", false)
 		case l.g.cfg.IdleTimeout > 0 && silent >= idleMs:
 			l.idleClose(s)
-		case l.g.cfg.PingInterval > 0 && silent >= pingMs:
+		case l.g.cfg.PingInterval > 0 && silent >= pingMs && !s.awaiting101():
 			_, _ = s.conn.Write(pingFrame)
 		}
 	}

@@ -304,6 +304,10 @@ func (l *loop) fail(s *session, err error) gnet.Action {
 	if e, ok := err.(*wsframe.Error); ok {
 		code, reason = e.Code, e.Reason
 	}
+	if s.awaiting101() {
+		l.refuseUpgrade(s.up, &wsframe.Error{Code: code, Reason: reason})
+		return gnet.None
+	}
 	l.g.metrics.protocolClose(code)
 	if s.state == stOpen {
 		_, _ = s.conn.Write(wsframe.AppendClose(l.out[:0], code, reason))
@@ -322,6 +326,10 @@ func (l *loop) closeSession(s *session, code uint16, reason string, fromBackend 
 		// Its service closed it before the handover, or it is slow, or the
 		// gateway stops: the move ends here, on the old node.
 		l.abortMigration(s)
+	}
+	if s.awaiting101() {
+		l.refuseUpgrade(s.up, &wsframe.Error{Code: code, Reason: reason}) // not a WebSocket yet: an HTTP answer
+		return
 	}
 	if s.state != stOpen {
 		return

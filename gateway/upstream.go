@@ -624,7 +624,14 @@ func (l *loop) sweepDialing(now int64) {
 // s now: always, unless s's plain upstream is in the middle of a
 // fragmented message (RFC 6455 5.4: the fragments of a message must not be
 // interleaved with another message's).
-func (s *session) between() bool { return s.up == nil || !s.up.inMsg }
+//
+// Nor before its 101: a client whose 101 waits for its upstream's choice
+// of subprotocol gets no frame of the gateway's.
+func (s *session) between() bool { return s.up == nil || !s.up.inMsg && s.up.resp == nil }
+
+// awaiting101 reports whether s's 101 still waits for its plain upstream
+// (the client offered subprotocols): no WebSocket frame may go to it yet.
+func (s *session) awaiting101() bool { return s.up != nil && s.up.resp != nil }
 
 // write sends client frames upstream, or holds them until the upgrade. A
 // write that fails makes gnet close the socket inside Write: OnClose

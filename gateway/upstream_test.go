@@ -7,6 +7,7 @@ import (
 	"crypto/sha1"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -638,4 +639,45 @@ func TestPassthroughSubprotocol(t *testing.T) {
 			})
 		})
 	}
+
+	// While a client's 101 waits for a slow upstream, the gateway's own
+	// frames (a broadcast) skip it, and closing it (here: the gateway
+	// shuts down) is an HTTP answer, not a close frame.
+	t.Run("pending", func(t *testing.T) {
+		hold := make(chan struct{})
+		t.Cleanup(func() { close(hold) })
+		slow := rawUpstream(t, 3*time.Second, func(c net.Conn) { <-hold })
+		g := startPassGateway(t, staticUpstreams(t, "u="+slow), nil)
+		type result struct {
+			resp *http.Response
+			err  error
+		}
+		done := make(chan result, 1)
+		go func() {
+			ws, resp, err := dial(g, "chat.v1")
+			if ws != nil {
+				ws.Close()
+			}
+			done <- result{resp, err}
+		}()
+		testutil.CheckFor(t, 5*time.Second, 10*time.Millisecond, func() error {
+			if g.Clients() != 1 {
+				return errors.New("client not routed yet")
+			}
+			return nil
+		})
+		req, _ := http.NewRequest("POST", "http://"+g.AdminAddr()+"/api/broadcast", strings.NewReader(`{"message":"early"}`))
+		req.Header.Set("Content-Type", "application/json")
+		if resp, err := http.DefaultClient.Do(req); err != nil {
+			t.Fatal(err)
+		} else {
+			resp.Body.Close()
+		}
+		go func() { _ = g.Shutdown(context.Background()) }()
+		r := <-done
+		if r.err == nil || r.resp == nil || r.resp.StatusCode != http.StatusServiceUnavailable {
+			t.Fatalf("err %v, response %+v: want HTTP 503 (and no frame before it)", r.err, r.resp)
+		}
+		r.resp.Body.Close()
+	})
 }
