@@ -327,5 +327,8 @@ func (h *handshake) onProtocols(v []byte) (string, bool) {
 			h.protocols = append(h.protocols, p...)
 		}
 	}
+	if selected != "" {
+		h.protocols = h.protocols[:0] // the client speaks wsgate's: the upstream is offered nothing
+	}
 	return selected, true
 }

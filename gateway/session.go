@@ -291,6 +291,10 @@ func (l *loop) finishClientClose(s *session) {
 		return
 	}
 	delete(l.timed, s)
+	if s.awaiting101() { // it closed before its 101 came: it never was a WebSocket
+		l.refuseUpgrade(s.up, errUpstreamUnavailable)
+		return
+	}
 	_, _ = s.conn.Write(wsframe.AppendClose(l.out[:0], s.closeCode, ""))
 	l.unlink(s) // the backend was told already
 	s.state = stClosed

@@ -532,8 +532,8 @@ func (l *loop) upgradeTraffic(u *upstream, c gnet.Conn) gnet.Action {
 	if u.resp != nil {
 		// RFC 6455 4.1: the client fails a handshake whose protocol is not
 		// one it offered; so does the gateway, for its client.
-		proto := responseProtocol(buf[:n])
-		if proto != "" && !offered(u.offered, proto) {
+		proto, ok := responseProtocol(buf[:n])
+		if !ok || proto != "" && !offered(u.offered, proto) {
 			l.upstreamFailed(u, &wsframe.Error{Code: wsframe.CloseBadGateway, Reason: "upstream chose a subprotocol the client did not offer"})
 			return gnet.None
 		}
@@ -567,8 +567,11 @@ func (l *loop) upgradeTraffic(u *upstream, c gnet.Conn) gnet.Action {
 func (l *loop) refuseUpgrade(u *upstream, e *wsframe.Error) {
 	s := u.s
 	status := "503 Service Unavailable"
-	if e.Code == wsframe.CloseBadGateway {
+	switch e.Code {
+	case wsframe.CloseBadGateway:
 		status = "502 Bad Gateway"
+	case wsframe.CloseProtocolError, wsframe.CloseInvalidPayload, wsframe.CloseTooBig:
+		status = "400 Bad Request" // the client's own frames were wrong: no point retrying
 	}
 	u.resp = nil
 	_, _ = s.conn.Write([]byte("HTTP/1.1 " + status + "\r\nContent-Type: text/plain\r\nContent-Length: " +
@@ -582,14 +585,19 @@ func (l *loop) refuseUpgrade(u *upstream, e *wsframe.Error) {
 }
 
 // responseProtocol is the Sec-WebSocket-Protocol of an upgrade response
-// head, "" if none.
-func responseProtocol(head []byte) string {
+// head, "" if none; ok is false when the header repeats (an ambiguous
+// answer).
+func responseProtocol(head []byte) (proto string, ok bool) {
+	seen := false
 	for line := range bytes.SplitSeq(head, []byte("\r\n")) {
-		if name, value, ok := bytes.Cut(line, []byte(":")); ok && bytes.EqualFold(bytes.TrimSpace(name), []byte("Sec-WebSocket-Protocol")) {
-			return string(bytes.TrimSpace(value))
+		if name, value, found := bytes.Cut(line, []byte(":")); found && bytes.EqualFold(name, []byte("Sec-WebSocket-Protocol")) {
+			if seen {
+				return "", false
+			}
+			seen, proto = true, string(bytes.TrimSpace(value))
 		}
 	}
-	return ""
+	return proto, true
 }
 
 // offered reports whether proto is one of list's comma-separated entries.

@@ -1133,3 +1133,42 @@ func (r *rawConn) tryFrame() (op int, payload []byte) {
 	}
 	return int(h[0] & 0x0f), p
 }
+
+// TestAttackCloseBeforePending101: a client that offered a subprotocol
+// sends a close frame before its 101 (which waits for a hanging
+// upstream): when its close handshake times out it gets an HTTP answer,
+// not a WebSocket close frame, and nothing stays counted. From an
+// independent attack on the pending-101 path.
+func TestAttackCloseBeforePending101(t *testing.T) {
+	hold := make(chan struct{})
+	t.Cleanup(func() { close(hold) })
+	hang := serveTCP(t, func(c net.Conn) { <-hold; c.Close() }) // accepts, never answers
+	g := startPassGateway(t, staticUpstreams(t, "u=ws://"+hang.Addr().String()), func(c *gateway.Config) { c.CloseTimeout = 200 * time.Millisecond })
+	c, err := net.Dial("tcp", g.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	fmt.Fprintf(c, "GET /ws/k HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"+
+		"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Protocol: chat\r\n\r\n")
+	testutil.CheckFor(t, 5*time.Second, 10*time.Millisecond, func() error {
+		if g.Clients() != 1 {
+			return errors.New("client not routed yet")
+		}
+		return nil
+	})
+	if _, err := c.Write(frame(0x88, []byte{0x03, 0xe8}, []byte{1, 2, 3, 4})); err != nil {
+		t.Fatal(err)
+	}
+	_ = c.SetReadDeadline(time.Now().Add(4 * time.Second))
+	got, _ := io.ReadAll(c)
+	if !bytes.HasPrefix(got, []byte("HTTP/1.1 503 ")) {
+		t.Fatalf("client got %q, want an HTTP 503 (it never got a 101)", got)
+	}
+	testutil.CheckFor(t, 5*time.Second, 10*time.Millisecond, func() error {
+		if n := g.Clients(); n != 0 {
+			return fmt.Errorf("%d clients counted", n)
+		}
+		return nil
+	})
+}

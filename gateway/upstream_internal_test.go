@@ -55,3 +55,26 @@ func FuzzUpstreamResponse(f *testing.F) {
 		}
 	})
 }
+
+// TestResponseProtocol: the upstream's subprotocol choice, and a repeated
+// header refused as ambiguous.
+func TestResponseProtocol(t *testing.T) {
+	for _, tc := range []struct {
+		head  string
+		proto string
+		ok    bool
+	}{
+		{"HTTP/1.1 101 x\r\nUpgrade: websocket", "", true},
+		{"HTTP/1.1 101 x\r\nsec-websocket-protocol:  chat ", "chat", true},
+		{"HTTP/1.1 101 x\r\nSec-WebSocket-Protocol: chat\r\nSec-WebSocket-Protocol: evil", "", false},
+		{"HTTP/1.1 101 x\r\nSec-WebSocket-Protocol : chat", "", true}, // not the header (a space before the colon)
+	} {
+		proto, ok := responseProtocol([]byte(tc.head))
+		if proto != tc.proto || ok != tc.ok {
+			t.Errorf("%q: %q %v, want %q %v", tc.head, proto, ok, tc.proto, tc.ok)
+		}
+	}
+	if !offered("a, chat,b", "chat") || offered("a, chat,b", "cha") {
+		t.Error("offered")
+	}
+}
