@@ -264,8 +264,9 @@ func (g *Gateway) Nodes(ctx context.Context) []NodeStatus {
 // A push that reaches no session while a node says a session of the key
 // is between nodes (a migration: wire.FlagMoving) is tried again, against
 // the ring and presence of the moment, until it reaches one or ctx (at
-// most 5 s) ends: a push sent during a move is delivered once, when the
-// session has landed.
+// most 5 s) ends: a push sent during a move is not lost. (It may arrive
+// twice when the old node delivers just before the handover and the new
+// one just after: at least once, docs/protocol.md 4.10.)
 func (g *Gateway) Push(ctx context.Context, key string, data []byte) (int, error) {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()

@@ -77,6 +77,15 @@ func (g *Gateway) release(res *atomic.Int64) {
 	}
 }
 
+// nextKeyless is the node for a keyless client: round robin over r's
+// members; nil on an empty ring.
+func (g *Gateway) nextKeyless(r *ring.Ring) *ring.Member {
+	if r.Len() == 0 {
+		return nil
+	}
+	return r.MemberAt(int(g.rr.Add(1) % uint64(r.Len())))
+}
+
 // ownerNow is the node a new client of key would get now: the ring owner,
 // or with bounded loads the first node on the key's walk with room. Nil on
 // an empty ring.

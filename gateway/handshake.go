@@ -297,7 +297,7 @@ func (h *handshake) onBeforeUpgrade() (ws.HandshakeHeader, error) {
 	}
 	switch {
 	case h.keyless:
-		h.member = r.MemberAt(int(g.rr.Add(1) % uint64(r.Len())))
+		h.member = g.nextKeyless(r)
 	case g.cfg.BalanceFactor != 0:
 		if h.member, h.placed = g.routeBounded(h.key); h.member == nil {
 			return nil, rejectNoNode

@@ -68,30 +68,39 @@ var errHeldTooMuch = &wsframe.Error{Code: wsframe.CloseTryAgainLater, Reason: "t
 // message half relayed); the caller then closes s (or tries later).
 func (l *loop) migrateTo(s *session, m *ring.Member) bool {
 	from := s.link
-	if from == nil || !from.migrates() || m == nil || m.ID == from.node || membership.IsPlainAddr(m.Addr) {
+	if from == nil || !from.migrates() || m == nil || m.ID == from.node {
 		return false
 	}
-	if _, down := l.down[m.ID]; down {
+	to := l.moveTarget(m)
+	if to == nil {
 		return false
 	}
-	to := l.linkTo(m)
-	if to.hello && !to.migrate {
-		return false
-	}
-	mg := &migration{from: from, to: to, started: l.g.elapsed(), base: l.g.ring.Load()}
-	l.beginMigration(s, mg)
+	s.state = stMigrating
+	mg := &migration{from: from, started: l.g.elapsed(), deadline: l.g.deadline(l.g.cfg.MigrateTimeout)}
+	l.migrations[s] = mg
+	l.aim(s, mg, to)
 	l.g.migrating.Add(1)
 	return true
 }
 
-// beginMigration holds s's input and asks mg.to for s (now, or once its
-// link says Hello).
-func (l *loop) beginMigration(s *session, mg *migration) {
-	s.state = stMigrating
-	l.migrations[s] = mg
-	mg.to.sessions++ // keeps a retiring link open for s
-	mg.deadline = l.g.deadline(l.g.cfg.MigrateTimeout)
-	if mg.to.hello {
+// moveTarget is the link a session can move to on m; nil when there is
+// none (no node, a plain upstream, a node marked down on this loop, or one
+// whose Hello said it does not speak migration).
+func (l *loop) moveTarget(m *ring.Member) *link {
+	if m == nil || membership.IsPlainAddr(m.Addr) || l.isDown(m.ID) {
+		return nil
+	}
+	if to := l.linkTo(m); !to.hello || to.migrate {
+		return to
+	}
+	return nil
+}
+
+// aim points mg at to and asks it for s: now, or once its link says Hello.
+func (l *loop) aim(s *session, mg *migration, to *link) {
+	mg.to, mg.base = to, l.g.ring.Load()
+	to.sessions++ // keeps a retiring link open for s
+	if to.hello {
 		l.sendResume(s, mg)
 	} else {
 		mg.phase = mgLink
@@ -163,8 +172,7 @@ func (l *loop) migrationState(k *link, h wire.Header, state []byte) error {
 func (l *loop) unpark(s *session, mg *migration) {
 	mg.from = nil
 	l.leaveLink(s)
-	mg.phase = mgOrphan
-	mg.deadline = l.g.deadline(l.g.cfg.MigrateTimeout + wire.DeadIntervals*l.g.cfg.KeepAlive)
+	mg.phase, mg.deadline = mgOrphan, l.orphanDeadline()
 	l.adopt(s, mg)
 }
 
@@ -271,24 +279,24 @@ func (l *loop) holdInput(s *session, c gnet.Conn) gnet.Action {
 // resumes there without its state. Only sessions of a link that was up.
 func (l *loop) orphan(s *session, k *link) {
 	l.leaveLink(s)
-	mg := &migration{phase: mgOrphan, started: l.g.elapsed()}
-	// The ring loses the node when its control link fails too (at once
-	// for a crash, within 3 keepalive intervals for a hung node).
-	mg.deadline = l.g.deadline(l.g.cfg.MigrateTimeout + wire.DeadIntervals*l.g.cfg.KeepAlive)
+	mg := &migration{phase: mgOrphan, started: l.g.elapsed(), deadline: l.orphanDeadline()}
 	s.state = stMigrating
 	l.migrations[s] = mg
 	l.adopt(s, mg)
+}
+
+// orphanDeadline is how long an orphan waits for a new owner: the ring
+// loses its node when the control link fails too (at once for a crash,
+// within 3 keepalive intervals for a hung node).
+func (l *loop) orphanDeadline() int64 {
+	return l.g.deadline(l.g.cfg.MigrateTimeout + wire.DeadIntervals*l.g.cfg.KeepAlive)
 }
 
 // owner is the node s would be placed on now: keyless sessions round
 // robin, as at the upgrade.
 func (l *loop) owner(s *session) *ring.Member {
 	if s.keyless {
-		r := l.g.ring.Load()
-		if r.Len() == 0 {
-			return nil
-		}
-		return r.MemberAt(int(l.g.rr.Add(1) % uint64(r.Len())))
+		return l.g.nextKeyless(l.g.ring.Load())
 	}
 	return l.g.ownerNow(s.key)
 }
@@ -298,23 +306,8 @@ func (l *loop) owner(s *session) *ring.Member {
 // died while its node stayed: after LinkRetry, a new link is tried); it
 // waits while the owner is marked down on this loop.
 func (l *loop) adopt(s *session, mg *migration) {
-	m := l.owner(s)
-	if m == nil || membership.IsPlainAddr(m.Addr) {
-		return
-	}
-	if _, down := l.down[m.ID]; down {
-		return
-	}
-	to := l.linkTo(m)
-	if to.hello && !to.migrate {
-		return
-	}
-	mg.to, mg.base = to, l.g.ring.Load()
-	to.sessions++
-	if to.hello {
-		l.sendResume(s, mg)
-	} else {
-		mg.phase = mgLink
+	if to := l.moveTarget(l.owner(s)); to != nil {
+		l.aim(s, mg, to)
 	}
 }
 
