@@ -1,7 +1,6 @@
 package bench
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"math"
@@ -139,36 +138,24 @@ func (r *runner) sampleMigrations(ctx context.Context) (migrationSample, error) 
 func parseMigrations(b []byte) migrationSample {
 	const (
 		bucket = "wsgate_gateway_migration_pause_seconds_bucket{le=\""
-		sum    = "wsgate_gateway_migration_pause_seconds_sum "
+		sum    = "wsgate_gateway_migration_pause_seconds_sum"
 		total  = "wsgate_gateway_migrations_total{result=\""
 	)
 	s := migrationSample{byResult: map[string]float64{}}
-	sc := bufio.NewScanner(bytes.NewReader(b))
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		line := sc.Text()
-		sp := strings.LastIndexByte(line, ' ')
-		if sp < 0 {
-			continue
-		}
-		v, err := strconv.ParseFloat(line[sp+1:], 64)
-		if err != nil {
-			continue
-		}
+	eachSample(b, func(series string, v float64) {
 		switch {
-		case strings.HasPrefix(line, bucket):
-			le := line[len(bucket) : strings.IndexByte(line[len(bucket):], '"')+len(bucket)]
-			f, err := strconv.ParseFloat(le, 64) // "+Inf" parses as +Inf
-			if err == nil {
+		case strings.HasPrefix(series, bucket):
+			le, _, _ := strings.Cut(series[len(bucket):], `"`)
+			if f, err := strconv.ParseFloat(le, 64); err == nil { // "+Inf" parses as +Inf
 				s.buckets = append(s.buckets, histBucket{f, v})
 			}
-		case strings.HasPrefix(line, sum):
+		case series == sum:
 			s.sum = v
-		case strings.HasPrefix(line, total):
-			rest := line[len(total):]
-			s.byResult[rest[:strings.IndexByte(rest, '"')]] = v
+		case strings.HasPrefix(series, total):
+			result, _, _ := strings.Cut(series[len(total):], `"`)
+			s.byResult[result] = v
 		}
-	}
+	})
 	sort.Slice(s.buckets, func(i, j int) bool { return s.buckets[i].le < s.buckets[j].le })
 	return s
 }

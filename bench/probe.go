@@ -156,22 +156,32 @@ func scrape(ctx context.Context, admin string) (map[string]float64, error) {
 
 func parseMetrics(b []byte) map[string]float64 {
 	m := make(map[string]float64)
+	eachSample(b, func(series string, v float64) {
+		if !strings.ContainsAny(series, "{ ") {
+			m[series] = v
+		}
+	})
+	return m
+}
+
+// eachSample calls fn with each sample of a Prometheus text exposition:
+// the series (name and labels) and its value.
+func eachSample(b []byte, fn func(series string, v float64)) {
 	sc := bufio.NewScanner(bytes.NewReader(b))
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
 	for sc.Scan() {
-		line := sc.Text()
+		line := strings.TrimSpace(sc.Text())
 		if line == "" || line[0] == '#' {
 			continue
 		}
-		f := strings.Fields(line)
-		if len(f) != 2 || strings.ContainsRune(f[0], '{') {
+		sp := strings.LastIndexByte(line, ' ')
+		if sp < 0 {
 			continue
 		}
-		if v, err := strconv.ParseFloat(f[1], 64); err == nil {
-			m[f[0]] = v
+		if v, err := strconv.ParseFloat(line[sp+1:], 64); err == nil {
+			fn(strings.TrimSpace(line[:sp]), v)
 		}
 	}
-	return m
 }
 
 var httpClient = &http.Client{

@@ -1,7 +1,6 @@
 package bench
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -414,17 +413,7 @@ func (r *runner) OnClose(c *Conn, code int, reason string) {
 var serverIPField = []byte(`"serverIp":"`)
 
 // welcomeServer extracts serverIp from the demo app's welcome message.
-func welcomeServer(p []byte) string {
-	i := bytes.Index(p, serverIPField)
-	if i < 0 {
-		return ""
-	}
-	p = p[i+len(serverIPField):]
-	if j := bytes.IndexByte(p, '"'); j >= 0 {
-		return string(p[:j])
-	}
-	return ""
-}
+func welcomeServer(p []byte) string { return string(serverOf(p)) }
 
 // progress prints a status line about once a second until stop is closed.
 func (r *runner) progress(phase string, stop <-chan struct{}) {
