@@ -17,18 +17,7 @@ import (
 // TestScenariosAgainstDevCluster runs every scenario with a few hundred
 // connections through an in-process dev cluster.
 func TestScenariosAgainstDevCluster(t *testing.T) {
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	c, err := devcluster.Start(devcluster.Config{Backends: 3, Logger: log,
-		Gateway: gateway.Config{Listen: "127.0.0.1:0", Admin: "127.0.0.1:0", Pprof: true}}) // the probe forces GCs through pprof
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		_ = c.Shutdown(ctx)
-	})
-	g := c.Gateway()
+	g := startDev(t, gateway.Config{Pprof: true}) // the probe forces GCs through pprof
 	base := Config{Target: "wsgate", Addr: g.Addr(), Admin: g.AdminAddr(), Probe: Probe{Admin: g.AdminAddr()},
 		Conns: 300, Sources: 4, Duration: 300 * time.Millisecond, Warmup: 100 * time.Millisecond,
 		Pushes: 200, Rounds: 2, Timeout: 20 * time.Second}
@@ -76,6 +65,23 @@ func TestScenariosAgainstDevCluster(t *testing.T) {
 	}
 }
 
+// startDev starts a 3-backend dev cluster whose gateway has cfg (on free
+// ports) and shuts it down when the test ends.
+func startDev(t *testing.T, cfg gateway.Config) *gateway.Gateway {
+	t.Helper()
+	cfg.Listen, cfg.Admin = "127.0.0.1:0", "127.0.0.1:0"
+	c, err := devcluster.Start(devcluster.Config{Backends: 3, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Gateway: cfg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_ = c.Shutdown(ctx)
+	})
+	return c.Gateway()
+}
+
 // TestEchoAgainstPlainServer drives the demo's plain WebSocket listener
 // (what nginx and HAProxy front in comparisons) in rate mode.
 func TestEchoAgainstPlainServer(t *testing.T) {
@@ -109,18 +115,7 @@ func TestEchoAgainstPlainServer(t *testing.T) {
 // with --rebalance migrate: nobody is closed, every count holds, and each
 // step reports its migrations and pauses.
 func TestRebalanceMigrate(t *testing.T) {
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	c, err := devcluster.Start(devcluster.Config{Backends: 3, Logger: log,
-		Gateway: gateway.Config{Listen: "127.0.0.1:0", Admin: "127.0.0.1:0", Rebalance: gateway.RebalanceMigrate}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		_ = c.Shutdown(ctx)
-	})
-	g := c.Gateway()
+	g := startDev(t, gateway.Config{Rebalance: gateway.RebalanceMigrate})
 	r, err := Run(context.Background(), Config{Scenario: Rebalance, Migrate: true, Target: "wsgate", Addr: g.Addr(),
 		Admin: g.AdminAddr(), Conns: 300, Sources: 4, Rate: 20, Timeout: 20 * time.Second})
 	if err != nil {

@@ -13,6 +13,15 @@ import (
 // These came from an independent review of migrate.go; each failed before
 // its fix.
 
+// keyOwnedBy is the first key k0, k1, ... that r gives to node.
+func keyOwnedBy(r *ring.Ring, node string) string {
+	for i := 0; ; i++ {
+		if key := "k" + strconv.Itoa(i); r.LookupString(key).ID == node {
+			return key
+		}
+	}
+}
+
 func migrateLoop(t *testing.T) *loop {
 	l := testLoop(t, func(c *Config) { c.Rebalance = RebalanceMigrate })
 	for _, k := range l.links {
@@ -105,13 +114,7 @@ func TestMidMessageVictimsWait(t *testing.T) {
 // the old one still reaches it), so no push arrives twice.
 func TestSendKeyNotFromNewNodeDuringMove(t *testing.T) {
 	l := migrateLoop(t)
-	key := ""
-	for i := 0; ; i++ {
-		key = "k" + strconv.Itoa(i)
-		if l.g.ring.Load().LookupString(key).ID == "b" {
-			break
-		}
-	}
+	key := keyOwnedBy(l.g.ring.Load(), "b")
 	_, c1 := openSession(l, key) // on b
 	s2, c2 := openSession(l, key)
 	s2.link.sessions-- // s2 on a, placed by an older ring
@@ -205,13 +208,7 @@ func TestNewNodeDiesAfterHandover(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	key := ""
-	for i := 0; ; i++ {
-		key = "k" + strconv.Itoa(i)
-		if r.LookupString(key).ID == "c" {
-			break
-		}
-	}
+	key := keyOwnedBy(r, "c")
 	s, _ := openSession(l, key)
 	s.link.sessions-- // on a, placed by an older ring
 	s.link = l.links["a"]
@@ -250,13 +247,7 @@ func TestNewNodeDiesAfterHandover(t *testing.T) {
 // node and is listed to move again.
 func TestNewNodeDiesBeforeHandover(t *testing.T) {
 	l := migrateLoop(t)
-	key := ""
-	for i := 0; ; i++ {
-		key = "k" + strconv.Itoa(i)
-		if l.g.ring.Load().LookupString(key).ID == "a" {
-			break
-		}
-	}
+	key := keyOwnedBy(l.g.ring.Load(), "a")
 	s, _ := openSession(l, key)
 	l.opens[s] = "open-body"
 	if !l.migrateTo(s, l.g.ring.Load().Member("b")) {

@@ -100,12 +100,16 @@ func (c *counterClient) lastNode() string {
 
 // connectCounters connects one counter client per key and has each answer
 // once.
-func connectCounters(t *testing.T, c *devcluster.Cluster, n int) []*counterClient {
+// dial opens the WebSocket (ws:// when nil).
+func connectCounters(t *testing.T, c *devcluster.Cluster, n int, dial func(path string) (*websocket.Conn, error)) []*counterClient {
 	t.Helper()
+	if dial == nil {
+		dial = func(path string) (*websocket.Conn, error) { return dialErr(c.Gateway().Addr(), path, nil) }
+	}
 	out := make([]*counterClient, n)
 	for i := range out {
 		key := fmt.Sprintf("user-%d", i)
-		ws, err := dialErr(c.Gateway().Addr(), "/ws/"+key+"?counter=1", nil)
+		ws, err := dial("/ws/" + key + "?counter=1")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -118,6 +122,44 @@ func connectCounters(t *testing.T, c *devcluster.Cluster, n int) []*counterClien
 		out[i] = cl
 	}
 	return out
+}
+
+// runCounters has every client exchange messages until stop is closed;
+// wg counts the goroutines.
+func runCounters(clients []*counterClient, stop <-chan struct{}, wg *sync.WaitGroup) {
+	for _, cl := range clients {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				if err := cl.exchange(false); err != nil {
+					cl.fail(err)
+					return
+				}
+			}
+		}()
+	}
+}
+
+// addNode adds a node to c and waits until the gateway's ring has it.
+func addNode(t *testing.T, c *devcluster.Cluster) string {
+	t.Helper()
+	added, err := c.AddNode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	testutil.CheckFor(t, 5*time.Second, 10*time.Millisecond, func() error {
+		if c.Gateway().Ring().Member(added) == nil {
+			return fmt.Errorf("ring lacks %s", added)
+		}
+		return nil
+	})
+	return added
 }
 
 // startMigrateCluster is a dev cluster of n nodes with --rebalance migrate.
@@ -162,27 +204,11 @@ func firstErr(clients []*counterClient) error {
 // duplicated or reordered), and every push reaches its user.
 func TestMigrateAddRemoveNodes(t *testing.T) {
 	c := startMigrateCluster(t, 3)
-	clients := connectCounters(t, c, 150)
+	clients := connectCounters(t, c, 150, nil)
 
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
-	for _, cl := range clients {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				if err := cl.exchange(false); err != nil {
-					cl.fail(err)
-					return
-				}
-			}
-		}()
-	}
+	runCounters(clients, stop, &wg)
 	var pushed sync.Map // content -> *counterClient
 	var pushes atomic.Int64
 	wg.Add(1)
@@ -209,16 +235,7 @@ func TestMigrateAddRemoveNodes(t *testing.T) {
 		}
 	}()
 
-	added, err := c.AddNode()
-	if err != nil {
-		t.Fatal(err)
-	}
-	testutil.CheckFor(t, 5*time.Second, 10*time.Millisecond, func() error {
-		if c.Gateway().Ring().Member(added) == nil {
-			return fmt.Errorf("ring lacks %s", added)
-		}
-		return nil
-	})
+	added := addNode(t, c)
 	waitOwners(t, c, clients)
 	// An original node leaves (drained: its sessions are handed over), then
 	// the one that joined.
@@ -280,7 +297,7 @@ func TestMigrateAddRemoveNodes(t *testing.T) {
 // counts starting again, on the nodes that take their keys.
 func TestMigrateNodeCrash(t *testing.T) {
 	c := startMigrateCluster(t, 3)
-	clients := connectCounters(t, c, 60)
+	clients := connectCounters(t, c, 60, nil)
 	victim := clients[0].node
 	var orphans []*counterClient
 	for _, cl := range clients {
@@ -325,46 +342,13 @@ func TestMigrateConfig(t *testing.T) {
 // decrypted already and waits in the TLS layer until the session resumes).
 func TestMigrateTLS(t *testing.T) {
 	c, roots, _, _ := startTLSCluster(t, func(cfg *gateway.Config) { cfg.Rebalance = gateway.RebalanceMigrate })
-	var clients []*counterClient
-	for i := range 60 {
-		key := fmt.Sprintf("tls-%d", i)
-		ws, err := dialTLS(c.Gateway().Addr(), "/ws/"+key+"?counter=1", roots, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { ws.Close() })
-		w := readWelcome(t, ws)
-		clients = append(clients, &counterClient{key: key, ws: ws, node: w.ServerIP, nodes: []string{w.ServerIP}, pushes: map[string]int{}})
-	}
+	clients := connectCounters(t, c, 60, func(path string) (*websocket.Conn, error) {
+		return dialTLS(c.Gateway().Addr(), path, roots, nil)
+	})
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
-	for _, cl := range clients {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				if err := cl.exchange(false); err != nil {
-					cl.fail(err)
-					return
-				}
-			}
-		}()
-	}
-	added, err := c.AddNode()
-	if err != nil {
-		t.Fatal(err)
-	}
-	testutil.CheckFor(t, 5*time.Second, 10*time.Millisecond, func() error {
-		if c.Gateway().Ring().Member(added) == nil {
-			return fmt.Errorf("ring lacks %s", added)
-		}
-		return nil
-	})
+	runCounters(clients, stop, &wg)
+	addNode(t, c)
 	waitOwners(t, c, clients)
 	close(stop)
 	wg.Wait()
