@@ -11,6 +11,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/HdrHistogram/hdrhistogram-go"
 )
 
 // Push and broadcast markers: pushed messages carry "p-<seq>" (inside the
@@ -24,6 +26,9 @@ var (
 // flight.
 const adminWorkers = 16
 
+// onPush counts a pushed message "p-<seq>" and records its latency from
+// pushT0[seq]; a worker of RunHold, which has no pushT0, reads the
+// parent's send time (wall clock, one machine) from "p-<seq>-<unix ns>".
 func (r *runner) onPush(c *Conn, p []byte) {
 	i := bytes.Index(p, pushMarker)
 	if i < 0 {
@@ -34,12 +39,23 @@ func (r *runner) onPush(c *Conn, p []byte) {
 	if j < 0 {
 		return
 	}
-	seq, err := strconv.Atoi(string(p[:j]))
-	if err != nil || seq < 0 || seq >= len(r.pushT0) {
-		return
-	}
 	now := r.e.Now()
-	recordNanos(r.lat[c.Loop()], now-r.pushT0[seq].Load())
+	var t0 int64
+	if r.pushT0 == nil {
+		_, sent, ok := bytes.Cut(p[:j], []byte("-"))
+		wall, err := strconv.ParseInt(string(sent), 10, 64)
+		if !ok || err != nil {
+			return
+		}
+		t0 = now - (r.e.base.Add(time.Duration(now)).UnixNano() - wall)
+	} else {
+		seq, err := strconv.Atoi(string(p[:j]))
+		if err != nil || seq < 0 || seq >= len(r.pushT0) {
+			return
+		}
+		t0 = r.pushT0[seq].Load()
+	}
+	recordNanos(r.lat[c.Loop()], now-t0)
 	r.received.Add(1)
 	storeMax(&r.lastRecv, now)
 }
@@ -104,8 +120,11 @@ func (r *runner) push() error {
 
 func ms(ns int64) float64 { return float64(ns) / 1e6 }
 
+// onBroadcast counts a broadcast "b-<round>" of the current round; any
+// other message goes to onPush (a worker of RunHold gets both).
 func (r *runner) onBroadcast(c *Conn, p []byte) {
 	if !bytes.HasPrefix(p, bcastPrefix) {
+		r.onPush(c, p)
 		return
 	}
 	round, err := strconv.Atoi(string(p[len(bcastPrefix):]))
@@ -128,31 +147,72 @@ type broadcastRound struct {
 	Last     int64 `json:"last_unix_ns"` // wall clock of the round's last delivery; 0 if none
 }
 
-// broadcastWorker holds the connections and reports each round the parent
-// announces on Control (see Config.Control).
+// pushReport is a worker's answer to "pushed <n>" (RunHold).
+type pushReport struct {
+	Received int64                  `json:"received"`
+	Last     int64                  `json:"last_unix_ns"` // wall clock of the latest push delivery; 0 if none
+	Hist     *hdrhistogram.Snapshot `json:"latency_histogram"`
+}
+
+// wall is the wall clock (unix ns) of an Engine.Now reading; 0 stays 0.
+func (r *runner) wall(now int64) int64 {
+	if now == 0 {
+		return 0
+	}
+	return r.e.base.Add(time.Duration(now)).UnixNano()
+}
+
+// broadcastWorker holds the connections and answers the parent's commands
+// on Control (see Config.Control), one a line: "<round>" arms a broadcast
+// round and reports it once delivered; "push" resets the push count
+// (answered {"push_armed":true}); "pushed <n>" waits until n pushes
+// arrived (or the timeout) and answers a pushReport.
 func (r *runner) broadcastWorker() error {
 	err := r.connectAll()
 	want := r.nWelcome.Load() - r.nDrop.Load()
-	r.cfg.Report(readyLine{Ready: true, Connected: int(want), Failed: int(r.nFail.Load())})
+	r.cfg.Report(readyLine{Ready: true, Connected: int(want), Failed: int(r.nFail.Load()),
+		LastOpen: r.wall(r.lastOpen.Load()), Handshakes: merged(r.hs...).Export()})
 	if err != nil {
 		return err
 	}
 	r.mode.Store(modeBroadcast)
 	sc := bufio.NewScanner(r.cfg.Control)
 	for sc.Scan() {
-		round, err := strconv.Atoi(strings.TrimSpace(sc.Text()))
+		line := strings.TrimSpace(sc.Text())
+		if line == "push" {
+			r.received.Store(0)
+			r.lastRecv.Store(0)
+			r.cfg.Report(map[string]bool{"push_armed": true})
+			continue
+		}
+		if n, ok := strings.CutPrefix(line, "pushed "); ok {
+			want, err := strconv.ParseInt(n, 10, 64)
+			if err != nil {
+				return fmt.Errorf("bench: worker: bad command %q", line)
+			}
+			// The parent counted these as delivered: a short bound, even
+			// when Timeout is long enough for a million connects.
+			werr := r.waitWithin("push delivery", min(r.cfg.Timeout, time.Minute), func() bool { return r.received.Load() >= want })
+			rep := pushReport{Received: r.received.Load(), Last: r.wall(r.lastRecv.Load())}
+			hs := make([]*hdrhistogram.Histogram, len(r.lat))
+			r.e.ExecAll(func(i int) { hs[i] = hdrhistogram.Import(r.lat[i].Export()) }) // the loops record into r.lat
+			rep.Hist = merged(hs...).Export()
+			r.cfg.Report(rep)
+			if werr != nil {
+				return werr
+			}
+			continue
+		}
+		round, err := strconv.Atoi(line)
 		if err != nil {
-			return fmt.Errorf("bench: broadcast worker: bad round %q", sc.Text())
+			return fmt.Errorf("bench: worker: bad command %q", line)
 		}
 		r.received.Store(0)
 		r.lastRecv.Store(0)
 		r.bcastRound.Store(int64(round))
 		r.cfg.Report(map[string]int{"armed": round})
 		werr := r.waitFor("broadcast delivery", func() bool { return r.received.Load() >= want })
-		rep := broadcastRound{Round: round, Received: r.received.Load(), Want: want}
-		if last := r.lastRecv.Load(); last != 0 {
-			rep.Last = r.e.base.Add(time.Duration(last)).UnixNano()
-		}
+		rep := broadcastRound{Round: round, Received: r.received.Load(), Want: want, Last: r.wall(r.lastRecv.Load())}
 		r.cfg.Report(rep)
 		if werr != nil {
 			return werr

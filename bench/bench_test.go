@@ -89,7 +89,7 @@ func TestSummarizeMarkdownChart(t *testing.T) {
 	if sums[1].Target != "wsgate" || sums[1].Rounds != 2 || sums[1].Figures[0].Value != 250 {
 		t.Fatalf("median over rounds: %+v", sums[1])
 	}
-	if f := sums[0].Figures[3]; f.Name != "failures" || f.Value != 2 {
+	if f := sums[0].Figures[4]; f.Name != "failures" || f.Value != 2 {
 		t.Fatalf("failures figure: %+v", f)
 	}
 	var md strings.Builder

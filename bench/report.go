@@ -41,7 +41,7 @@ func Figures(r *Result) []Figure {
 		if r.Handshake != nil {
 			p99 = r.Handshake.P99
 		}
-		return []Figure{f("handshakes/s", r.HandshakeRate, true), f("handshake p99 ms", p99, false),
+		return []Figure{f("handshakes/s", r.HandshakeRate, true), f("seconds to connect all", r.ConnectSecs, false), f("handshake p99 ms", p99, false),
 			f("CPU ms/1k handshakes", nanIfZero(r.CPUPerThousand), false), f("failures", float64(failed), false)}
 	case Idle:
 		return []Figure{f("memory B/conn", r.MemPerConn, false), f("Go heap B/conn", nanIfZero(r.HeapPerConn), false),

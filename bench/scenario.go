@@ -53,20 +53,24 @@ type Config struct {
 	// TLS, if set, makes the connections wss:// (TLS to Addr).
 	TLS *TLSConfig
 
-	Conns     int           // connections; default DefaultConns
-	Keys      int           // key space: connection i uses key KeyPrefix + i%Keys; default Conns
-	KeyPrefix string        // default "user-"
-	Sources   int           // source addresses 127.0.0.1..N; default 16
-	Loops     int           // client event loops; default CPUs
-	Inflight  int           // handshakes in flight at once; default DefaultInflight
-	Size      int           // echo: message bytes (>= 16); default DefaultSize
-	Window    int           // echo: messages in flight per connection; default DefaultWindow
-	Rate      float64       // echo: messages/s per connection; 0 = as fast as the window allows
-	Duration  time.Duration // echo: measured time; idle: CPU window; default DefaultDuration
-	Warmup    time.Duration // echo: unmeasured time first; default DefaultWarmup
-	Pushes    int           // push: messages; default DefaultPushes
-	Rounds    int           // broadcast: rounds; default DefaultRounds
-	Timeout   time.Duration // bound on each wait; default DefaultTimeout
+	Conns     int    // connections; default DefaultConns
+	Keys      int    // key space: connection i uses key KeyPrefix + i%Keys; default Conns
+	KeyPrefix string // default "user-"
+	Sources   int    // source addresses 127.0.0.1..N; default 16
+	Loops     int    // client event loops; default CPUs
+	Inflight  int    // handshakes in flight at once; default DefaultInflight
+	// ConnectRate, if > 0, paces the connect phase: at most this many new
+	// connections a second (still at most Inflight in flight). Without it
+	// the phase dials as fast as the Inflight window refills.
+	ConnectRate float64
+	Size        int           // echo: message bytes (>= 16); default DefaultSize
+	Window      int           // echo: messages in flight per connection; default DefaultWindow
+	Rate        float64       // echo: messages/s per connection; 0 = as fast as the window allows
+	Duration    time.Duration // echo: measured time; idle: CPU window; default DefaultDuration
+	Warmup      time.Duration // echo: unmeasured time first; default DefaultWarmup
+	Pushes      int           // push: messages; default DefaultPushes
+	Rounds      int           // broadcast: rounds; default DefaultRounds
+	Timeout     time.Duration // bound on each wait; default DefaultTimeout
 	// Path, if set, returns each connection's request path (default
 	// DefaultPath), e.g. with a token.
 	Path func(key string) string
@@ -121,6 +125,9 @@ func (c *Config) defaults() error {
 	}
 	if c.Inflight <= 0 {
 		c.Inflight = DefaultInflight
+	}
+	if c.ConnectRate < 0 {
+		return fmt.Errorf("bench: --connect-rate %v: want 0 (unpaced) or more", c.ConnectRate)
 	}
 	if c.Size <= 0 {
 		c.Size = DefaultSize
@@ -195,6 +202,10 @@ type Result struct {
 	MemPerConn  float64 `json:"mem_bytes_per_conn,omitempty"`
 	HeapPerConn float64 `json:"heap_bytes_per_conn,omitempty"`
 	IdleCPU     float64 `json:"idle_cpu_percent,omitempty"`
+	// The backends' memory per connection and CPU while idle (RunHold,
+	// with Config.Backends).
+	BackendMemPerConn float64 `json:"backend_mem_bytes_per_conn,omitempty"`
+	BackendIdleCPU    float64 `json:"backend_idle_cpu_percent,omitempty"`
 
 	// echo
 	Size          int      `json:"size,omitempty"`
@@ -352,10 +363,41 @@ func (r *runner) OnOpen(c *Conn) {
 	r.dialNext()
 }
 
-// dialNext keeps the connect phase's window of handshakes full.
+// dialNext keeps the connect phase's window of handshakes full (unpaced;
+// with ConnectRate, pace dials).
 func (r *runner) dialNext() {
+	if r.cfg.ConnectRate <= 0 {
+		r.dial()
+	}
+}
+
+func (r *runner) dial() {
 	if id := int(r.next.Add(1)) - 1; id < r.cfg.Conns {
 		r.e.Dial(id, r.key(id))
+	}
+}
+
+// pace dials ConnectRate connections a second, with at most Inflight
+// handshakes open, until every connection is dialled or stop closes. A
+// window that was full does not make up for lost time in a burst larger
+// than Inflight.
+func (r *runner) pace(stop <-chan struct{}) {
+	t := time.NewTicker(5 * time.Millisecond)
+	defer t.Stop()
+	start, n, window := time.Now(), int64(r.cfg.Conns), int64(r.cfg.Inflight)
+	for {
+		allowed := min(int64(r.cfg.ConnectRate*time.Since(start).Seconds())+1, n)
+		for r.next.Load() < allowed && r.next.Load()-r.nOpen.Load()-r.nFail.Load() < window {
+			r.dial()
+		}
+		if r.next.Load() >= n {
+			return
+		}
+		select {
+		case <-stop:
+			return
+		case <-t.C:
+		}
 	}
 }
 
@@ -440,27 +482,37 @@ func (r *runner) progress(phase string, stop <-chan struct{}) {
 
 // waitFor polls cond until it holds, the timeout passes or ctx ends.
 func (r *runner) waitFor(what string, cond func() bool) error {
-	deadline := time.Now().Add(r.cfg.Timeout)
+	return r.waitWithin(what, r.cfg.Timeout, cond)
+}
+
+// waitWithin is waitFor bounded by d.
+func (r *runner) waitWithin(what string, d time.Duration, cond func() bool) error {
+	deadline := time.Now().Add(d)
 	for !cond() {
 		if err := r.ctx.Err(); err != nil {
 			return err
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("bench: %s: timed out after %v", what, r.cfg.Timeout)
+			return fmt.Errorf("bench: %s: timed out after %v", what, d)
 		}
 		time.Sleep(2 * time.Millisecond)
 	}
 	return nil
 }
 
-// connectAll dials every connection, at most Inflight handshakes at once,
-// and waits until each is welcomed or failed.
+// connectAll dials every connection, at most Inflight handshakes at once
+// (and ConnectRate a second if set), and waits until each is welcomed or
+// failed.
 func (r *runner) connectAll() error {
 	stop := make(chan struct{})
 	defer close(stop)
 	go r.progress("connect", stop)
-	for range min(r.cfg.Inflight, r.cfg.Conns) {
-		r.dialNext()
+	if r.cfg.ConnectRate > 0 {
+		go r.pace(stop)
+	} else {
+		for range min(r.cfg.Inflight, r.cfg.Conns) {
+			r.dialNext()
+		}
 	}
 	n := int64(r.cfg.Conns)
 	err := r.waitFor("connect", func() bool { return r.nOpen.Load()+r.nFail.Load() >= n })

@@ -26,13 +26,18 @@ type readyLine struct {
 	Ready     bool `json:"ready"`
 	Connected int  `json:"connected"`
 	Failed    int  `json:"failed"`
+	// A broadcast worker's connect phase: the wall clock (unix ns) of its
+	// last 101, and its handshake latencies.
+	LastOpen   int64                  `json:"last_open_unix_ns,omitempty"`
+	Handshakes *hdrhistogram.Snapshot `json:"handshake_histogram,omitempty"`
 }
 
 // worker is a started worker process.
 type worker struct {
-	cmd   *exec.Cmd
-	stdin io.WriteCloser
-	lines *bufio.Scanner
+	cmd           *exec.Cmd
+	stdin         io.WriteCloser
+	lines         *bufio.Scanner
+	offset, conns int // its slice of the key space
 }
 
 // RunWorkers runs cfg's scenario (connect, idle or echo) split over procs
@@ -58,37 +63,18 @@ func RunWorkers(ctx context.Context, cfg Config, procs int, command func(conns, 
 			return nil, err
 		}
 	}
-	var ws []*worker
-	defer func() {
-		for _, w := range ws {
-			_ = w.stdin.Close()
-			_ = w.cmd.Process.Kill()
-			_ = w.cmd.Wait()
-		}
-	}()
-	offset := 0
-	for i := range procs {
-		n := cfg.Conns / procs
-		if i < cfg.Conns%procs {
-			n++
-		}
-		cmd := command(n, offset)
-		offset += n
-		stdin, err1 := cmd.StdinPipe()
-		stdout, err2 := cmd.StdoutPipe()
-		if err := errors.Join(err1, err2); err != nil {
-			return nil, err
-		}
-		if err := cmd.Start(); err != nil {
-			return nil, fmt.Errorf("bench: start worker: %w", err)
-		}
-		sc := bufio.NewScanner(stdout)
-		sc.Buffer(make([]byte, 1<<20), 64<<20)
-		ws = append(ws, &worker{cmd: cmd, stdin: stdin, lines: sc})
+	ws, err := startWorkers(cfg.Conns, procs, command)
+	defer stopWorkers(ws)
+	if err != nil {
+		return nil, err
 	}
 	res := &Result{Target: cfg.Target, Scenario: cfg.Scenario, Conns: cfg.Conns}
 	if cfg.Scenario == Broadcast {
-		return res, broadcastWorkers(ctx, cfg, res, ws)
+		want, _, err := readyWorkers(ws)
+		if err != nil {
+			return nil, err
+		}
+		return res, broadcastWorkers(ctx, cfg, res, ws, want)
 	}
 	if cfg.Scenario == Idle {
 		welcomed := 0
@@ -186,6 +172,60 @@ func mergeInto(res *Result, parts []*Result) {
 	}
 }
 
+// startWorkers starts procs workers sharing conns connections:
+// command(n, offset) is the command line of the worker that takes n
+// connections from key index offset. The workers started are returned
+// even on an error, for stopWorkers.
+func startWorkers(conns, procs int, command func(conns, offset int) *exec.Cmd) ([]*worker, error) {
+	var ws []*worker
+	offset := 0
+	for i := range procs {
+		n := conns / procs
+		if i < conns%procs {
+			n++
+		}
+		cmd := command(n, offset)
+		stdin, err1 := cmd.StdinPipe()
+		stdout, err2 := cmd.StdoutPipe()
+		if err := errors.Join(err1, err2); err != nil {
+			return ws, err
+		}
+		if err := cmd.Start(); err != nil {
+			return ws, fmt.Errorf("bench: start worker: %w", err)
+		}
+		sc := bufio.NewScanner(stdout)
+		sc.Buffer(make([]byte, 1<<20), 64<<20)
+		ws = append(ws, &worker{cmd: cmd, stdin: stdin, lines: sc, offset: offset, conns: n})
+		offset += n
+	}
+	return ws, nil
+}
+
+// stopWorkers ends the workers (their stdin closed, then killed).
+func stopWorkers(ws []*worker) {
+	for _, w := range ws {
+		_ = w.stdin.Close()
+		_ = w.cmd.Process.Kill()
+		_ = w.cmd.Wait()
+	}
+}
+
+// readyWorkers reads every broadcast worker's ready line: the connections
+// they hold, and the ready lines themselves.
+func readyWorkers(ws []*worker) (int64, []readyLine, error) {
+	var want int64
+	var rls []readyLine
+	for _, w := range ws {
+		var rl readyLine
+		if err := w.readJSON(&rl); err != nil || !rl.Ready {
+			return 0, nil, fmt.Errorf("bench: worker %d: no ready line (%v)", w.cmd.Process.Pid, err)
+		}
+		want += int64(rl.Connected)
+		rls = append(rls, rl)
+	}
+	return want, rls, nil
+}
+
 // readJSON reads w's next line into v.
 func (w *worker) readJSON(v any) error {
 	if !w.lines.Scan() {
@@ -194,19 +234,37 @@ func (w *worker) readJSON(v any) error {
 	return json.Unmarshal(w.lines.Bytes(), v)
 }
 
-// broadcastWorkers runs the broadcast scenario over worker processes that
-// hold the connections (Config.Control): for each round every worker is
+// broadcastWorkers runs the broadcast rounds over worker processes that
+// hold want connections (Config.Control): for each round every worker is
 // armed, the parent calls POST /api/broadcast, and the round's last
-// delivery is the latest of the workers' (wall clock: one machine).
-func broadcastWorkers(ctx context.Context, cfg Config, res *Result, ws []*worker) error {
-	want := int64(0)
-	for _, w := range ws {
-		var rl readyLine
-		if err := w.readJSON(&rl); err != nil || !rl.Ready {
-			return fmt.Errorf("bench: worker %d: no ready line (%v)", w.cmd.Process.Pid, err)
-		}
-		want += int64(rl.Connected)
+// delivery is the latest of the workers' (wall clock: one machine). Then
+// the workers close their connections and report.
+func broadcastWorkers(ctx context.Context, cfg Config, res *Result, ws []*worker, want int64) error {
+	if err := broadcastRounds(ctx, cfg, res, ws, want); err != nil {
+		return err
 	}
+	closeWorkers(res, ws)
+	if res.Missing > 0 {
+		return fmt.Errorf("bench: broadcast: %d deliveries missing", res.Missing)
+	}
+	return nil
+}
+
+// closeWorkers closes the workers' stdin (they close their connections
+// and print their results) and adds their failures to res.
+func closeWorkers(res *Result, ws []*worker) {
+	for _, w := range ws {
+		_ = w.stdin.Close()
+		var r Result
+		if err := w.readJSON(&r); err == nil {
+			mergeFailures(res, &r)
+		}
+	}
+}
+
+// broadcastRounds sends cfg.Rounds broadcasts to workers holding want
+// connections and records them in res.
+func broadcastRounds(ctx context.Context, cfg Config, res *Result, ws []*worker, want int64) error {
 	var cpu float64
 	for round := 1; round <= cfg.Rounds; round++ {
 		u0, perr := cfg.Probe.Sample(ctx, false)
@@ -244,16 +302,6 @@ func broadcastWorkers(ctx context.Context, cfg Config, res *Result, ws []*worker
 		settle(ctx, 200*time.Millisecond)
 	}
 	res.CPUPerBroadcast = 1000 * cpu / float64(cfg.Rounds)
-	for _, w := range ws {
-		_ = w.stdin.Close() // the workers close their connections and print their results
-		var r Result
-		if err := w.readJSON(&r); err == nil {
-			mergeFailures(res, &r)
-		}
-	}
-	if res.Missing > 0 {
-		return fmt.Errorf("bench: broadcast: %d deliveries missing", res.Missing)
-	}
 	return nil
 }
 

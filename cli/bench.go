@@ -28,6 +28,7 @@ func benchFlags(fs *flagSet) func(*bench.Config) {
 		sources  = fs.Int("sources", 16, "source addresses 127.0.0.1..N to spread connections over")
 		loops    = fs.Int("loops", 0, "client event loops (default: number of CPUs)")
 		inflight = fs.Int("inflight", bench.DefaultInflight, "handshakes in flight at once")
+		crate    = fs.Float("connect-rate", 0, "new connections per second in all (split over worker processes); 0: as fast as --inflight allows")
 		size     = fs.Int("size", bench.DefaultSize, "echo: message size in bytes (>= 16)")
 		window   = fs.Int("window", bench.DefaultWindow, "echo: messages in flight per connection")
 		rate     = fs.Int("rate", 0, "echo: messages per second per connection (0: as fast as the window allows)")
@@ -40,7 +41,7 @@ func benchFlags(fs *flagSet) func(*bench.Config) {
 		jwtFile  = fs.String("jwt-secret-file", "", "sign an HS256 token (sub = the connection's key) for every connection, sent as ?token= (against a gateway with --auth-jwt-secret-file)")
 	)
 	return func(c *bench.Config) {
-		c.Conns, c.Keys, c.KeyPrefix, c.Sources, c.Loops, c.Inflight = *conns, *keys, *prefix, *sources, *loops, *inflight
+		c.Conns, c.Keys, c.KeyPrefix, c.Sources, c.Loops, c.Inflight, c.ConnectRate = *conns, *keys, *prefix, *sources, *loops, *inflight, *crate
 		c.Size, c.Window, c.Rate, c.Duration, c.Warmup = *size, *window, float64(*rate), *dur, *warm
 		c.Pushes, c.Rounds, c.Timeout = *pushes, *rounds, *timeout
 		if *jwtFile != "" {

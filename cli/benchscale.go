@@ -5,7 +5,6 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -57,9 +56,10 @@ type ScaleReport struct {
 // runBenchScale is `wsgate bench scale`: a cluster sized for --conns
 // connections on this machine (one gateway per 18,000 connections on one
 // port with SO_REUSEPORT, --backends backends, cluster mode on Redis and
-// RabbitMQ under private names), then the bench's connect, idle and
-// broadcast at --conns and push at up to 18,000, with the peak memory per
-// connection sampled meanwhile.
+// RabbitMQ under private names), then client worker processes that
+// connect every client once, paced at --connect-rate, and hold them while
+// the parent measures idle, broadcasts to all and pushes to random users
+// (bench.RunHold), with the memory sampled meanwhile.
 func runBenchScale(ctx context.Context, args []string, stdout io.Writer) error {
 	fs := newFlagSet("wsgate bench scale")
 	conns := fs.Int("conns", 100000, "connections")
@@ -71,6 +71,12 @@ func runBenchScale(ctx context.Context, args []string, stdout io.Writer) error {
 	redisURL := fs.String("redis", "redis://127.0.0.1:6379/0", "Redis URL")
 	level := fs.String("cluster-log-level", "warn", "log level of the gateways and backends")
 	quiet := fs.Bool("quiet", false, "no progress line")
+	rate := fs.Float("connect-rate", 3500, "new client connections per second, in all (0: as fast as each worker's handshake window allows)")
+	procs := fs.Int("procs", 0, "client worker processes (default: one per 18,000 connections)")
+	ping := fs.Duration("ping-interval", 0, "the gateways' --ping-interval (default: theirs)")
+	pushes := fs.Int("pushes", 1000, "pushes to distinct random users")
+	rounds := fs.Int("broadcasts", 3, "broadcasts to every client")
+	idleFor := fs.Duration("duration", 10*time.Second, "how long the idle CPU is measured")
 	log, err := parseArgs(fs, args)
 	if err != nil {
 		return err
@@ -82,6 +88,15 @@ func runBenchScale(ctx context.Context, args []string, stdout io.Writer) error {
 		return usageError{fmt.Errorf("--backends %d: want 1..64", *backends)}
 	case *gateways < 0:
 		return usageError{fmt.Errorf("--gateways %d: want 0 (automatic) or more", *gateways)}
+	case *procs < 0 || *procs > *conns:
+		return usageError{fmt.Errorf("--procs %d: want 0 (automatic) to --conns", *procs)}
+	case *rate < 0:
+		return usageError{fmt.Errorf("--connect-rate %v: want 0 or more", *rate)}
+	case *ping < 0:
+		return usageError{fmt.Errorf("--ping-interval %v: want 0 (the gateways' default) or more", *ping)}
+	}
+	if *procs == 0 {
+		*procs = bench.Workers(*conns)
 	}
 	g := *gateways
 	if g == 0 {
@@ -119,6 +134,9 @@ func runBenchScale(ctx context.Context, args []string, stdout io.Writer) error {
 	}
 	addr := "127.0.0.1:" + strconv.Itoa(port)
 	var admins []string
+	if *ping > 0 {
+		common = append(common, "--ping-interval", ping.String())
+	}
 	for i := range g {
 		ap, err := bench.FreePort()
 		if err != nil {
@@ -137,45 +155,46 @@ func runBenchScale(ctx context.Context, args []string, stdout io.Writer) error {
 		}
 	}
 	gw, be := c.procs[nb:], c.procs[:nb]
-	sampler := startSampler(pidsOf(gw), pidsOf(be))
-	log.Info("bench scale: cluster up", "conns", *conns, "gateways", g, "backends", *backends, "addr", addr, "out", *out)
+	var progress io.Writer
+	if !*quiet {
+		progress = os.Stderr
+	}
+	sampler := startSampler(pidsOf(gw), pidsOf(be), *conns, progress)
+	log.Info("bench scale: cluster up", "conns", *conns, "gateways", g, "backends", *backends, "client_procs", *procs, "addr", addr, "out", *out)
 	start := time.Now()
-	var pids []string
-	for _, p := range pidsOf(gw) {
-		pids = append(pids, strconv.Itoa(p))
-	}
-	base := []string{"--addr", addr, "--admin", admins[0], "--pids", strings.Join(pids, ","), "--timeout", "900s",
-		"--sources", strconv.Itoa(*conns/scaleConnsPerSource + 16)}
-	if *quiet {
-		base = append(base, "--quiet")
-	}
-	var md strings.Builder
-	runErr := runBench(ctx, append(base, "--scenario", "connect,idle,broadcast", "--conns", strconv.Itoa(*conns),
-		"--broadcasts", "3", "--duration", "10s", "--out", filepath.Join(*out, "scale")), &md)
-	// The push scenario runs in one client process (at most 18,000).
-	pushErr := runBench(ctx, append(base, "--scenario", "push", "--conns", strconv.Itoa(min(*conns, scaleConnsPerGateway)),
-		"--pushes", "1000", "--out", filepath.Join(*out, "push")), &md)
+	sources := strconv.Itoa(*conns/scaleConnsPerSource + 16)
+	cfg := bench.Config{Target: "wsgate", Addr: addr, Admin: admins[0], Conns: *conns, Sources: *conns/scaleConnsPerSource + 16,
+		Rounds: *rounds, Pushes: *pushes, Duration: *idleFor, Timeout: 900 * time.Second,
+		Probe: bench.Probe{Pids: func() []int { return pidsOf(gw) }}, Backends: &bench.Probe{Pids: func() []int { return pidsOf(be) }}}
+	results, runErr := bench.RunHold(ctx, cfg, *procs, func(n, off int) *exec.Cmd {
+		cmd := exec.CommandContext(ctx, self, "bench", "--worker", "--quiet", "--scenario", bench.Broadcast, "--addr", addr,
+			"--admin", admins[0], "--conns", strconv.Itoa(n), "--key-offset", strconv.Itoa(off), "--sources", sources,
+			"--timeout", cfg.Timeout.String(), "--connect-rate", strconv.FormatFloat(*rate/float64(*procs), 'f', 3, 64))
+		cmd.Stderr = os.Stderr
+		return cmd
+	})
 	rep.Seconds = int(time.Since(start).Seconds())
-	peakG, peakB, peakK, baseG, baseB, baseK := sampler.stop()
+	series := sampler.stop()
+	peakG, peakB, peakK, baseG, baseB, baseK := series.peaks()
 	rep.GatewayRSSPerConn = (peakG - baseG) / int64(*conns)
 	rep.BackendRSSPerConn = (peakB - baseB) / int64(*conns)
 	rep.KernelTCPPerConn = (peakK - baseK) / int64(*conns)
-	for _, dir := range []string{"scale", "push"} {
-		b, err := os.ReadFile(filepath.Join(*out, dir, "results.json"))
-		if err != nil {
-			continue
-		}
-		var rs []*bench.Result
-		if json.Unmarshal(b, &rs) == nil {
-			rep.Results = append(rep.Results, rs...)
-		}
+	rep.Results = results
+	if !*quiet {
+		fmt.Fprint(os.Stderr, "\r\033[K")
 	}
+	if err := bench.WriteFiles(*out, results, ""); err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(*out, "scale.svg"), []byte(series.chart(rep)), 0o644); err != nil {
+		return err
+	}
+	var md strings.Builder
+	bench.WriteMarkdown(&md, bench.Summarize(results), "")
+	writeScaleMarkdown(&md, rep)
 	fmt.Fprint(stdout, md.String())
-	writeScaleMarkdown(stdout, rep)
-	if f, err := os.Create(filepath.Join(*out, "scale.md")); err == nil {
-		fmt.Fprint(f, md.String())
-		writeScaleMarkdown(f, rep)
-		_ = f.Close()
+	if err := os.WriteFile(filepath.Join(*out, "scale.md"), []byte(md.String()), 0o644); err != nil {
+		return err
 	}
 	if *jsonFile != "" {
 		b, _ := json.MarshalIndent(rep, "", "  ")
@@ -183,7 +202,7 @@ func runBenchScale(ctx context.Context, args []string, stdout io.Writer) error {
 			return err
 		}
 	}
-	return errors.Join(runErr, pushErr)
+	return runErr
 }
 
 // writeScaleMarkdown writes the memory figures of rep as a table.
@@ -195,6 +214,14 @@ func writeScaleMarkdown(w io.Writer, rep *ScaleReport) {
 	fmt.Fprintf(w, "| gateways' RSS per connection (peak over the run) | %d B |\n", rep.GatewayRSSPerConn)
 	fmt.Fprintf(w, "| backends' RSS per connection (peak) | %d B |\n", rep.BackendRSSPerConn)
 	fmt.Fprintf(w, "| kernel TCP memory per connection (peak, both ends on loopback) | %d B |\n", rep.KernelTCPPerConn)
+	for _, r := range rep.Results {
+		if r.Scenario == bench.Idle {
+			fmt.Fprintf(w, "| at idle: gateways' memory per connection (PSS) | %.0f B |\n", r.MemPerConn)
+			fmt.Fprintf(w, "| at idle: backends' memory per connection (PSS) | %.0f B |\n", r.BackendMemPerConn)
+			fmt.Fprintf(w, "| at idle: user-space memory per connection, gateways and backends | %.0f B |\n", r.MemPerConn+r.BackendMemPerConn)
+			fmt.Fprintf(w, "| at idle: CPU of the gateways, of the backends (%% of one core) | %.1f%%, %.1f%% |\n", r.IdleCPU, r.BackendIdleCPU)
+		}
+	}
 	for _, l := range rep.Limits {
 		fmt.Fprintf(w, "\n- %s", l)
 	}
@@ -329,38 +356,119 @@ func waitRing(ctx context.Context, admin string, n int) error {
 	}
 }
 
-// memSampler records, once a second, the gateways' and backends' RSS and
-// the kernel's TCP memory, and keeps the peaks.
+// memSampler records, once a second, the gateways' and backends' RSS, the
+// kernel's TCP memory and sockets in use, and with a progress writer
+// prints a status line every 5 s.
 type memSampler struct {
-	stopCh              chan struct{}
-	done                chan struct{}
-	peakG, peakB, peakK int64
-	baseG, baseB, baseK int64
+	stopCh chan struct{}
+	done   chan struct{}
+	s      scaleSeries
 }
 
-func startSampler(gw, be []int) *memSampler {
-	s := &memSampler{stopCh: make(chan struct{}), done: make(chan struct{})}
-	s.baseG, s.baseB, s.baseK = rss(gw), rss(be), tcpMem()
+// scaleSeries is what the sampler recorded: the baselines before any
+// client, then one sample a second.
+type scaleSeries struct {
+	baseG, baseB, baseK int64
+	samples             []scaleSample
+}
+
+type scaleSample struct {
+	secs          float64
+	sockets       int64 // TCP sockets in use (both ends of every loopback connection)
+	gw, be, kernl int64 // bytes
+}
+
+func startSampler(gw, be []int, conns int, progress io.Writer) *memSampler {
+	m := &memSampler{stopCh: make(chan struct{}), done: make(chan struct{})}
+	m.s.baseG, m.s.baseB = rss(gw), rss(be)
+	m.s.baseK, _ = tcpStat()
+	t0 := time.Now()
 	go func() {
-		defer close(s.done)
+		defer close(m.done)
 		t := time.NewTicker(time.Second)
 		defer t.Stop()
-		for {
-			s.peakG, s.peakB, s.peakK = max(s.peakG, rss(gw)), max(s.peakB, rss(be)), max(s.peakK, tcpMem())
+		for i := 0; ; i++ {
+			k, socks := tcpStat()
+			smp := scaleSample{secs: time.Since(t0).Seconds(), sockets: socks, gw: rss(gw), be: rss(be), kernl: k}
+			m.s.samples = append(m.s.samples, smp)
+			if progress != nil && i%5 == 0 {
+				load, _ := os.ReadFile("/proc/loadavg")
+				f := strings.Fields(string(load))
+				if len(f) == 0 {
+					f = []string{"?"}
+				}
+				fmt.Fprintf(progress, "\r\033[Kscale %4.0fs  TCP sockets %d (~%d of %d clients)  gateways %d MB  backends %d MB  kernel TCP %d MB  load %s",
+					smp.secs, socks, socks/2, conns, smp.gw>>20, smp.be>>20, smp.kernl>>20, f[0])
+			}
 			select {
-			case <-s.stopCh:
+			case <-m.stopCh:
 				return
 			case <-t.C:
 			}
 		}
 	}()
-	return s
+	return m
 }
 
-func (s *memSampler) stop() (peakG, peakB, peakK, baseG, baseB, baseK int64) {
-	close(s.stopCh)
-	<-s.done
-	return s.peakG, s.peakB, s.peakK, s.baseG, s.baseB, s.baseK
+func (m *memSampler) stop() *scaleSeries {
+	close(m.stopCh)
+	<-m.done
+	return &m.s
+}
+
+// peaks returns the peak and baseline gateway RSS, backend RSS and kernel
+// TCP memory.
+func (s *scaleSeries) peaks() (peakG, peakB, peakK, baseG, baseB, baseK int64) {
+	for _, x := range s.samples {
+		peakG, peakB, peakK = max(peakG, x.gw), max(peakB, x.be), max(peakK, x.kernl)
+	}
+	return peakG, peakB, peakK, s.baseG, s.baseB, s.baseK
+}
+
+// chart draws the run over time as SVG: clients connected (TCP sockets
+// / 2) on the left axis, the gateways' and backends' RSS and the
+// kernel's TCP memory in MB on the right.
+func (s *scaleSeries) chart(rep *ScaleReport) string {
+	const w, h, left, right, top, bottom = 760, 340, 70, 70, 40, 40
+	var maxT, maxC, maxM float64 = 1, 1, 1
+	for _, x := range s.samples {
+		maxT, maxC = max(maxT, x.secs), max(maxC, float64(x.sockets/2))
+		maxM = max(maxM, float64(x.gw>>20), float64(x.be>>20), float64(x.kernl>>20))
+	}
+	px := func(t float64) float64 { return left + t/maxT*(w-left-right) }
+	py := func(v, top2 float64) float64 { return h - bottom - v/top2*(h-top-bottom) }
+	var b strings.Builder
+	fmt.Fprintf(&b, `<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" font-family="sans-serif" font-size="12">`+"\n", w, h)
+	fmt.Fprintf(&b, `<text x="%d" y="20" font-size="14">wsgate bench scale: %d connections, %d gateways, %d backends (%s)</text>`+"\n",
+		left, rep.Conns, rep.Gateways, rep.Backends, rep.Date)
+	fmt.Fprintf(&b, `<line x1="%d" y1="%d" x2="%d" y2="%d" stroke="#888"/>`+"\n", left, h-bottom, w-right, h-bottom)
+	for i := 0; i <= 4; i++ {
+		y := py(maxC*float64(i)/4, maxC)
+		fmt.Fprintf(&b, `<text x="%d" y="%.0f" text-anchor="end">%d</text>`, left-6, y+4, int(maxC*float64(i)/4))
+		fmt.Fprintf(&b, `<text x="%d" y="%.0f">%d MB</text>`+"\n", w-right+6, y+4, int(maxM*float64(i)/4))
+	}
+	fmt.Fprintf(&b, `<text x="%d" y="%d">0 s</text><text x="%d" y="%d" text-anchor="end">%.0f s</text>`+"\n",
+		left, h-bottom+16, w-right, h-bottom+16, maxT)
+	lines := []struct {
+		name, color string
+		v           func(scaleSample) float64
+		top         float64
+	}{
+		{"clients connected", "#1f77b4", func(x scaleSample) float64 { return float64(x.sockets / 2) }, maxC},
+		{"gateways RSS (MB)", "#d62728", func(x scaleSample) float64 { return float64(x.gw >> 20) }, maxM},
+		{"backends RSS (MB)", "#2ca02c", func(x scaleSample) float64 { return float64(x.be >> 20) }, maxM},
+		{"kernel TCP (MB)", "#9467bd", func(x scaleSample) float64 { return float64(x.kernl >> 20) }, maxM},
+	}
+	for i, l := range lines {
+		b.WriteString(`<polyline fill="none" stroke-width="2" stroke="` + l.color + `" points="`)
+		for _, x := range s.samples {
+			fmt.Fprintf(&b, "%.1f,%.1f ", px(x.secs), py(l.v(x), l.top))
+		}
+		b.WriteString("\"/>\n")
+		fmt.Fprintf(&b, `<text x="%d" y="%d" fill="%s">%s</text>`+"\n", left+10+i*160, h-8, l.color, l.name)
+	}
+	b.WriteString("</svg>\n")
+	return b.String()
 }
 
 // rss is the summed resident memory of pids, in bytes.
@@ -381,12 +489,12 @@ func rss(pids []int) int64 {
 	return sum
 }
 
-// tcpMem is the kernel's TCP memory (/proc/net/sockstat "TCP: ... mem N",
-// pages), in bytes.
-func tcpMem() int64 {
+// tcpStat is the kernel's TCP memory in bytes and TCP sockets in use,
+// from /proc/net/sockstat ("TCP: inuse N ... mem M", pages).
+func tcpStat() (mem, inuse int64) {
 	b, err := os.ReadFile("/proc/net/sockstat")
 	if err != nil {
-		return 0
+		return 0, 0
 	}
 	for line := range strings.SplitSeq(string(b), "\n") {
 		if !strings.HasPrefix(line, "TCP:") {
@@ -394,11 +502,14 @@ func tcpMem() int64 {
 		}
 		f := strings.Fields(line)
 		for i := range len(f) - 1 {
-			if f[i] == "mem" {
-				n, _ := strconv.ParseInt(f[i+1], 10, 64)
-				return n * int64(os.Getpagesize())
+			n, _ := strconv.ParseInt(f[i+1], 10, 64)
+			switch f[i] {
+			case "mem":
+				mem = n * int64(os.Getpagesize())
+			case "inuse":
+				inuse = n
 			}
 		}
 	}
-	return 0
+	return mem, inuse
 }
