@@ -171,7 +171,7 @@ func (r *runner) broadcastWorker() error {
 	err := r.connectAll()
 	want := r.nWelcome.Load() - r.nDrop.Load()
 	r.cfg.Report(readyLine{Ready: true, Connected: int(want), Failed: int(r.nFail.Load()),
-		LastOpen: r.wall(r.lastOpen.Load()), Handshakes: merged(r.hs...).Export()})
+		LastOpen: r.wall(r.lastOpen.Load()), Handshakes: merged(r.hs...).Export(), Failures: r.fails.snapshot()})
 	if err != nil {
 		return err
 	}

@@ -61,6 +61,7 @@ func RunHold(ctx context.Context, cfg Config, procs int, command func(conns, off
 	var hs []*hdrhistogram.Histogram
 	var last int64
 	for _, rl := range rls {
+		mergeFailures(conn, &Result{Failures: rl.Failures})
 		conn.Connected += rl.Connected
 		last = max(last, rl.LastOpen)
 		if rl.Handshakes != nil {
@@ -94,7 +95,10 @@ func RunHold(ctx context.Context, cfg Config, procs int, command func(conns, off
 	push := result(Push)
 	out = append(out, push)
 	perr := pushWorkers(ctx, cfg, push, ws)
-	closeWorkers(conn, ws)
+	// The workers' last word holds every failure, the connect phase's too.
+	if all := result(Connect); closeWorkers(all, ws) == len(ws) {
+		conn.Failures = all.Failures
+	}
 	switch {
 	case perr != nil:
 		return out, perr

@@ -382,7 +382,7 @@ func (r *runner) dial() {
 // window that was full does not make up for lost time in a burst larger
 // than Inflight.
 func (r *runner) pace(stop <-chan struct{}) {
-	t := time.NewTicker(5 * time.Millisecond)
+	t := time.NewTicker(20 * time.Millisecond)
 	defer t.Stop()
 	start, n, window := time.Now(), int64(r.cfg.Conns), int64(r.cfg.Inflight)
 	for {

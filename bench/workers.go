@@ -30,6 +30,7 @@ type readyLine struct {
 	// last 101, and its handshake latencies.
 	LastOpen   int64                  `json:"last_open_unix_ns,omitempty"`
 	Handshakes *hdrhistogram.Snapshot `json:"handshake_histogram,omitempty"`
+	Failures   map[string]int         `json:"failures,omitempty"` // so far, by reason
 }
 
 // worker is a started worker process.
@@ -251,15 +252,19 @@ func broadcastWorkers(ctx context.Context, cfg Config, res *Result, ws []*worker
 }
 
 // closeWorkers closes the workers' stdin (they close their connections
-// and print their results) and adds their failures to res.
-func closeWorkers(res *Result, ws []*worker) {
+// and print their results) and adds their failures to res; it returns how
+// many reported.
+func closeWorkers(res *Result, ws []*worker) int {
+	n := 0
 	for _, w := range ws {
 		_ = w.stdin.Close()
 		var r Result
 		if err := w.readJSON(&r); err == nil {
 			mergeFailures(res, &r)
+			n++
 		}
 	}
+	return n
 }
 
 // broadcastRounds sends cfg.Rounds broadcasts to workers holding want

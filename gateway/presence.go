@@ -35,7 +35,15 @@ type presenceWriter struct {
 	mu    sync.Mutex // guards queue; held only to append or swap
 	queue []presence.Change
 	dirty atomic.Bool
+
+	// Backoff after a failed write (run's goroutine only): flushes are
+	// skipped until wait passes; failures doubles it, up to maxRetryWait.
+	wait     time.Time
+	failures int
 }
+
+// maxRetryWait bounds the backoff between presence writes that fail.
+const maxRetryWait = 5 * time.Second
 
 // note queues a presence change; called on a loop, never blocks for I/O.
 func (w *presenceWriter) note(l *loop, s *session, node string, add bool) {
@@ -76,7 +84,19 @@ func (w *presenceWriter) run(ctx context.Context) {
 	}
 }
 
+// flush writes the queued changes. A batch that fails (Redis down, or too
+// slow to answer in 3 s) goes back to the head of the queue and is tried
+// again after a backoff: the changes are idempotent (set or delete one
+// field) and stay in order, so a retry repairs a write that did or did not
+// land. A full resync happens only when the store may have lost what was
+// written (dirty: the first write, a heartbeat that found this gateway
+// unlisted) or the queue outgrew what a resync costs; resyncing on every
+// timeout made a slow Redis slower (every gateway rewriting all its
+// sessions at once, seen at 700,000 clients in `wsgate bench scale`).
 func (w *presenceWriter) flush(ctx context.Context) {
+	if time.Now().Before(w.wait) {
+		return
+	}
 	w.mu.Lock()
 	batch := w.queue
 	w.queue = nil
@@ -85,12 +105,37 @@ func (w *presenceWriter) flush(ctx context.Context) {
 	defer cancel()
 	if w.dirty.Load() {
 		w.resync(ctx)
+		w.backoff(w.dirty.Load())
 		return
 	}
-	if err := w.store.Apply(ctx, w.g.cfg.ID, batch); err != nil {
-		w.g.log.Warn("presence write failed; will resync when the store is back", "err", err)
+	err := w.store.Apply(ctx, w.g.cfg.ID, batch)
+	w.backoff(err != nil)
+	if err == nil {
+		return
+	}
+	w.mu.Lock()
+	w.queue = append(batch, w.queue...)
+	over := len(w.queue) > 2*w.g.cfg.MaxConns+1024 // more changes than sessions: a resync is cheaper
+	if over {
+		w.queue = nil
+	}
+	w.mu.Unlock()
+	if over {
 		w.dirty.Store(true)
 	}
+	w.g.log.Warn("presence write failed; retrying", "err", err, "changes", len(batch), "in", time.Until(w.wait).Round(time.Millisecond), "resync", over)
+}
+
+// backoff records a write's outcome: after a failure the next flush waits
+// 2^failures × PresenceFlush, at most maxRetryWait.
+func (w *presenceWriter) backoff(failed bool) {
+	if !failed {
+		w.failures, w.wait = 0, time.Time{}
+		return
+	}
+	w.failures++
+	d := min(w.g.cfg.PresenceFlush<<min(w.failures, 10), maxRetryWait)
+	w.wait = time.Now().Add(d)
 }
 
 // resync replaces this gateway's presence with the loops' current sessions.
@@ -145,8 +190,9 @@ func (w *presenceWriter) beat(ctx context.Context) {
 	defer cancel()
 	revived, err := w.store.GatewayAlive(ctx, g.cfg.ID, g.cfg.PresenceTTL, g.nodeCounts())
 	if err != nil {
+		// Not a reason to resync: the next beat that succeeds says whether
+		// the store lost this gateway (revived).
 		g.log.Debug("presence heartbeat failed", "err", err)
-		w.dirty.Store(true)
 		return
 	}
 	if revived {
