@@ -46,6 +46,10 @@ type ScaleReport struct {
 	// Peak kernel TCP memory (/proc/net/sockstat) per connection, both
 	// ends on loopback.
 	KernelTCPPerConn int64 `json:"kernel_tcp_bytes_per_conn"`
+	// BacklogDrops is how many received packets the kernel dropped for a
+	// full backlog during the run (/proc/net/softnet_stat): each is a
+	// retransmission, or a lost keepalive probe.
+	BacklogDrops int64 `json:"backlog_drops"`
 	// Limits lists the kernel settings the run raised or found too low.
 	Limits []string `json:"limits,omitempty"`
 	// Results are the bench scenarios' own figures (connect, idle,
@@ -165,7 +169,7 @@ func runBenchScale(ctx context.Context, args []string, stdout io.Writer) error {
 	}
 	sampler := startSampler(pidsOf(gw), pidsOf(be), *conns, progress)
 	log.Info("bench scale: cluster up", "conns", *conns, "gateways", g, "backends", *backends, "client_procs", *procs, "addr", addr, "out", *out)
-	start := time.Now()
+	start, drops0 := time.Now(), softnetDrops()
 	sources := strconv.Itoa(*conns/scaleConnsPerSource + 16)
 	cfg := bench.Config{Target: "wsgate", Addr: addr, Admin: admins[0], Conns: *conns, Sources: *conns/scaleConnsPerSource + 16,
 		Rounds: *rounds, Pushes: *pushes, Duration: *idleFor, Timeout: 900 * time.Second,
@@ -179,6 +183,7 @@ func runBenchScale(ctx context.Context, args []string, stdout io.Writer) error {
 		return cmd
 	})
 	rep.Seconds = int(time.Since(start).Seconds())
+	rep.BacklogDrops = softnetDrops() - drops0
 	series := sampler.stop()
 	peakG, peakB, peakK, baseG, baseB, baseK := series.peaks()
 	rep.GatewayRSSPerConn = (peakG - baseG) / int64(*conns)
@@ -219,6 +224,7 @@ func writeScaleMarkdown(w io.Writer, rep *ScaleReport) {
 	fmt.Fprintf(w, "| gateways' RSS per connection (peak over the run) | %d B |\n", rep.GatewayRSSPerConn)
 	fmt.Fprintf(w, "| backends' RSS per connection (peak) | %d B |\n", rep.BackendRSSPerConn)
 	fmt.Fprintf(w, "| kernel TCP memory per connection (peak, both ends on loopback) | %d B |\n", rep.KernelTCPPerConn)
+	fmt.Fprintf(w, "| packets dropped for a full backlog (softnet_stat) | %d |\n", rep.BacklogDrops)
 	for _, r := range rep.Results {
 		if r.Scenario == bench.Idle {
 			fmt.Fprintf(w, "| at idle: gateways' memory per connection (PSS) | %.0f B |\n", r.MemPerConn)
@@ -236,8 +242,8 @@ func writeScaleMarkdown(w io.Writer, rep *ScaleReport) {
 // raiseLimits checks the kernel settings a run of conns loopback
 // connections meets (two sockets each): the conntrack table (every
 // loopback connection is tracked while iptables is loaded; a full table
-// drops new connections), TCP memory (tcp_mem, pages) and the system's
-// open files. As root it raises them, as a deployment would with sysctl;
+// drops new connections), TCP memory (tcp_mem, pages), the system's open
+// files and the backlog of received packets. As root it raises them, as a deployment would with sysctl;
 // otherwise it says which is too low.
 func raiseLimits(conns int, log *slog.Logger) []string {
 	var notes []string
@@ -248,6 +254,13 @@ func raiseLimits(conns int, log *slog.Logger) []string {
 		{"/proc/sys/net/netfilter/nf_conntrack_max", 3*int64(conns) + 100000},
 		{"/proc/sys/net/ipv4/tcp_mem", int64(conns) + 500000}, // pages: its maximum (the third value)
 		{"/proc/sys/fs/file-max", 3*int64(conns) + 100000},
+		// Loopback packets wait in a per-CPU backlog of this many before
+		// the softirq takes them; past it they are dropped (the drops are
+		// column 2 of /proc/net/softnet_stat). With the default 1,000, a
+		// run of 700,000 lost millions of packets on 2 busy cores: SYNs
+		// retried after seconds, keepalive probes unanswered, and the
+		// kernel aborted established connections.
+		{"/proc/sys/net/core/netdev_max_backlog", int64(conns) / 10},
 	} {
 		b, err := os.ReadFile(l.path)
 		if err != nil {
@@ -542,6 +555,23 @@ func rss(pids []int) int64 {
 				kb, _ := strconv.ParseInt(strings.Fields(v)[0], 10, 64)
 				sum += kb * 1024
 			}
+		}
+	}
+	return sum
+}
+
+// softnetDrops is the packets the kernel dropped for a full per-CPU
+// backlog, all CPUs (column 2 of /proc/net/softnet_stat, hex).
+func softnetDrops() int64 {
+	b, err := os.ReadFile("/proc/net/softnet_stat")
+	if err != nil {
+		return 0
+	}
+	var sum int64
+	for line := range strings.SplitSeq(string(b), "\n") {
+		if f := strings.Fields(line); len(f) > 1 {
+			n, _ := strconv.ParseInt(f[1], 16, 64)
+			sum += n
 		}
 	}
 	return sum

@@ -174,7 +174,7 @@ func (g *Gateway) Start(ctx context.Context) error {
 			gnet.WithTCPNoDelay(gnet.TCPNoDelay),
 			// Set on the listener, inherited by accepted sockets (Linux):
 			// a peer that vanished frees its slot even with pings off.
-			gnet.WithTCPKeepAlive(60*time.Second),
+			gnet.WithTCPKeepAlive(tcpKeepAlive(&g.cfg)),
 			gnet.WithTCPKeepInterval(15*time.Second),
 			gnet.WithTCPKeepCount(4),
 			gnet.WithAcceptErrorHandler(g.acceptError),
@@ -377,6 +377,17 @@ func (g *Gateway) fatal(err error) {
 // Fatal delivers the error that left the gateway unable to serve new
 // clients (its accept loop stopped). The caller should exit non-zero.
 func (g *Gateway) Fatal() <-chan error { return g.fatalCh }
+
+// tcpKeepAlive is the client sockets' TCP keepalive idle time: 60 s, or
+// twice the ping interval when server pings are longer apart than 30 s.
+// With pings on, a ping reaches every idle client before a keepalive probe
+// would, and the idle timeout closes the dead ones; a keepalive shorter
+// than the pings only adds packets: at a million clients on 60 s it is
+// 16,700 probes a second, which on this machine's loopback overflowed the
+// kernel's backlog (`wsgate bench scale`, docs/BENCHMARKS.md).
+func tcpKeepAlive(c *Config) time.Duration {
+	return max(60*time.Second, 2*c.PingInterval)
+}
 
 // janitorTick is the janitor's period: 250ms, or a quarter of the link
 // keepalive, the client ping interval or the idle timeout when one is
