@@ -108,3 +108,18 @@ func TestPresenceWriteRetried(t *testing.T) {
 		t.Fatalf("overgrown queue: dirty %v, %d queued", w.dirty.Load(), len(w.queue))
 	}
 }
+
+// TestTCPKeepAliveFollowsPings: client sockets' keepalive is 60 s, or twice
+// the ping interval when that is longer, so pings always come first.
+func TestTCPKeepAliveFollowsPings(t *testing.T) {
+	for _, tc := range []struct{ ping, want time.Duration }{
+		{-1, time.Minute}, // pings off
+		{30 * time.Second, time.Minute},
+		{2 * time.Minute, 4 * time.Minute},
+		{5 * time.Minute, 10 * time.Minute},
+	} {
+		if got := tcpKeepAlive(&Config{PingInterval: tc.ping}); got != tc.want {
+			t.Errorf("ping %v: keepalive %v, want %v", tc.ping, got, tc.want)
+		}
+	}
+}
