@@ -78,6 +78,7 @@ func runBenchScale(ctx context.Context, args []string, stdout io.Writer) error {
 	rate := fs.Float("connect-rate", 3500, "new client connections per second, in all (0: as fast as each worker's handshake window allows)")
 	procs := fs.Int("procs", 0, "client worker processes (default: one per 18,000 connections)")
 	ping := fs.Duration("ping-interval", 0, "the gateways' --ping-interval (default: theirs)")
+	keepalive := fs.Duration("keepalive", 0, "the gateways' and backends' link --keepalive (default: theirs); a link silent 3x this is dropped, and loops starved that long by a 2-core machine count as silent")
 	pushes := fs.Int("pushes", 1000, "pushes to distinct random users")
 	rounds := fs.Int("broadcasts", 3, "broadcasts to every client")
 	idleFor := fs.Duration("duration", 10*time.Second, "how long the idle CPU is measured")
@@ -96,6 +97,8 @@ func runBenchScale(ctx context.Context, args []string, stdout io.Writer) error {
 		return usageError{fmt.Errorf("--procs %d: want 0 (automatic) to --conns", *procs)}
 	case *rate < 0:
 		return usageError{fmt.Errorf("--connect-rate %v: want 0 or more", *rate)}
+	case *keepalive < 0:
+		return usageError{fmt.Errorf("--keepalive %v: want 0 (the default) or more", *keepalive)}
 	case *ping < 0:
 		return usageError{fmt.Errorf("--ping-interval %v: want 0 (the gateways' default) or more", *ping)}
 	}
@@ -142,6 +145,9 @@ func runBenchScale(ctx context.Context, args []string, stdout io.Writer) error {
 		defer undo()
 	}
 	var admins []string
+	if *keepalive > 0 {
+		common = append(common, "--keepalive", keepalive.String())
+	}
 	if *ping > 0 { // the idle timeout keeps the defaults' ratio, three pings
 		common = append(common, "--ping-interval", ping.String(), "--idle-timeout", (3 * *ping).String())
 	}
@@ -152,7 +158,10 @@ func runBenchScale(ctx context.Context, args []string, stdout io.Writer) error {
 		}
 		a := "127.0.0.1:" + strconv.Itoa(ap)
 		admins = append(admins, a)
-		if err := c.start(env, "gateways.log", append([]string{"gateway", "--id", fmt.Sprintf("%s-g%d", name, i+1), "--listen", addr, "--reuseport",
+		// One event loop a gateway and one a worker: one P each keeps the
+		// runtime from waking a second thread per process (context switches
+		// led the profile of a run with 112 processes on 2 cores).
+		if err := c.start(append(env, "GOMAXPROCS=1"), "gateways.log", append([]string{"gateway", "--id", fmt.Sprintf("%s-g%d", name, i+1), "--listen", addr, "--reuseport",
 			"--loops", "1", "--admin", a, "--max-conns", "19000", "--pprof"}, common...)...); err != nil {
 			return err
 		}
@@ -180,6 +189,7 @@ func runBenchScale(ctx context.Context, args []string, stdout io.Writer) error {
 			"--timeout", cfg.Timeout.String(), "--connect-rate", strconv.FormatFloat(*rate/float64(*procs), 'f', 3, 64),
 			"--loops", "1") // one thread a worker: fewer context switches on a machine this busy
 		cmd.Stderr = os.Stderr
+		cmd.Env = append(os.Environ(), "GOMAXPROCS=1")
 		return cmd
 	})
 	rep.Seconds = int(time.Since(start).Seconds())
