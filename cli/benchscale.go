@@ -128,6 +128,9 @@ func runBenchScale(ctx context.Context, args []string, stdout io.Writer) error {
 	_, _ = rand.Read(secret[:])
 	name := fmt.Sprintf("scale-%d-%d", os.Getpid(), time.Now().Unix())
 	common := []string{"--amqp", *amqpURL, "--redis", *redisURL, "--exchange", name, "--redis-prefix", name, "--log-level", *level}
+	if *keepalive > 0 { // both sides: a backend drops a link silent for 3x its own
+		common = append(common, "--keepalive", keepalive.String())
+	}
 	env := append(os.Environ(), "WSGATE_CLUSTER_SECRET="+hex.EncodeToString(secret[:]))
 	for i := range *backends {
 		if err := c.start(env, "backends.log", append([]string{"backend", "--id", fmt.Sprintf("%s-b%d", name, i+1), "--listen", "127.0.0.1:0", "--admin", "-"}, common...)...); err != nil {
@@ -145,9 +148,6 @@ func runBenchScale(ctx context.Context, args []string, stdout io.Writer) error {
 		defer undo()
 	}
 	var admins []string
-	if *keepalive > 0 {
-		common = append(common, "--keepalive", keepalive.String())
-	}
 	if *ping > 0 { // the idle timeout keeps the defaults' ratio, three pings
 		common = append(common, "--ping-interval", ping.String(), "--idle-timeout", (3 * *ping).String())
 	}
