@@ -73,6 +73,12 @@ func RunHold(ctx context.Context, cfg Config, procs int, command func(conns, off
 		conn.HandshakeRate = float64(conn.Connected) / conn.ConnectSecs
 	}
 	conn.Handshake = summarize(hs...)
+	phase := func(msg string, args ...any) {
+		if cfg.Log != nil {
+			cfg.Log.Info("bench: "+msg, args...)
+		}
+	}
+	phase("connected", "clients", conn.Connected, "failures", conn.Failures, "secs", int(conn.ConnectSecs))
 
 	idle := result(Idle)
 	out = append(out, idle)
@@ -87,14 +93,17 @@ func RunHold(ctx context.Context, cfg Config, procs int, command func(conns, off
 		}
 		idle.BackendMemPerConn, idle.BackendIdleCPU = b.MemPerConn, b.IdleCPU
 	}
+	phase("idle measured", "gateway_bytes_per_conn", int(idle.MemPerConn), "gateway_cpu_pct", int(idle.IdleCPU))
 	bc := result(Broadcast)
 	out = append(out, bc)
 	if err := broadcastRounds(ctx, cfg, bc, ws, want); err != nil {
 		return out, err
 	}
+	phase("broadcasts done", "rounds", cfg.Rounds, "missing", bc.Missing)
 	push := result(Push)
 	out = append(out, push)
 	perr := pushWorkers(ctx, cfg, push, ws)
+	phase("pushes done", "pushes", cfg.Pushes, "missing", push.Missing)
 	// The workers' last word holds every failure, the connect phase's too.
 	if all := result(Connect); closeWorkers(all, ws) == len(ws) {
 		conn.Failures = all.Failures

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"strconv"
 	"sync/atomic"
 	"time"
@@ -77,6 +78,9 @@ type Config struct {
 
 	// Progress, if set, receives a one-line status about once a second.
 	Progress func(line string)
+	// Log, if set, gets a line as each phase of RunHold ends (a run at a
+	// million takes many minutes; the phases say where it is).
+	Log *slog.Logger
 
 	// KeyOffset shifts key indexes: connection i uses key index
 	// KeyOffset+i (worker processes each take a slice of the key space).

@@ -5,13 +5,16 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -133,7 +136,7 @@ func runBenchScale(ctx context.Context, args []string, stdout io.Writer) error {
 	}
 	env := append(os.Environ(), "WSGATE_CLUSTER_SECRET="+hex.EncodeToString(secret[:]))
 	for i := range *backends {
-		if err := c.start(env, "backends.log", append([]string{"backend", "--id", fmt.Sprintf("%s-b%d", name, i+1), "--listen", "127.0.0.1:0", "--admin", "-"}, common...)...); err != nil {
+		if _, err := c.start(env, "backends.log", append([]string{"backend", "--id", fmt.Sprintf("%s-b%d", name, i+1), "--listen", "127.0.0.1:0", "--admin", "-"}, common...)...); err != nil {
 			return err
 		}
 	}
@@ -147,29 +150,18 @@ func runBenchScale(ctx context.Context, args []string, stdout io.Writer) error {
 		rep.Limits = append(rep.Limits, note)
 		defer undo()
 	}
-	var admins []string
 	if *ping > 0 { // the idle timeout keeps the defaults' ratio, three pings
 		common = append(common, "--ping-interval", ping.String(), "--idle-timeout", (3 * *ping).String())
 	}
-	for i := range g {
-		ap, err := bench.FreePort()
-		if err != nil {
-			return err
-		}
-		a := "127.0.0.1:" + strconv.Itoa(ap)
-		admins = append(admins, a)
-		// One event loop a gateway and one a worker: one P each keeps the
-		// runtime from waking a second thread per process (context switches
-		// led the profile of a run with 112 processes on 2 cores).
-		if err := c.start(append(env, "GOMAXPROCS=1"), "gateways.log", append([]string{"gateway", "--id", fmt.Sprintf("%s-g%d", name, i+1), "--listen", addr, "--reuseport",
-			"--loops", "1", "--admin", a, "--max-conns", "19000", "--pprof"}, common...)...); err != nil {
-			return err
-		}
-	}
-	for _, a := range admins {
-		if err := waitRing(ctx, a, *backends); err != nil {
-			return err
-		}
+	// One event loop a gateway and one a worker: one P each keeps the
+	// runtime from waking a second thread per process (context switches
+	// led the profile of a run with 112 processes on 2 cores).
+	admins, err := c.startGateways(ctx, g, *backends, func(i int, admin string) []string {
+		return append([]string{"gateway", "--id", gatewayID(name, i), "--listen", addr, "--reuseport",
+			"--loops", "1", "--admin", admin, "--max-conns", "19000", "--pprof"}, common...)
+	}, append(env, "GOMAXPROCS=1"), name)
+	if err != nil {
+		return err
 	}
 	gw, be := c.procs[nb:], c.procs[:nb]
 	var progress io.Writer
@@ -181,7 +173,7 @@ func runBenchScale(ctx context.Context, args []string, stdout io.Writer) error {
 	start, drops0 := time.Now(), softnetDrops()
 	sources := strconv.Itoa(*conns/scaleConnsPerSource + 16)
 	cfg := bench.Config{Target: "wsgate", Addr: addr, Admin: admins[0], Conns: *conns, Sources: *conns/scaleConnsPerSource + 16,
-		Rounds: *rounds, Pushes: *pushes, Duration: *idleFor, Timeout: 900 * time.Second,
+		Rounds: *rounds, Pushes: *pushes, Duration: *idleFor, Timeout: 900 * time.Second, Log: log,
 		Probe: bench.Probe{Pids: func() []int { return pidsOf(gw) }}, Backends: &bench.Probe{Pids: func() []int { return pidsOf(be) }}}
 	results, runErr := bench.RunHold(ctx, cfg, *procs, func(n, off int) *exec.Cmd {
 		cmd := exec.CommandContext(ctx, self, "bench", "--worker", "--quiet", "--scenario", bench.Broadcast, "--addr", addr,
@@ -205,6 +197,10 @@ func runBenchScale(ctx context.Context, args []string, stdout io.Writer) error {
 	}
 	if err := bench.WriteFiles(*out, results, ""); err != nil {
 		return err
+	}
+	if dead := c.exited(); len(dead) > 0 {
+		rep.Limits = append(rep.Limits, fmt.Sprintf("processes that ended during the run: %s (see the logs)", strings.Join(dead, ", ")))
+		runErr = errors.Join(runErr, fmt.Errorf("bench scale: %d cluster processes ended during the run", len(dead)))
 	}
 	if err := os.WriteFile(filepath.Join(*out, "scale.svg"), []byte(series.chart(rep)), 0o644); err != nil {
 		return err
@@ -356,85 +352,196 @@ func untrack(port int, log *slog.Logger) (undo func(), note string) {
 type scaleCluster struct {
 	bin, out string
 	log      *slog.Logger
-	procs    []*exec.Cmd
+	procs    []*scaleProc
 	logs     []*os.File
+}
+
+// scaleProc is one process of the cluster; done is closed when it has
+// ended (a goroutine waits for it from the start).
+type scaleProc struct {
+	cmd  *exec.Cmd
+	done chan struct{}
+	err  error // its exit; read after done
+}
+
+func (p *scaleProc) ended() bool {
+	select {
+	case <-p.done:
+		return true
+	default:
+		return false
+	}
 }
 
 // start starts `wsgate args...` with env, its stderr appended to the log
 // file named.
-func (c *scaleCluster) start(env []string, logName string, args ...string) error {
+func (c *scaleCluster) start(env []string, logName string, args ...string) (*scaleProc, error) {
 	f, err := os.OpenFile(filepath.Join(c.out, logName), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	c.logs = append(c.logs, f)
 	cmd := exec.Command(c.bin, args...)
 	cmd.Env, cmd.Stderr = env, f
 	if err := cmd.Start(); err != nil {
-		return err
+		return nil, err
 	}
-	c.procs = append(c.procs, cmd)
-	return nil
+	p := &scaleProc{cmd: cmd, done: make(chan struct{})}
+	go func() {
+		p.err = cmd.Wait()
+		close(p.done)
+	}()
+	c.procs = append(c.procs, p)
+	return p, nil
+}
+
+// gatewayID is the --id of gateway i (from 0) of the run called name.
+func gatewayID(name string, i int) string { return fmt.Sprintf("%s-g%d", name, i+1) }
+
+// startGateways starts n gateways (args(i, admin) is the command line of
+// gateway i with its admin address), each on its own admin port, and
+// waits until each answers as itself with all backends on its ring. A
+// gateway that ends while starting (its admin port taken meanwhile: the
+// ports are free when chosen, not reserved) is started again on new
+// ports, up to 3 times. It returns the admin addresses.
+func (c *scaleCluster) startGateways(ctx context.Context, n, backends int, args func(i int, admin string) []string, env []string, name string) ([]string, error) {
+	const tries = 3
+	admins := make([]string, n)
+	procs := make([]*scaleProc, n)
+	ports, err := freePorts(n)
+	if err != nil {
+		return nil, err
+	}
+	for i := range n {
+		admins[i] = "127.0.0.1:" + strconv.Itoa(ports[i])
+		if procs[i], err = c.start(env, "gateways.log", args(i, admins[i])...); err != nil {
+			return nil, err
+		}
+	}
+	for i := range n {
+		for try := 1; ; try++ {
+			err := waitGateway(ctx, procs[i], admins[i], gatewayID(name, i), backends, 30*time.Second)
+			if !errors.Is(err, errEnded) || try == tries {
+				if err != nil {
+					return nil, err
+				}
+				break
+			}
+			c.drop(procs[i])
+			c.log.Warn("bench scale: a gateway ended while starting; starting it again on new ports", "id", gatewayID(name, i), "admin", admins[i], "exit", procs[i].err, "log", filepath.Join(c.out, "gateways.log"))
+			p, err := freePorts(1)
+			if err != nil {
+				return nil, err
+			}
+			admins[i] = "127.0.0.1:" + strconv.Itoa(p[0])
+			if procs[i], err = c.start(env, "gateways.log", args(i, admins[i])...); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return admins, nil
+}
+
+// freePorts returns n distinct free loopback ports: each listener stays
+// open until all are chosen, so the kernel cannot hand one out twice.
+func freePorts(n int) ([]int, error) {
+	var lns []net.Listener
+	defer func() {
+		for _, ln := range lns {
+			ln.Close()
+		}
+	}()
+	ports := make([]int, 0, n)
+	for range n {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, err
+		}
+		lns = append(lns, ln)
+		ports = append(ports, ln.Addr().(*net.TCPAddr).Port)
+	}
+	return ports, nil
+}
+
+// errEnded says a cluster process ended while it was awaited.
+var errEnded = errors.New("bench scale: the process ended")
+
+// waitGateway polls a gateway's /api/info until it answers with its own
+// id (not another process that holds the port) and n backends on its
+// ring: every backend has joined, so no rebalance comes during the run.
+// It returns errEnded at once if the process ends, and an error after
+// within.
+func waitGateway(ctx context.Context, p *scaleProc, admin, id string, n int, within time.Duration) error {
+	deadline := time.Now().Add(within)
+	var info struct {
+		ID          string `json:"id"`
+		RingMembers int    `json:"ringMembers"`
+	}
+	for {
+		if p.ended() {
+			return fmt.Errorf("%w: gateway %s (%v)", errEnded, id, p.err)
+		}
+		if resp, err := http.Get("http://" + admin + "/api/info"); err == nil {
+			_ = json.NewDecoder(resp.Body).Decode(&info)
+			resp.Body.Close()
+		}
+		if info.ID == id && info.RingMembers == n {
+			return nil
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return fmt.Errorf("bench scale: gateway %s (admin %s) not up with %d backends on its ring after %v: it answers as %q with %d (see the logs)", id, admin, n, within, info.ID, info.RingMembers)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// drop forgets p, a process that ended and was replaced.
+func (c *scaleCluster) drop(p *scaleProc) {
+	c.procs = slices.DeleteFunc(c.procs, func(q *scaleProc) bool { return q == p })
+}
+
+// exited names the cluster processes that have ended.
+func (c *scaleCluster) exited() []string {
+	var out []string
+	for _, p := range c.procs {
+		if p.ended() {
+			out = append(out, fmt.Sprintf("pid %d (%s: %v)", p.cmd.Process.Pid, p.cmd.Args[1], p.err))
+		}
+	}
+	return out
 }
 
 // stop ends every process (SIGTERM, then SIGKILL after 10 s).
 func (c *scaleCluster) stop() {
 	for _, p := range c.procs {
-		_ = p.Process.Signal(os.Interrupt)
+		_ = p.cmd.Process.Signal(os.Interrupt)
 	}
-	done := make(chan struct{})
-	go func() {
-		for _, p := range c.procs {
-			_ = p.Wait()
+	deadline := time.After(10 * time.Second)
+	for _, p := range c.procs {
+		select {
+		case <-p.done:
+		case <-deadline:
+			for _, q := range c.procs {
+				_ = q.cmd.Process.Kill()
+			}
+			<-p.done
 		}
-		close(done)
-	}()
-	select {
-	case <-done:
-	case <-time.After(10 * time.Second):
-		for _, p := range c.procs {
-			_ = p.Process.Kill()
-		}
-		<-done
 	}
 	for _, f := range c.logs {
 		_ = f.Close()
 	}
 }
 
-func pidsOf(cmds []*exec.Cmd) []int {
+// pidsOf is the process ids of ps, the live ones (a dead gateway's pid
+// may be reused).
+func pidsOf(ps []*scaleProc) []int {
 	var out []int
-	for _, c := range cmds {
-		out = append(out, c.Process.Pid)
+	for _, p := range ps {
+		if !p.ended() {
+			out = append(out, p.cmd.Process.Pid)
+		}
 	}
 	return out
-}
-
-// waitRing polls a gateway's /api/nodes until n nodes are on its ring:
-// every backend has joined, so no rebalance comes during the run.
-func waitRing(ctx context.Context, admin string, n int) error {
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		var nodes []struct{ OnRing bool }
-		on := 0
-		if resp, err := http.Get("http://" + admin + "/api/nodes"); err == nil {
-			if json.NewDecoder(resp.Body).Decode(&nodes) == nil {
-				for _, nd := range nodes {
-					if nd.OnRing {
-						on++
-					}
-				}
-			}
-			resp.Body.Close()
-		}
-		if on == n {
-			return nil
-		}
-		if time.Now().After(deadline) || ctx.Err() != nil {
-			return fmt.Errorf("bench scale: gateway %s has %d of %d backends on its ring after 30 s (see the logs)", admin, on, n)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
 }
 
 // memSampler records, once a second, the gateways' and backends' RSS, the

@@ -1,0 +1,82 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestWaitGateway: the scale tool accepts a gateway only when it answers
+// as itself with every backend on its ring; another process on its admin
+// port (the port was free when chosen, not reserved) or a gateway that
+// ended is not taken for it.
+func TestWaitGateway(t *testing.T) {
+	info := func(id string, ring int) *httptest.Server {
+		return httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+			fmt.Fprintf(w, `{"id":%q,"ringMembers":%d}`, id, ring)
+		}))
+	}
+	run := func(t *testing.T, name string, args ...string) *scaleProc {
+		c := &scaleCluster{bin: name, out: t.TempDir()}
+		p, err := c.start(nil, "log", args...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = p.cmd.Process.Kill(); <-p.done })
+		return p
+	}
+	for _, tc := range []struct {
+		name     string
+		srv      *httptest.Server
+		ended    bool
+		wantErr  string
+		wantKind error
+	}{
+		{name: "itself, ring full", srv: info("g1", 3)},
+		{name: "another process on its port", srv: info("g7", 3), wantErr: `answers as "g7"`},
+		{name: "ring not full", srv: info("g1", 2), wantErr: "with 2"},
+		{name: "ended", srv: info("g7", 3), ended: true, wantKind: errEnded},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			defer tc.srv.Close()
+			p := run(t, "sleep", "60")
+			if tc.ended {
+				p = run(t, "true")
+				<-p.done
+			}
+			err := waitGateway(context.Background(), p, strings.TrimPrefix(tc.srv.URL, "http://"), "g1", 3, 500*time.Millisecond)
+			switch {
+			case tc.wantErr == "" && tc.wantKind == nil:
+				if err != nil {
+					t.Fatal(err)
+				}
+			case tc.wantKind != nil:
+				if !errors.Is(err, tc.wantKind) {
+					t.Fatalf("err = %v, want %v", err, tc.wantKind)
+				}
+			case err == nil || !strings.Contains(err.Error(), tc.wantErr):
+				t.Fatalf("err = %v, want one with %q", err, tc.wantErr)
+			}
+		})
+	}
+}
+
+// TestFreePortsDistinct: the ports handed out together are distinct.
+func TestFreePortsDistinct(t *testing.T) {
+	ports, err := freePorts(200)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := map[int]bool{}
+	for _, p := range ports {
+		if seen[p] {
+			t.Fatalf("port %d handed out twice", p)
+		}
+		seen[p] = true
+	}
+}
