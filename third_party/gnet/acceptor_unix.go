@@ -69,7 +69,7 @@ func (el *eventloop) accept0(fd int, _ netpoll.IOEvent, _ netpoll.IOFlags) error
 		}
 
 		el := el.engine.eventLoops.next(remoteAddr)
-		c := newStreamConn(network, nfd, el, sa, el.listeners[fd].addr, remoteAddr)
+		c := newStreamConn(network, nfd, el, sa, el.listeners[fd].addr, nil) // wsgate patch: RemoteAddr makes it from sa
 		err = el.poller.Trigger(queue.HighPriority, el.register, c)
 		if err != nil {
 			el.getLogger().Errorf("failed to enqueue the accepted socket fd=%d to poller: %v", c.fd, err)
@@ -102,7 +102,6 @@ func (el *eventloop) accept(fd int, ev netpoll.IOEvent, flags netpoll.IOFlags) e
 		return errors.ErrAcceptSocket
 	}
 
-	remoteAddr := socket.SockaddrToTCPOrUnixAddr(sa)
 	if opts := el.engine.opts; opts.TCPKeepAlive > 0 && el.listeners[fd].network == "tcp" &&
 		(runtime.GOOS != "linux" && runtime.GOOS != "freebsd" && runtime.GOOS != "dragonfly") {
 		// TCP keepalive options are not inherited from the listening socket
@@ -120,7 +119,7 @@ func (el *eventloop) accept(fd int, ev netpoll.IOEvent, flags netpoll.IOFlags) e
 		}
 	}
 
-	c := newStreamConn(network, nfd, el, sa, el.listeners[fd].addr, remoteAddr)
+	c := newStreamConn(network, nfd, el, sa, el.listeners[fd].addr, nil) // wsgate patch: RemoteAddr makes it from sa
 	return el.register0(c)
 }
 

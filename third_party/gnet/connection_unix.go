@@ -461,7 +461,16 @@ func (c *conn) OutboundBuffered() int {
 func (c *conn) Context() any         { return c.ctx }
 func (c *conn) SetContext(ctx any)   { c.ctx = ctx }
 func (c *conn) LocalAddr() net.Addr  { return c.localAddr }
-func (c *conn) RemoteAddr() net.Addr { return c.remoteAddr }
+func (c *conn) RemoteAddr() net.Addr {
+	// wsgate patch: an accepted connection keeps only its unix.Sockaddr
+	// (newStreamConn gets a nil remoteAddr from the acceptor); the net.Addr
+	// is made on each call, 48 bytes a call instead of 48 bytes held by
+	// every connection for its life.
+	if c.remoteAddr == nil && !c.isDatagram && c.remote != nil {
+		return socket.SockaddrToTCPOrUnixAddr(c.remote)
+	}
+	return c.remoteAddr
+}
 
 // Implementation of Socket interface
 
