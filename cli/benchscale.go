@@ -192,9 +192,6 @@ func runBenchScale(ctx context.Context, args []string, stdout io.Writer) error {
 	rep.BackendRSSPerConn = (peakB - baseB) / int64(*conns)
 	rep.KernelTCPPerConn = (peakK - baseK) / int64(*conns)
 	rep.Results = results
-	if !*quiet {
-		fmt.Fprint(os.Stderr, "\r\033[K")
-	}
 	if err := bench.WriteFiles(*out, results, ""); err != nil {
 		return err
 	}
@@ -468,7 +465,10 @@ var errEnded = errors.New("bench scale: the process ended")
 
 // waitGateway polls a gateway's /api/info until it answers with its own
 // id (not another process that holds the port) and n backends on its
-// ring: every backend has joined, so no rebalance comes during the run.
+// ring, every one healthy on /api/nodes (its link up: a backend refuses
+// links beyond its pending-handshake limit when 56 gateways link at once,
+// and they come back a moment later). Every backend has joined, so no
+// rebalance comes during the run.
 // It returns errEnded at once if the process ends, and an error after
 // within.
 func waitGateway(ctx context.Context, p *scaleProc, admin, id string, n int, within time.Duration) error {
@@ -477,19 +477,27 @@ func waitGateway(ctx context.Context, p *scaleProc, admin, id string, n int, wit
 		ID          string `json:"id"`
 		RingMembers int    `json:"ringMembers"`
 	}
+	healthy := 0
 	for {
 		if p.ended() {
 			return fmt.Errorf("%w: gateway %s (%v)", errEnded, id, p.err)
 		}
-		if resp, err := http.Get("http://" + admin + "/api/info"); err == nil {
-			_ = json.NewDecoder(resp.Body).Decode(&info)
-			resp.Body.Close()
-		}
+		getJSON("http://"+admin+"/api/info", &info)
 		if info.ID == id && info.RingMembers == n {
-			return nil
+			var nodes []struct{ Healthy bool }
+			getJSON("http://"+admin+"/api/nodes", &nodes)
+			healthy = 0
+			for _, nd := range nodes {
+				if nd.Healthy {
+					healthy++
+				}
+			}
+			if healthy == n {
+				return nil
+			}
 		}
 		if time.Now().After(deadline) || ctx.Err() != nil {
-			return fmt.Errorf("bench scale: gateway %s (admin %s) not up with %d backends on its ring after %v: it answers as %q with %d (see the logs)", id, admin, n, within, info.ID, info.RingMembers)
+			return fmt.Errorf("bench scale: gateway %s (admin %s) not up with %d healthy backends on its ring after %v: it answers as %q with %d on its ring, %d healthy (see the logs)", id, admin, n, within, info.ID, info.RingMembers, healthy)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
@@ -498,6 +506,17 @@ func waitGateway(ctx context.Context, p *scaleProc, admin, id string, n int, wit
 // drop forgets p, a process that ended and was replaced.
 func (c *scaleCluster) drop(p *scaleProc) {
 	c.procs = slices.DeleteFunc(c.procs, func(q *scaleProc) bool { return q == p })
+}
+
+// getJSON decodes the JSON at url into v; v is left as it was when the
+// request or the decoding fails (the caller polls again).
+func getJSON(url string, v any) {
+	resp, err := http.Get(url)
+	if err != nil {
+		return
+	}
+	defer resp.Body.Close()
+	_ = json.NewDecoder(resp.Body).Decode(v)
 }
 
 // exited names the cluster processes that have ended.
@@ -585,7 +604,9 @@ func startSampler(gw, be []int, conns int, progress io.Writer) *memSampler {
 				if len(f) == 0 {
 					f = []string{"?"}
 				}
-				fmt.Fprintf(progress, "\r\033[Kscale %4.0fs  TCP sockets %d (~%d of %d clients)  gateways %d MB  backends %d MB  kernel TCP %d MB  load %s",
+				// A whole line each time, not one redrawn with \r: the
+				// run's phase lines and warnings come between them.
+				fmt.Fprintf(progress, "scale %4.0fs  TCP sockets %d (~%d of %d clients)  gateways %d MB  backends %d MB  kernel TCP %d MB  load %s\n",
 					smp.secs, socks, socks/2, conns, smp.gw>>20, smp.be>>20, smp.kernl>>20, f[0])
 			}
 			select {

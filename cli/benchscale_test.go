@@ -16,10 +16,19 @@ import (
 // port (the port was free when chosen, not reserved) or a gateway that
 // ended is not taken for it.
 func TestWaitGateway(t *testing.T) {
-	info := func(id string, ring int) *httptest.Server {
-		return httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+	info := func(id string, ring int, healthy ...bool) *httptest.Server {
+		mux := http.NewServeMux()
+		mux.HandleFunc("/api/info", func(w http.ResponseWriter, _ *http.Request) {
 			fmt.Fprintf(w, `{"id":%q,"ringMembers":%d}`, id, ring)
-		}))
+		})
+		mux.HandleFunc("/api/nodes", func(w http.ResponseWriter, _ *http.Request) {
+			var nodes []string
+			for i := range ring {
+				nodes = append(nodes, fmt.Sprintf(`{"healthy":%v}`, i >= len(healthy) || healthy[i]))
+			}
+			fmt.Fprint(w, "["+strings.Join(nodes, ",")+"]")
+		})
+		return httptest.NewServer(mux)
 	}
 	run := func(t *testing.T, name string, args ...string) *scaleProc {
 		c := &scaleCluster{bin: name, out: t.TempDir()}
@@ -40,6 +49,7 @@ func TestWaitGateway(t *testing.T) {
 		{name: "itself, ring full", srv: info("g1", 3)},
 		{name: "another process on its port", srv: info("g7", 3), wantErr: `answers as "g7"`},
 		{name: "ring not full", srv: info("g1", 2), wantErr: "with 2"},
+		{name: "a link down", srv: info("g1", 3, true, false, true), wantErr: "2 healthy"},
 		{name: "ended", srv: info("g7", 3), ended: true, wantKind: errEnded},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
