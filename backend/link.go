@@ -671,13 +671,13 @@ func appendMessage(dst []byte, id uint32, bin bool, data []byte, frag int) []byt
 }
 
 // sendKey delivers a message to the key's sessions on l (count of them
-// among list): one SendKey frame, or per-session messages when it does
-// not fit one frame. Returns the sessions reached. Called with Node.mu
-// read-locked.
-func (l *link) sendKey(key string, bin bool, data []byte, list []*Session, count int) int {
+// in the list from head through Session.nextKey): one SendKey frame, or
+// per-session messages when it does not fit one frame. Returns the
+// sessions reached. Called with Node.mu read-locked.
+func (l *link) sendKey(key string, bin bool, data []byte, head *Session, count int) int {
 	if 2+len(key)+len(data) > l.maxOut {
 		reached := 0
-		for _, s := range list {
+		for s := head; s != nil; s = s.nextKey {
 			if s.l == l && l.sendMessage(s, bin, data) == nil {
 				reached++
 			}

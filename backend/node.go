@@ -103,8 +103,12 @@ type Node struct {
 	links     map[*link]struct{} // every accepted link, including in handshake
 	pending   int                // links still in the Hello handshake
 	pendingBy map[string]int     // the same, by source address
-	keys      map[string][]*Session
-	sessions  int
+	// keys: each key's sessions on this node, a list through
+	// Session.nextKey (a key has few sessions; a list costs a pointer in
+	// the session, which stays in its size class, where a slice cost a
+	// slice header in the map and an allocation per key).
+	keys     map[string]*Session
+	sessions int
 	// moving: keys with a session that arrived or left by migration
 	// lately, until when (migrate.go); swept now and then.
 	moving      map[string]time.Time
@@ -141,7 +145,7 @@ func NewNode(cfg Config, h Handler) (*Node, error) {
 		acceptStop: make(chan struct{}),
 		links:      make(map[*link]struct{}),
 		pendingBy:  make(map[string]int),
-		keys:       make(map[string][]*Session),
+		keys:       make(map[string]*Session),
 		moving:     make(map[string]time.Time),
 	}, nil
 }
@@ -283,7 +287,7 @@ func (n *Node) SendToKey(key string, binary bool, data []byte) int {
 	n.mu.RLock()
 	defer n.mu.RUnlock()
 	list := n.keys[key]
-	if len(list) == 0 {
+	if list == nil {
 		return 0
 	}
 	// Group the key's sessions by link; a key has few sessions on few links.
@@ -291,7 +295,7 @@ func (n *Node) SendToKey(key string, binary bool, data []byte) int {
 	var cbuf [8]int
 	links, counts := lbuf[:0], cbuf[:0]
 next:
-	for _, s := range list {
+	for s := list; s != nil; s = s.nextKey {
 		for i, l := range links {
 			if l == s.l {
 				counts[i]++
@@ -424,7 +428,8 @@ func (n *Node) addSession(s *Session) {
 // n.mu held.
 func (n *Node) index(s *Session) {
 	if !s.keyless {
-		n.keys[s.key] = append(n.keys[s.key], s)
+		s.nextKey = n.keys[s.key]
+		n.keys[s.key] = s
 	}
 }
 
@@ -452,19 +457,21 @@ func (n *Node) unindex(s *Session) {
 	if s.keyless {
 		return
 	}
-	list := n.keys[s.key]
-	for i, x := range list {
-		if x == s {
-			last := len(list) - 1
-			list[i] = list[last]
-			list[last] = nil
-			list = list[:last]
-			break
+	head := n.keys[s.key]
+	if head == s {
+		if s.nextKey == nil {
+			delete(n.keys, s.key)
+		} else {
+			n.keys[s.key] = s.nextKey
 		}
+		s.nextKey = nil
+		return
 	}
-	if len(list) == 0 {
-		delete(n.keys, s.key)
-	} else {
-		n.keys[s.key] = list
+	for x := head; x != nil; x = x.nextKey {
+		if x.nextKey == s {
+			x.nextKey = s.nextKey
+			s.nextKey = nil
+			return
+		}
 	}
 }

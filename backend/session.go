@@ -33,6 +33,10 @@ type Session struct {
 	// queued or the session ended; no more frames may be queued for it.
 	outClosed bool
 
+	// nextKey: the next session of the same key on this node (Node.keys),
+	// guarded by Node.mu.
+	nextKey *Session
+
 	// mu guards the handler-dispatch state below.
 	mu        sync.Mutex
 	ended     bool   // OnClose is delivered or owed; no other handler call may start
