@@ -20,6 +20,7 @@ func TestKeyIndex(t *testing.T) {
 		{"tail", []int{0}, []int{1, 2}},
 		{"twice", []int{1, 1}, []int{0, 2}},
 		{"all", []int{0, 2, 1}, nil},
+		{"indexed twice, removed once", []int{-1, 1}, []int{0, 2}}, // -1: index b again
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			n := &Node{keys: map[string]*Session{}}
@@ -29,6 +30,10 @@ func TestKeyIndex(t *testing.T) {
 				n.index(s)
 			}
 			for _, i := range tc.remove {
+				if i < 0 {
+					n.index(ss[1])
+					continue
+				}
 				n.unindex(ss[i])
 			}
 			var got []int

@@ -427,10 +427,17 @@ func (n *Node) addSession(s *Session) {
 // index adds s to its key's list (keyless sessions have none). Called with
 // n.mu held.
 func (n *Node) index(s *Session) {
-	if !s.keyless {
-		s.nextKey = n.keys[s.key]
-		n.keys[s.key] = s
+	if s.keyless {
+		return
 	}
+	head := n.keys[s.key]
+	for x := head; x != nil; x = x.nextKey {
+		if x == s { // indexed already: linking it again would make a cycle
+			return
+		}
+	}
+	s.nextKey = head
+	n.keys[s.key] = s
 }
 
 // checkDrained closes n.drained once the node is draining and has no

@@ -426,11 +426,19 @@ func (c *scaleCluster) startGateways(ctx context.Context, n, backends int, args 
 			}
 			c.drop(procs[i])
 			c.log.Warn("bench scale: a gateway ended while starting; starting it again on new ports", "id", gatewayID(name, i), "admin", admins[i], "exit", procs[i].err, "log", filepath.Join(c.out, "gateways.log"))
-			p, err := freePorts(1)
+			// A port not given to a gateway already (those not started
+			// yet have closed their listeners, so the kernel may offer one).
+			p, err := freePorts(n + 1)
 			if err != nil {
 				return nil, err
 			}
-			admins[i] = "127.0.0.1:" + strconv.Itoa(p[0])
+			for _, port := range p {
+				a := "127.0.0.1:" + strconv.Itoa(port)
+				if !slices.Contains(admins, a) {
+					admins[i] = a
+					break
+				}
+			}
 			if procs[i], err = c.start(env, "gateways.log", args(i, admins[i])...); err != nil {
 				return nil, err
 			}
@@ -499,7 +507,10 @@ func waitGateway(ctx context.Context, p *scaleProc, admin, id string, n int, wit
 		if time.Now().After(deadline) || ctx.Err() != nil {
 			return fmt.Errorf("bench scale: gateway %s (admin %s) not up with %d healthy backends on its ring after %v: it answers as %q with %d on its ring, %d healthy (see the logs)", id, admin, n, within, info.ID, info.RingMembers, healthy)
 		}
-		time.Sleep(100 * time.Millisecond)
+		select {
+		case <-ctx.Done():
+		case <-time.After(100 * time.Millisecond):
+		}
 	}
 }
 
@@ -508,10 +519,14 @@ func (c *scaleCluster) drop(p *scaleProc) {
 	c.procs = slices.DeleteFunc(c.procs, func(q *scaleProc) bool { return q == p })
 }
 
+// pollClient bounds each poll: a process that accepts and never answers
+// (stopped, or not a gateway) must not hold the wait past its deadline.
+var pollClient = &http.Client{Timeout: 2 * time.Second}
+
 // getJSON decodes the JSON at url into v; v is left as it was when the
 // request or the decoding fails (the caller polls again).
 func getJSON(url string, v any) {
-	resp, err := http.Get(url)
+	resp, err := pollClient.Get(url)
 	if err != nil {
 		return
 	}
@@ -530,7 +545,7 @@ func (c *scaleCluster) exited() []string {
 	return out
 }
 
-// stop ends every process (SIGTERM, then SIGKILL after 10 s).
+// stop ends every process (SIGINT, then SIGKILL after 10 s).
 func (c *scaleCluster) stop() {
 	for _, p := range c.procs {
 		_ = p.cmd.Process.Signal(os.Interrupt)

@@ -141,10 +141,15 @@ func descriptorFree() bool {
 }
 
 // peerIP is the address part of a TCP peer address (IPv4-mapped IPv6
-// addresses as IPv4).
+// addresses as IPv4), without an IPv6 zone: gnet makes the net.Addr anew
+// on each RemoteAddr call and names the zone by an interface lookup that
+// can fail (out of descriptors) or change (a renamed interface), so a
+// zone could differ between a client's admission and its release and
+// leave its per-IP count held forever.
 func peerIP(addr net.Addr) netip.Addr {
 	if ta, ok := addr.(*net.TCPAddr); ok {
-		return ta.AddrPort().Addr().Unmap()
+		ip, _ := netip.AddrFromSlice(ta.IP)
+		return ip.Unmap()
 	}
 	return netip.Addr{}
 }

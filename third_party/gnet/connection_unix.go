@@ -458,9 +458,9 @@ func (c *conn) OutboundBuffered() int {
 	return c.outboundBuffer.Buffered()
 }
 
-func (c *conn) Context() any         { return c.ctx }
-func (c *conn) SetContext(ctx any)   { c.ctx = ctx }
-func (c *conn) LocalAddr() net.Addr  { return c.localAddr }
+func (c *conn) Context() any        { return c.ctx }
+func (c *conn) SetContext(ctx any)  { c.ctx = ctx }
+func (c *conn) LocalAddr() net.Addr { return c.localAddr }
 func (c *conn) RemoteAddr() net.Addr {
 	// wsgate patch: an accepted connection keeps only its unix.Sockaddr
 	// (newStreamConn gets a nil remoteAddr from the acceptor); the net.Addr
