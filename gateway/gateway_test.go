@@ -514,3 +514,28 @@ func TestBroadcastAndPresence(t *testing.T) {
 		return nil
 	})
 }
+
+// TestHandshakeGraceStalledLoop: a client whose upgrade request waits
+// unread when its handshake timeout passes is not dropped: the event loop
+// was behind (here stalled for five timeouts), not the client, and it gets
+// one more timeout. (A client that is slow itself is still dropped: "slow
+// handshake dropped" in TestHTTPErrors.)
+func TestHandshakeGraceStalledLoop(t *testing.T) {
+	const timeout = 300 * time.Millisecond
+	c := startCluster(t, 1, func(cfg *gateway.Config) { cfg.HandshakeTimeout = timeout })
+	g := c.Gateway()
+	r := rawDial(t, g.Addr())
+	testutil.CheckFor(t, 5*time.Second, 5*time.Millisecond, func() error {
+		if n := heldConns(t, g); n != 1 {
+			return fmt.Errorf("%d connections held, want the raw one accepted", n)
+		}
+		return nil
+	})
+	if g.StallLoops(5*timeout) == 0 {
+		t.Fatal("no event loop to stall")
+	}
+	r.upgrade(t, "/ws/late") // sent while the loop sleeps; answered once it wakes
+	if n := metricSample(t, g, "wsgate_gateway_handshake_graced_total"); n != 1 {
+		t.Fatalf("handshake_graced_total = %d, want 1", n)
+	}
+}

@@ -390,8 +390,14 @@ func (l *loop) handshakeTraffic(s *session, c gnet.Conn) (act gnet.Action, done 
 	_, _ = c.Discard(n)
 	delete(l.timed, s)
 	l.g.metrics.handshakeOK()
-	// deadline was set at accept to HandshakeTimeout from then.
-	l.g.metrics.handshakeSeconds.Observe((l.g.cfg.HandshakeTimeout - time.Duration(s.deadline-l.g.elapsed())).Seconds())
+	// deadline was set at accept to HandshakeTimeout from then; a graced
+	// handshake's was set again when its first timeout passed, so it took
+	// at least HandshakeTimeout more (a lower bound).
+	took := l.g.cfg.HandshakeTimeout - time.Duration(s.deadline-l.g.elapsed())
+	if s.graced {
+		took += l.g.cfg.HandshakeTimeout
+	}
+	l.g.metrics.handshakeSeconds.Observe(took.Seconds())
 
 	s.state = stOpen
 	l.startLimits(s)

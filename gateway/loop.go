@@ -173,6 +173,18 @@ func (l *loop) sweep(now time.Time) {
 			delete(l.timed, s)
 			switch s.state {
 			case stHandshake:
+				// A client whose request waits unread in the socket did
+				// its part: the loop is behind (CPU starved, a connect
+				// storm), not the client. It gets one more timeout, from
+				// now. A slow client (slowloris) has nothing unread: the
+				// loop read what it sent when it came.
+				if !s.graced && unread(s.conn) > 0 {
+					s.graced = true
+					s.deadline = l.g.deadline(l.g.cfg.HandshakeTimeout)
+					l.timed[s] = struct{}{}
+					l.g.metrics.handshakeGraced.Inc()
+					continue
+				}
 				l.g.metrics.handshakeFailed("timeout")
 			case stClientClosed:
 				l.finishClientClose(s) // the backend did not acknowledge in time

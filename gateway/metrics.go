@@ -55,11 +55,14 @@ type metrics struct {
 	rejected    *prometheus.CounterVec
 	linkAuth    *prometheus.CounterVec
 	hsOK        prometheus.Counter
-	tlsReloads  *prometheus.CounterVec
-	upDials     *prometheus.CounterVec
-	upDialsOK   prometheus.Counter
-	migrations  *prometheus.CounterVec // --rebalance migrate, by result
-	registered  *recordingRegistry     // every collector registered, for the dashboard test
+	// handshakeGraced counts handshakes given a second timeout because
+	// their request waited unread when the first passed (loop.sweep).
+	handshakeGraced prometheus.Counter
+	tlsReloads      *prometheus.CounterVec
+	upDials         *prometheus.CounterVec
+	upDialsOK       prometheus.Counter
+	migrations      *prometheus.CounterVec // --rebalance migrate, by result
+	registered      *recordingRegistry     // every collector registered, for the dashboard test
 
 	handshakeSeconds prometheus.Histogram // accept to 101, client connections
 	linkRTT          prometheus.Histogram // keepalive Ping to Pong, all links
@@ -121,6 +124,8 @@ func newMetrics(g *Gateway) *metrics {
 		Help:    "The pause a migrated client saw: from the start of its migration (its input held) to its session resumed on the new node.",
 		Buckets: prometheus.ExponentialBuckets(100e-6, 1.25, 46)}) // to 2.8 s in 25% steps: bench rebalance --migrate reads quantiles from them
 	m.hsOK = m.handshakes.WithLabelValues("ok")
+	m.handshakeGraced = prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: "handshake_graced_total",
+		Help: "Client handshakes given a second --handshake-timeout because their request waited unread in the socket when the first passed: the event loop was behind, not the client."})
 	m.upDialsOK = m.upDials.WithLabelValues("ok")
 	m.handshakeSeconds = prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Name: "handshake_duration_seconds",
 		Help:    "Time from accepting a client connection to its 101 (TLS handshake included), successful upgrades.",
@@ -139,7 +144,7 @@ func newMetrics(g *Gateway) *metrics {
 		Help: "1 for the current ring, labelled with its version (hex content hash: equal on gateways with equal rings)."}, []string{"version"})
 	m.rttWindow = newWindow(linkRTTBuckets, time.Minute)
 	m.relayWindow = newWindow(linkRTTBuckets, time.Minute)
-	reg.MustRegister(m.closesSent, m.upDials, m.migrations, m.migrationSeconds)
+	reg.MustRegister(m.closesSent, m.upDials, m.migrations, m.migrationSeconds, m.handshakeGraced)
 	reg.MustRegister(m.handshakeSeconds, m.linkRTT, m.rebalanceSeconds, m.relayRoundTrip, m.ringInfo, perNodeCollector{g})
 	if g.tls != nil {
 		reg.MustRegister(m.tlsReloads, prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: ns, Name: "tls_certificate_expiry_seconds",

@@ -66,6 +66,7 @@ type session struct {
 	// struct stays in the 128-byte size class (an idle client costs it).
 	backlogged bool    // in loop.backlogged
 	lingers    bool    // stRejected: counted in Gateway.lingering
+	graced     bool    // stHandshake: given a second HandshakeTimeout (loop.sweep)
 	slow       bool    // closed as a slow consumer: its close releases memory
 	closeCode  uint16  // stClientClosed: the code to echo to the client
 	seen       uint32  // coarse milliseconds (since the gateway started) of the last input
