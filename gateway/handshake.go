@@ -394,7 +394,7 @@ func (l *loop) handshakeTraffic(s *session, c gnet.Conn) (act gnet.Action, done 
 	// handshake's was set again when its first timeout passed, so it took
 	// at least HandshakeTimeout more (a lower bound).
 	took := l.g.cfg.HandshakeTimeout - time.Duration(s.deadline-l.g.elapsed())
-	if s.graced {
+	if s.graced() {
 		took += l.g.cfg.HandshakeTimeout
 	}
 	l.g.metrics.handshakeSeconds.Observe(took.Seconds())

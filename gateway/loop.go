@@ -178,8 +178,8 @@ func (l *loop) sweep(now time.Time) {
 				// storm), not the client. It gets one more timeout, from
 				// now. A slow client (slowloris) has nothing unread: the
 				// loop read what it sent when it came.
-				if !s.graced && unread(s.conn) > 0 {
-					s.graced = true
+				if !s.graced() && unread(s.conn) > 0 {
+					s.rateAt = graceMark // startLimits sets it at the upgrade
 					s.deadline = l.g.deadline(l.g.cfg.HandshakeTimeout)
 					l.timed[s] = struct{}{}
 					l.g.metrics.handshakeGraced.Inc()

@@ -66,11 +66,10 @@ type session struct {
 	// struct stays in the 128-byte size class (an idle client costs it).
 	backlogged bool    // in loop.backlogged
 	lingers    bool    // stRejected: counted in Gateway.lingering
-	graced     bool    // stHandshake: given a second HandshakeTimeout (loop.sweep)
 	slow       bool    // closed as a slow consumer: its close releases memory
 	closeCode  uint16  // stClientClosed: the code to echo to the client
 	seen       uint32  // coarse milliseconds (since the gateway started) of the last input
-	rateAt     uint32  // coarse milliseconds of the last frame-rate refill
+	rateAt     uint32  // coarse milliseconds of the last frame-rate refill; in stHandshake, graceMark once graced (no room for a flag)
 	tokens     float32 // frame-rate bucket
 	slot       int32   // index in loop.walk; -1 when not there
 	exp        uint32  // unix seconds when the client's token expires; 0 = never
@@ -83,6 +82,14 @@ type session struct {
 	deadline         int64 // nanoseconds since the gateway started (Gateway.deadline); meaningful while in loop.timed
 	prevKey, nextKey *session
 }
+
+// graceMark in rateAt marks a handshake given a second HandshakeTimeout
+// (loop.sweep): the field is unused until the upgrade (startLimits), and
+// the struct has no byte left in its 128-byte size class for a flag.
+const graceMark = 1
+
+// graced reports whether s, in its handshake, was given a second timeout.
+func (s *session) graced() bool { return s.state == stHandshake && s.rateAt == graceMark }
 
 // deliverable reports whether backend output for s still goes to the
 // client: while open, and while the client's close waits for the backend.
