@@ -81,6 +81,7 @@ func runBenchScale(ctx context.Context, args []string, stdout io.Writer) error {
 	rate := fs.Float("connect-rate", 3500, "new client connections per second, in all (0: as fast as each worker's handshake window allows)")
 	procs := fs.Int("procs", 0, "client worker processes (default: one per 18,000 connections)")
 	ping := fs.Duration("ping-interval", 0, "the gateways' --ping-interval (default: theirs)")
+	hsTimeout := fs.Duration("handshake-timeout", 0, "the gateways' --handshake-timeout (default: theirs); a load generator starved on the same cores sends its requests late")
 	keepalive := fs.Duration("keepalive", 0, "the gateways' and backends' link --keepalive (default: theirs); a link silent 3x this is dropped, and loops starved that long by a 2-core machine count as silent")
 	pushes := fs.Int("pushes", 1000, "pushes to distinct random users")
 	rounds := fs.Int("broadcasts", 3, "broadcasts to every client")
@@ -102,6 +103,8 @@ func runBenchScale(ctx context.Context, args []string, stdout io.Writer) error {
 		return usageError{fmt.Errorf("--connect-rate %v: want 0 or more", *rate)}
 	case *keepalive < 0:
 		return usageError{fmt.Errorf("--keepalive %v: want 0 (the default) or more", *keepalive)}
+	case *hsTimeout < 0:
+		return usageError{fmt.Errorf("--handshake-timeout %v: want 0 (the gateways' default) or more", *hsTimeout)}
 	case *ping < 0:
 		return usageError{fmt.Errorf("--ping-interval %v: want 0 (the gateways' default) or more", *ping)}
 	}
@@ -152,6 +155,9 @@ func runBenchScale(ctx context.Context, args []string, stdout io.Writer) error {
 	}
 	if *ping > 0 { // the idle timeout keeps the defaults' ratio, three pings
 		common = append(common, "--ping-interval", ping.String(), "--idle-timeout", (3 * *ping).String())
+	}
+	if *hsTimeout > 0 { // gateways only, as the pings: the backends have started
+		common = append(common, "--handshake-timeout", hsTimeout.String())
 	}
 	// One event loop a gateway and one a worker: one P each keeps the
 	// runtime from waking a second thread per process (context switches
