@@ -162,6 +162,10 @@ func (r *runner) wall(now int64) int64 {
 	return r.e.base.Add(time.Duration(now)).UnixNano()
 }
 
+// failPending is the failure reason of the connections a worker still
+// waited for when its connect phase timed out.
+const failPending = "pending at the timeout"
+
 // broadcastWorker holds the connections and answers the parent's commands
 // on Control (see Config.Control), one a line: "<round>" arms a broadcast
 // round and reports it once delivered; "push" resets the push count
@@ -169,6 +173,15 @@ func (r *runner) wall(now int64) int64 {
 // arrived (or the timeout) and answers a pushReport.
 func (r *runner) broadcastWorker() error {
 	err := r.connectAll()
+	if pending := int64(r.cfg.Conns) - r.nWelcome.Load() - r.nFail.Load() - r.nDrop.Load(); err != nil && r.ctx.Err() == nil && r.nWelcome.Load() > 0 && pending > 0 {
+		// The connect phase timed out with connections still dialing
+		// or unanswered: they count as failed, and the worker holds and
+		// reports the rest (a scale run measures what it got; a worker
+		// that quit here failed the parent's whole run at 900,000).
+		r.fails.addN(failPending, int(pending))
+		r.nFail.Add(pending)
+		err = nil
+	}
 	want := r.nWelcome.Load() - r.nDrop.Load()
 	r.cfg.Report(readyLine{Ready: true, Connected: int(want), Failed: int(r.nFail.Load()),
 		LastOpen: r.wall(r.lastOpen.Load()), Handshakes: merged(r.hs...).Export(), Failures: r.fails.snapshot()})

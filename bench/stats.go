@@ -74,12 +74,15 @@ type failures struct {
 	m  map[string]int
 }
 
-func (f *failures) add(reason string) {
+func (f *failures) add(reason string) { f.addN(reason, 1) }
+
+// addN counts n failures of reason.
+func (f *failures) addN(reason string, n int) {
 	f.mu.Lock()
 	if f.m == nil {
 		f.m = make(map[string]int)
 	}
-	f.m[reason]++
+	f.m[reason] += n
 	f.mu.Unlock()
 }
 

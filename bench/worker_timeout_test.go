@@ -1,0 +1,62 @@
+package bench
+
+import (
+	"context"
+	"io"
+	"testing"
+	"time"
+
+	"github.com/wsgate/wsgate/gateway"
+	"github.com/wsgate/wsgate/internal/testutil"
+)
+
+// TestWorkerKeepsWhatItHolds: a broadcast worker whose connect phase times
+// out with connections still unanswered (their upgrade requests held by a
+// frozen proxy) reports the ones it holds, counts the rest as failed
+// ("pending at the timeout"), and goes on answering its parent instead of
+// quitting (which failed a whole 900,000-client run).
+func TestWorkerKeepsWhatItHolds(t *testing.T) {
+	g := startDev(t, gateway.Config{})
+	p := testutil.NewProxy(t, g.Addr())
+	const conns, first = 12, 4
+	go func() { // hold the requests of every connection after the first few
+		for end := time.Now().Add(20 * time.Second); time.Now().Before(end); time.Sleep(time.Millisecond) {
+			if g.Clients() >= first {
+				p.Freeze(testutil.ToTarget, true)
+				return
+			}
+		}
+	}()
+	ctrl, ctrlW := io.Pipe()
+	reports := make(chan any, 4)
+	done := make(chan error, 1)
+	go func() {
+		_, err := Run(context.Background(), Config{Scenario: Broadcast, Target: "wsgate", Addr: p.Addr(), Admin: g.AdminAddr(),
+			Conns: conns, Sources: 2, ConnectRate: 40, Timeout: 2 * time.Second, Control: ctrl,
+			Report: func(v any) { reports <- v }})
+		done <- err
+	}()
+	var rl readyLine
+	select {
+	case v := <-reports:
+		var ok bool
+		if rl, ok = v.(readyLine); !ok {
+			t.Fatalf("first report %T %+v, want the ready line", v, v)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("no ready line")
+	}
+	if rl.Connected < first || rl.Connected >= conns || rl.Failures[failPending] != conns-rl.Connected {
+		t.Fatalf("ready line: %d connected, failures %v; want %d..%d connected and the rest %q", rl.Connected, rl.Failures, first, conns-1, failPending)
+	}
+	ctrlW.Close() // the parent is done: the worker returns
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("worker: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("worker did not return")
+	}
+	p.Freeze(testutil.ToTarget, false)
+}
