@@ -51,7 +51,7 @@ fuzz:
 # A cluster sized for N connections (ceil(N/18000) gateways on one port,
 # cluster mode) and the bench against it (`wsgate bench scale`); figures in
 # bin/scale-N/scale.md and bin/scale-N.json. Not part of `test`.
-# `make million` is N = 1,000,000 (run on this 2-core machine: it held 865,544
+# `make million` is N = 1,000,000 (run on this 2-core machine: it held 902,050
 # at most, CPU-bound; see docs/BENCHMARKS.md for what stopped the rest).
 N ?= 100000
 scale: build
@@ -60,7 +60,7 @@ scale: build
 
 million: build
 	scripts/services.sh
-	bin/wsgate bench scale --conns 1000000 --ping-interval 2m --keepalive 60s --json bin/scale-1000000.json
+	bin/wsgate bench scale --conns 1000000 --ping-interval 2m --keepalive 60s --handshake-timeout 60s --json bin/scale-1000000.json
 
 # The docker compose cluster (deploy/docker-compose.yml): Redis, RabbitMQ,
 # two gateways and BACKENDS demo backends. Needs a Docker engine.
