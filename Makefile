@@ -51,7 +51,7 @@ fuzz:
 # A cluster sized for N connections (ceil(N/18000) gateways on one port,
 # cluster mode) and the bench against it (`wsgate bench scale`); figures in
 # bin/scale-N/scale.md and bin/scale-N.json. Not part of `test`.
-# `make million` is N = 1,000,000 (run on this 2-core machine: it held 902,050
+# `make million` is N = 1,000,000 (run on this 2-core machine: it held 907,516
 # at most, CPU-bound; see docs/BENCHMARKS.md for what stopped the rest).
 N ?= 100000
 scale: build
