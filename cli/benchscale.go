@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -411,7 +410,7 @@ func (c *scaleCluster) startGateways(ctx context.Context, n, backends int, args 
 	const tries = 3
 	admins := make([]string, n)
 	procs := make([]*scaleProc, n)
-	ports, err := freePorts(n)
+	ports, err := bench.FreePorts(n)
 	if err != nil {
 		return nil, err
 	}
@@ -434,7 +433,7 @@ func (c *scaleCluster) startGateways(ctx context.Context, n, backends int, args 
 			c.log.Warn("bench scale: a gateway ended while starting; starting it again on new ports", "id", gatewayID(name, i), "admin", admins[i], "exit", procs[i].err, "log", filepath.Join(c.out, "gateways.log"))
 			// A port not given to a gateway already (those not started
 			// yet have closed their listeners, so the kernel may offer one).
-			p, err := freePorts(n + 1)
+			p, err := bench.FreePorts(n + 1)
 			if err != nil {
 				return nil, err
 			}
@@ -451,27 +450,6 @@ func (c *scaleCluster) startGateways(ctx context.Context, n, backends int, args 
 		}
 	}
 	return admins, nil
-}
-
-// freePorts returns n distinct free loopback ports: each listener stays
-// open until all are chosen, so the kernel cannot hand one out twice.
-func freePorts(n int) ([]int, error) {
-	var lns []net.Listener
-	defer func() {
-		for _, ln := range lns {
-			ln.Close()
-		}
-	}()
-	ports := make([]int, 0, n)
-	for range n {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return nil, err
-		}
-		lns = append(lns, ln)
-		ports = append(ports, ln.Addr().(*net.TCPAddr).Port)
-	}
-	return ports, nil
 }
 
 // errEnded says a cluster process ended while it was awaited.

@@ -75,18 +75,3 @@ func TestWaitGateway(t *testing.T) {
 		})
 	}
 }
-
-// TestFreePortsDistinct: the ports handed out together are distinct.
-func TestFreePortsDistinct(t *testing.T) {
-	ports, err := freePorts(200)
-	if err != nil {
-		t.Fatal(err)
-	}
-	seen := map[int]bool{}
-	for _, p := range ports {
-		if seen[p] {
-			t.Fatalf("port %d handed out twice", p)
-		}
-		seen[p] = true
-	}
-}
