@@ -13,11 +13,14 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/wsgate/wsgate/backend"
+	"github.com/wsgate/wsgate/gateway"
 )
 
 // serveBackendAdmin serves /healthz and /metrics (namespace wsgate_backend)
-// for a backend node; addr "-" disables it. It returns a stop function.
-func serveBackendAdmin(addr string, node *backend.Node, d *deps, log *slog.Logger) (func(), error) {
+// for a backend node, and /debug/pprof with withPprof (the caller allows
+// that on a loopback addr only: this listener has no authentication); addr
+// "-" disables it. It returns a stop function.
+func serveBackendAdmin(addr string, node *backend.Node, d *deps, log *slog.Logger, withPprof bool) (func(), error) {
 	if addr == "-" {
 		return func() {}, nil
 	}
@@ -65,6 +68,9 @@ func serveBackendAdmin(addr string, node *backend.Node, d *deps, log *slog.Logge
 		w.Header().Set("Content-Type", "application/json")
 		fmt.Fprintf(w, "{\"status\":\"ok\",\"id\":%q,\"sessions\":%d}\n", node.ID(), node.SessionCount())
 	})
+	if withPprof {
+		gateway.HandlePprof(mux)
+	}
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("backend: --admin %s: %w", addr, err)

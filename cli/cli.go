@@ -497,6 +497,7 @@ func runBackend(ctx context.Context, args []string) error {
 	listen := fs.String("listen", "0.0.0.0:9000", "link listener host:port that gateways dial")
 	advertise := fs.String("advertise", "", "host:port gateways dial for this node (default: --listen, or this host's first non-loopback IPv4 address if it listens on all addresses)")
 	admin := fs.String("admin", "127.0.0.1:0", "metrics and health HTTP host:port (- disables)")
+	pprofOn := fs.Bool("pprof", false, "serve /debug/pprof on the admin listener (a loopback --admin only: it has no authentication)")
 	weight := fs.Int("weight", 1, "share of keys relative to other nodes (1..100)")
 	drain := fs.Duration("drain-timeout", 30*time.Second, "on shutdown, how long gateways get to move clients away")
 	hb := addHeartbeatFlags(fs, "registry TTL: a node silent this long (crashed) drops out")
@@ -532,6 +533,9 @@ func runBackend(ctx context.Context, args []string) error {
 	if cs == "" && !*insecure && !gateway.IsLoopbackAddr(*listen) {
 		return usageError{fmt.Errorf("--listen %s is not a loopback address and no --cluster-secret-file (or WSGATE_CLUSTER_SECRET) is set: anyone who reaches the port could act as a gateway; set a secret, or --insecure", *listen)}
 	}
+	if *pprofOn && (*admin == "-" || !gateway.IsLoopbackAddr(*admin)) {
+		return usageError{fmt.Errorf("--pprof with --admin %s: the backend's admin listener has no authentication, so profiles are served on a loopback --admin only", *admin)}
+	}
 	if *maxLinks < 1 || *maxPending < 1 {
 		return usageError{fmt.Errorf("--max-links %d, --max-pending-links %d: both must be at least 1", *maxLinks, *maxPending)}
 	}
@@ -566,7 +570,7 @@ func runBackend(ctx context.Context, args []string) error {
 		return fmt.Errorf("backend: --listen %s: %w", *listen, err)
 	}
 	defer node.Close()
-	stopAdmin, err := serveBackendAdmin(*admin, node, d, log)
+	stopAdmin, err := serveBackendAdmin(*admin, node, d, log, *pprofOn)
 	if err != nil {
 		return err
 	}

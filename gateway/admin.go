@@ -90,6 +90,17 @@ func (g *Gateway) Info() Info {
 	return in
 }
 
+// HandlePprof serves the runtime's profiles under /debug/pprof/ on mux:
+// the index and named profiles (heap, goroutine, allocs, ...), a CPU
+// profile and an execution trace. A CPU profile or a trace costs the
+// process CPU for as long as it is asked to run, so the caller puts this
+// behind its admin listener's trust rules.
+func HandlePprof(mux *http.ServeMux) {
+	mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+	mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
+}
+
 // AdminHandler returns the admin API: the dashboard at /, /healthz,
 // /readyz, /metrics, /count and /api/* (and /debug/pprof with Pprof),
 // behind the trust rules of guardAdmin.
@@ -142,9 +153,7 @@ func (g *Gateway) AdminHandler() http.Handler {
 		writeJSON(w, http.StatusOK, map[string]any{"userId": user, "online": len(locs) > 0, "sessions": locs})
 	})
 	if g.cfg.Pprof {
-		mux.HandleFunc("GET /debug/pprof/", pprof.Index)
-		mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
-		mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
+		HandlePprof(mux)
 	}
 	mux.Handle("GET /metrics", promhttp.HandlerFor(g.metrics.reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /count", func(w http.ResponseWriter, _ *http.Request) {

@@ -249,6 +249,8 @@ func TestBadFlags(t *testing.T) {
 		{[]string{"gateway", "--backend", "a=127.0.0.1:99999"}, "port must be 1..65535"},
 		{[]string{"dev", "--admin", "localhost:http"}, "--admin"},
 		{[]string{"backend", "--listen", "127.0.0.1:0", "--weight", "0"}, "--weight 0"},
+		{[]string{"backend", "--listen", "127.0.0.1:0", "--pprof", "--admin", "0.0.0.0:0"}, "--pprof with --admin 0.0.0.0:0"},
+		{[]string{"backend", "--listen", "127.0.0.1:0", "--pprof", "--admin", "-"}, "--pprof with --admin -"},
 		{[]string{"backend", "--listen", "127.0.0.1:0", "--advertise", "10.0.0.1:70000"}, "--advertise"},
 		{[]string{"gateway", "--amqp", "amqp://127.0.0.1/", "--redis", "mysql://x"}, "--redis"},
 		{[]string{"gateway", "--amqp", "http://x", "--redis", "redis://127.0.0.1:6379/0"}, "--amqp"},
@@ -381,5 +383,33 @@ func TestSecondSignalExits(t *testing.T) {
 		}
 	case <-time.After(5 * time.Second): // the drain alone would take 10s
 		t.Fatal("still running 5s after the second signal")
+	}
+}
+
+// TestBackendPprof: a backend serves /debug/pprof on its (loopback) admin
+// listener only when asked to with --pprof; TestBadFlags checks that a
+// non-loopback --admin is refused with it.
+func TestBackendPprof(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		extra []string
+		want  int
+	}{
+		{"on", []string{"--pprof"}, http.StatusOK},
+		{"off", nil, http.StatusNotFound},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := start(t, append([]string{"backend", "--id", "b1", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"}, tc.extra...)...)
+			admin := p.waitLog(t, `backend admin listening.* addr=(\S+)`)[1]
+			r, err := http.Get("http://" + admin + "/debug/pprof/heap?debug=1")
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, _ := io.ReadAll(r.Body)
+			r.Body.Close()
+			if r.StatusCode != tc.want || (tc.want == http.StatusOK && !strings.Contains(string(body), "heap profile")) {
+				t.Fatalf("GET /debug/pprof/heap: %d %.80q; want %d", r.StatusCode, body, tc.want)
+			}
+		})
 	}
 }
