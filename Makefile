@@ -16,6 +16,7 @@ run: build
 test: lint
 	scripts/services.sh
 	$(GO) test -race -count=1 -timeout 20m $(PKGS)
+	cd third_party/gnet && $(GO) test -race -count=1 .
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem $(PKGS)

@@ -10,14 +10,15 @@ import (
 // Session is one client WebSocket connection relayed by a gateway link.
 // Session ids are assigned by the gateway and unique per link only. All
 // methods are safe for concurrent use.
+//
+// Every idle client costs a Session on its node, so the fields are ordered
+// to fill the words they share: the struct stays in the 160-byte size
+// class (TestSessionSize). Fields guarded by different locks may share a
+// word; each is its own memory location.
 type Session struct {
 	l       *link
 	id      uint32
-	key     string
 	keyless bool
-	remote  string
-	target  string
-	claims  []byte // verified JWT claims from the gateway (Open with wire.FlagClaims), or nil
 
 	// arriving: the session moves here (Open with wire.FlagResume) and its
 	// State has not come; the handler has not heard of it. Written by the
@@ -25,25 +26,31 @@ type Session struct {
 	arriving bool
 
 	// Reassembly state, owned by the link's reader goroutine.
-	rbuf  []byte // fragments of the message in progress
 	rbin  bool   // the message in progress is binary
 	inMsg bool   // a first fragment arrived and the last did not yet
+	rbuf  []byte // fragments of the message in progress
 
-	// outClosed (guarded by l.wmu): a Close frame for this session was
-	// queued or the session ended; no more frames may be queued for it.
-	outClosed bool
+	key    string
+	remote string
+	target string
+	claims []byte // verified JWT claims from the gateway (Open with wire.FlagClaims), or nil
 
 	// nextKey: the next session of the same key on this node (Node.keys),
 	// guarded by Node.mu.
 	nextKey *Session
 
-	// mu guards the handler-dispatch state below.
+	// mu guards the handler-dispatch state below (not outClosed).
 	mu        sync.Mutex
-	ended     bool   // OnClose is delivered or owed; no other handler call may start
-	inHandler bool   // the reader goroutine is inside a handler call for this session
-	pending   bool   // Session.Close happened during a handler call: OnClose owed after it
-	pCode     uint16 // pending OnClose code
-	pReason   string // pending OnClose reason
+	ended     bool // OnClose is delivered or owed; no other handler call may start
+	inHandler bool // the reader goroutine is inside a handler call for this session
+	pending   bool // Session.Close happened during a handler call: OnClose owed after it
+
+	// outClosed (guarded by l.wmu): a Close frame for this session was
+	// queued or the session ended; no more frames may be queued for it.
+	outClosed bool
+
+	pCode   uint16 // pending OnClose code
+	pReason string // pending OnClose reason
 }
 
 // ID returns the session id the gateway assigned (unique per link).

@@ -280,8 +280,12 @@ func runDev(ctx context.Context, args []string, stdout io.Writer) error {
 	n := fs.Int("backends", 3, "demo backend nodes to start")
 	selfSigned := fs.Bool("tls-self-signed", false, "serve wss:// with a self-signed certificate for localhost made at start (printed: give it to clients as their CA)")
 	sf := addScalerFlags(fs, scaler.NameDev)
+	gc := addGCFlag(fs)
 	log, err := parseArgs(fs, args)
 	if err != nil {
+		return err
+	}
+	if err := gc.apply(); err != nil {
 		return err
 	}
 	if *n < 1 || *n > 64 {
@@ -366,8 +370,12 @@ func runGateway(ctx context.Context, args []string) error {
 	cf := addClusterFlags(fs)
 	reconcile := fs.Duration("reconcile", 2*time.Second, "how often the member set is checked against the Redis registry")
 	sf := addScalerFlags(fs, "")
+	gc := addGCFlag(fs)
 	log, err := parseArgs(fs, args)
 	if err != nil {
+		return err
+	}
+	if err := gc.apply(); err != nil {
 		return err
 	}
 	clustered, err := cf.enabled()
@@ -509,8 +517,12 @@ func runBackend(ctx context.Context, args []string) error {
 	plain := fs.String("ws-listen", "", "also serve the demo app as plain WebSocket on host:port (for nginx/HAProxy comparisons)")
 	linkTLS := addLinkTLSFlags(fs, "this node's certificate (gateways verify it against their --link-tls-ca)", "the CA of the gateways' certificates")
 	cf := addClusterFlags(fs)
+	gc := addGCFlag(fs)
 	log, err := parseArgs(fs, args)
 	if err != nil {
+		return err
+	}
+	if err := gc.apply(); err != nil {
 		return err
 	}
 	clustered, err := cf.enabled()

@@ -251,6 +251,7 @@ func TestBadFlags(t *testing.T) {
 		{[]string{"backend", "--listen", "127.0.0.1:0", "--weight", "0"}, "--weight 0"},
 		{[]string{"backend", "--listen", "127.0.0.1:0", "--pprof", "--admin", "0.0.0.0:0"}, "--pprof with --admin 0.0.0.0:0"},
 		{[]string{"backend", "--listen", "127.0.0.1:0", "--pprof", "--admin", "-"}, "--pprof with --admin -"},
+		{[]string{"gateway", "--backend", "a=127.0.0.1:1", "--gc-percent", "0"}, "--gc-percent 0: want 1..10000"},
 		{[]string{"backend", "--listen", "127.0.0.1:0", "--advertise", "10.0.0.1:70000"}, "--advertise"},
 		{[]string{"gateway", "--amqp", "amqp://127.0.0.1/", "--redis", "mysql://x"}, "--redis"},
 		{[]string{"gateway", "--amqp", "http://x", "--redis", "redis://127.0.0.1:6379/0"}, "--amqp"},

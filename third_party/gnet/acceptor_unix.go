@@ -69,7 +69,7 @@ func (el *eventloop) accept0(fd int, _ netpoll.IOEvent, _ netpoll.IOFlags) error
 		}
 
 		el := el.engine.eventLoops.next(remoteAddr)
-		c := newStreamConn(network, nfd, el, sa, el.listeners[fd].addr, nil) // wsgate patch: RemoteAddr makes it from sa
+		c := newStreamConn(network, nfd, el, sa, el.listeners[fd].acceptedAddrs()) // wsgate patch: shared; RemoteAddr makes it from sa
 		err = el.poller.Trigger(queue.HighPriority, el.register, c)
 		if err != nil {
 			el.getLogger().Errorf("failed to enqueue the accepted socket fd=%d to poller: %v", c.fd, err)
@@ -119,7 +119,7 @@ func (el *eventloop) accept(fd int, ev netpoll.IOEvent, flags netpoll.IOFlags) e
 		}
 	}
 
-	c := newStreamConn(network, nfd, el, sa, el.listeners[fd].addr, nil) // wsgate patch: RemoteAddr makes it from sa
+	c := newStreamConn(network, nfd, el, sa, el.listeners[fd].acceptedAddrs()) // wsgate patch: shared; RemoteAddr makes it from sa
 	return el.register0(c)
 }
 

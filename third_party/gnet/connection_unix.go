@@ -40,9 +40,7 @@ type conn struct {
 	gfd            gfd.GFD                // gnet file descriptor
 	ctx            any                    // user-defined context
 	remote         unix.Sockaddr          // remote socket address
-	proto          string                 // protocol name: "tcp", "udp", or "unix".
-	localAddr      net.Addr               // local addr
-	remoteAddr     net.Addr               // remote addr
+	addrs          *connAddrs             // local and remote net.Addr (wsgate patch: shared by accepted conns)
 	loop           *eventloop             // connected event-loop
 	outboundBuffer elastic.Buffer         // buffer for data that is eligible to be sent to the remote
 	pollAttachment netpoll.PollAttachment // connection attachment for poller
@@ -52,16 +50,47 @@ type conn struct {
 	isDatagram     bool                   // UDP protocol
 	opened         bool                   // connection opened event fired
 	isEOF          bool                   // whether the connection has reached EOF
+	proto          uint8                  // protoTCP, protoUDP or protoUnix (wsgate patch: was a string)
 }
 
-func newStreamConn(proto string, fd int, el *eventloop, sa unix.Sockaddr, localAddr, remoteAddr net.Addr) (c *conn) {
+// Protocols of a conn (wsgate patch: a byte in the padding after the bools
+// instead of a 16-byte string).
+const (
+	protoTCP uint8 = iota
+	protoUDP
+	protoUnix
+)
+
+// protoOf maps a listener's or dialer's network ("tcp", "udp" or "unix")
+// to a conn's protocol.
+func protoOf(network string) uint8 {
+	switch network {
+	case "unix":
+		return protoUnix
+	case "udp", "udp4", "udp6":
+		return protoUDP
+	}
+	return protoTCP
+}
+
+// connAddrs holds a conn's net.Addrs (wsgate patch). Upstream a conn holds
+// both as interface values, 32 bytes in every conn; here it holds a pointer.
+// Accepted conns all point to their listener's (shared: the local address
+// only, RemoteAddr makes the remote one from the unix.Sockaddr), so an
+// accepted conn is 200 bytes, in the 208-byte size class instead of 256;
+// a dialled or UDP conn allocates its own.
+type connAddrs struct {
+	local, remote net.Addr
+	shared        bool // a listener's: never released with a conn
+}
+
+func newStreamConn(proto string, fd int, el *eventloop, sa unix.Sockaddr, addrs *connAddrs) (c *conn) {
 	c = &conn{
 		fd:             fd,
-		proto:          proto,
+		proto:          protoOf(proto),
 		remote:         sa,
 		loop:           el,
-		localAddr:      localAddr,
-		remoteAddr:     remoteAddr,
+		addrs:          addrs,
 		pollAttachment: netpoll.PollAttachment{FD: fd},
 	}
 	c.pollAttachment.Callback = c.processIO
@@ -72,12 +101,11 @@ func newStreamConn(proto string, fd int, el *eventloop, sa unix.Sockaddr, localA
 func newUDPConn(fd int, el *eventloop, localAddr net.Addr, sa unix.Sockaddr, connected bool) (c *conn) {
 	c = &conn{
 		fd:             fd,
-		proto:          "udp",
+		proto:          protoUDP,
 		gfd:            gfd.NewGFD(fd, el.idx, 0, 0),
 		remote:         sa,
 		loop:           el,
-		localAddr:      localAddr,
-		remoteAddr:     socket.SockaddrToUDPAddr(sa),
+		addrs:          &connAddrs{local: localAddr, remote: socket.SockaddrToUDPAddr(sa)},
 		isDatagram:     true,
 		pollAttachment: netpoll.PollAttachment{FD: fd, Callback: el.readUDP},
 	}
@@ -92,20 +120,21 @@ func (c *conn) release() {
 	c.isEOF = false
 	c.ctx = nil
 	c.buffer = nil
-	if addr, ok := c.localAddr.(*net.TCPAddr); ok && len(c.loop.listeners) == 0 && len(addr.Zone) > 0 {
-		bsPool.Put(bs.StringToBytes(addr.Zone))
+	if a := c.addrs; a != nil && !a.shared {
+		if addr, ok := a.local.(*net.TCPAddr); ok && len(c.loop.listeners) == 0 && len(addr.Zone) > 0 {
+			bsPool.Put(bs.StringToBytes(addr.Zone))
+		}
+		if addr, ok := a.remote.(*net.TCPAddr); ok && len(addr.Zone) > 0 {
+			bsPool.Put(bs.StringToBytes(addr.Zone))
+		}
+		if addr, ok := a.local.(*net.UDPAddr); ok && len(c.loop.listeners) == 0 && len(addr.Zone) > 0 {
+			bsPool.Put(bs.StringToBytes(addr.Zone))
+		}
+		if addr, ok := a.remote.(*net.UDPAddr); ok && len(addr.Zone) > 0 {
+			bsPool.Put(bs.StringToBytes(addr.Zone))
+		}
 	}
-	if addr, ok := c.remoteAddr.(*net.TCPAddr); ok && len(addr.Zone) > 0 {
-		bsPool.Put(bs.StringToBytes(addr.Zone))
-	}
-	if addr, ok := c.localAddr.(*net.UDPAddr); ok && len(c.loop.listeners) == 0 && len(addr.Zone) > 0 {
-		bsPool.Put(bs.StringToBytes(addr.Zone))
-	}
-	if addr, ok := c.remoteAddr.(*net.UDPAddr); ok && len(addr.Zone) > 0 {
-		bsPool.Put(bs.StringToBytes(addr.Zone))
-	}
-	c.localAddr = nil
-	c.remoteAddr = nil
+	c.addrs = nil
 	if !c.isDatagram {
 		c.remote = nil
 		c.inboundBuffer.Done()
@@ -458,18 +487,28 @@ func (c *conn) OutboundBuffered() int {
 	return c.outboundBuffer.Buffered()
 }
 
-func (c *conn) Context() any        { return c.ctx }
-func (c *conn) SetContext(ctx any)  { c.ctx = ctx }
-func (c *conn) LocalAddr() net.Addr { return c.localAddr }
+func (c *conn) Context() any       { return c.ctx }
+func (c *conn) SetContext(ctx any) { c.ctx = ctx }
+func (c *conn) LocalAddr() net.Addr {
+	if c.addrs == nil {
+		return nil
+	}
+	return c.addrs.local
+}
+
 func (c *conn) RemoteAddr() net.Addr {
 	// wsgate patch: an accepted connection keeps only its unix.Sockaddr
-	// (newStreamConn gets a nil remoteAddr from the acceptor); the net.Addr
+	// (its listener's shared connAddrs has no remote address); the net.Addr
 	// is made on each call, 48 bytes a call instead of 48 bytes held by
 	// every connection for its life.
-	if c.remoteAddr == nil && !c.isDatagram && c.remote != nil {
+	var ra net.Addr
+	if c.addrs != nil {
+		ra = c.addrs.remote
+	}
+	if ra == nil && !c.isDatagram && c.remote != nil {
 		return socket.SockaddrToTCPOrUnixAddr(c.remote)
 	}
-	return c.remoteAddr
+	return ra
 }
 
 // Implementation of Socket interface
@@ -491,14 +530,14 @@ func (c *conn) SetNoDelay(noDelay bool) error {
 }
 
 func (c *conn) SetKeepAlivePeriod(d time.Duration) error {
-	if c.proto != "tcp" {
+	if c.proto != protoTCP {
 		return errorx.ErrUnsupportedOp
 	}
 	return socket.SetKeepAlivePeriod(c.fd, int(d.Seconds()))
 }
 
 func (c *conn) SetKeepAlive(enabled bool, idle, intvl time.Duration, cnt int) error {
-	if c.proto != "tcp" {
+	if c.proto != protoTCP {
 		return errorx.ErrUnsupportedOp
 	}
 	return socket.SetKeepAlive(c.fd, enabled, int(idle.Seconds()), int(intvl.Seconds()), cnt)

@@ -27,7 +27,7 @@ func EnrollFD(el EventLoop, fd int, remote unix.Sockaddr, remoteAddr net.Addr, c
 		_ = unix.Close(fd)
 		return errorx.ErrUnsupportedOp
 	}
-	c := newStreamConn("tcp", fd, l, remote, nil, remoteAddr)
+	c := newStreamConn("tcp", fd, l, remote, &connAddrs{remote: remoteAddr})
 	c.ctx = ctx
 	return l.register0(c)
 }

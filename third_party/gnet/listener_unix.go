@@ -39,7 +39,12 @@ type listener struct {
 	sockOptInts         []socket.Option[int]
 	sockOptStrs         []socket.Option[string]
 	pollAttachment      *netpoll.PollAttachment // listener attachment for poller
+	accepted            connAddrs               // shared by the conns it accepts (wsgate patch)
 }
+
+// acceptedAddrs returns the connAddrs every conn accepted from ln points
+// to: ln's address, set once by open before any accept (wsgate patch).
+func (ln *listener) acceptedAddrs() *connAddrs { return &ln.accepted }
 
 func (ln *listener) packPollAttachment(handler netpoll.PollEventHandler) *netpoll.PollAttachment {
 	ln.pollAttachment = &netpoll.PollAttachment{FD: ln.fd, Callback: handler}
@@ -65,6 +70,7 @@ func (ln *listener) open() (err error) {
 		default:
 			err = errorx.ErrUnsupportedProtocol
 		}
+		ln.accepted = connAddrs{local: ln.addr, shared: true}
 	})
 	return
 }
