@@ -3,53 +3,76 @@ package backend
 import (
 	"slices"
 	"testing"
+
+	"github.com/wsgate/wsgate/internal/keyhash"
 )
 
 // TestKeyIndex: a key's sessions form a list through Session.nextKey;
 // removing any of them (head, middle, tail, twice) leaves the others, and
-// the key leaves the map with its last session.
+// the key's hash leaves the map with its last session. With every key
+// hashing the same ("collide"), the keys share one list and each still
+// finds exactly its own sessions.
 func TestKeyIndex(t *testing.T) {
-	for _, tc := range []struct {
-		name   string
-		remove []int // indexes into the sessions a, b, c (added in that order)
-		want   []int
+	for _, hash := range []struct {
+		name string
+		f    func(string) uint64
 	}{
-		{"none", nil, []int{0, 1, 2}},
-		{"head", []int{2}, []int{0, 1}}, // the last added is the head
-		{"middle", []int{1}, []int{0, 2}},
-		{"tail", []int{0}, []int{1, 2}},
-		{"twice", []int{1, 1}, []int{0, 2}},
-		{"all", []int{0, 2, 1}, nil},
-		{"indexed twice, removed once", []int{-1, 1}, []int{0, 2}}, // -1: index b again
+		{"seeded", keyhash.Of},
+		{"collide", func(string) uint64 { return 7 }},
 	} {
-		t.Run(tc.name, func(t *testing.T) {
-			n := &Node{keys: map[string]*Session{}}
-			ss := []*Session{{id: 0, key: "u"}, {id: 1, key: "u"}, {id: 2, key: "u"}}
-			other := &Session{id: 9, key: "v"}
-			for _, s := range append(slices.Clone(ss), other, &Session{id: 8, keyless: true}) {
-				n.index(s)
-			}
-			for _, i := range tc.remove {
-				if i < 0 {
-					n.index(ss[1])
-					continue
+		for _, tc := range []struct {
+			name   string
+			remove []int // indexes into the sessions a, b, c (added in that order)
+			want   []int
+		}{
+			{"none", nil, []int{0, 1, 2}},
+			{"head", []int{2}, []int{0, 1}}, // the last added is the head
+			{"middle", []int{1}, []int{0, 2}},
+			{"tail", []int{0}, []int{1, 2}},
+			{"twice", []int{1, 1}, []int{0, 2}},
+			{"all", []int{0, 2, 1}, nil},
+			{"indexed twice, removed once", []int{-1, 1}, []int{0, 2}}, // -1: index b again
+		} {
+			t.Run(hash.name+"/"+tc.name, func(t *testing.T) {
+				n := &Node{keys: map[uint64]*Session{}, keyHash: hash.f}
+				ss := []*Session{{id: 0, key: "u"}, {id: 1, key: "u"}, {id: 2, key: "u"}}
+				other := &Session{id: 9, key: "v"}
+				for _, s := range append(slices.Clone(ss), other, &Session{id: 8, keyless: true}) {
+					n.index(s)
 				}
-				n.unindex(ss[i])
-			}
-			var got []int
-			for s := n.keys["u"]; s != nil; s = s.nextKey {
-				got = append(got, int(s.id))
-			}
-			slices.Sort(got)
-			if !slices.Equal(got, tc.want) {
-				t.Fatalf("key u holds %v, want %v", got, tc.want)
-			}
-			if _, ok := n.keys["u"]; ok != (len(tc.want) > 0) {
-				t.Fatalf("key u in the map: %v, want %v", ok, len(tc.want) > 0)
-			}
-			if n.keys["v"] != other || other.nextKey != nil || len(n.keys) > 2 {
-				t.Fatalf("other keys disturbed: %v", n.keys)
-			}
-		})
+				for _, i := range tc.remove {
+					if i < 0 {
+						n.index(ss[1])
+						continue
+					}
+					n.unindex(ss[i])
+				}
+				if got := keyed(n, "u"); !slices.Equal(got, tc.want) {
+					t.Fatalf("key u holds %v, want %v", got, tc.want)
+				}
+				if got := keyed(n, "v"); !slices.Equal(got, []int{9}) {
+					t.Fatalf("key v holds %v, want [9]", got)
+				}
+				wantLen := 2 // u and v
+				if hash.name == "collide" || len(tc.want) == 0 {
+					wantLen = 1
+				}
+				if len(n.keys) != wantLen {
+					t.Fatalf("%d hashes in the map, want %d", len(n.keys), wantLen)
+				}
+			})
+		}
 	}
+}
+
+// keyed returns the ids of key's sessions in n's index, sorted.
+func keyed(n *Node, key string) []int {
+	var got []int
+	for s := n.keys[n.keyHash(key)]; s != nil; s = s.nextKey {
+		if s.key == key {
+			got = append(got, int(s.id))
+		}
+	}
+	slices.Sort(got)
+	return got
 }

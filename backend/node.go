@@ -28,6 +28,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/wsgate/wsgate/internal/keyhash"
 )
 
 // Handler is implemented by the service. Calls for one session are
@@ -103,11 +105,13 @@ type Node struct {
 	links     map[*link]struct{} // every accepted link, including in handshake
 	pending   int                // links still in the Hello handshake
 	pendingBy map[string]int     // the same, by source address
-	// keys: each key's sessions on this node, a list through
-	// Session.nextKey (a key has few sessions; a list costs a pointer in
-	// the session, which stays in its size class, where a slice cost a
-	// slice header in the map and an allocation per key).
-	keys     map[string]*Session
+	// keys: each key's sessions on this node, by keyHash(key), a list
+	// through Session.nextKey that holds the sessions of every key with
+	// that hash: walkers compare keys (a key has few sessions; a list costs
+	// a pointer in the session, which stays in its size class, where a
+	// slice cost a slice header in the map and an allocation per key).
+	keys     map[uint64]*Session
+	keyHash  func(key string) uint64 // keyhash.Of; tests make keys collide
 	sessions int
 	// moving: keys with a session that arrived or left by migration
 	// lately, until when (migrate.go); swept now and then.
@@ -145,7 +149,8 @@ func NewNode(cfg Config, h Handler) (*Node, error) {
 		acceptStop: make(chan struct{}),
 		links:      make(map[*link]struct{}),
 		pendingBy:  make(map[string]int),
-		keys:       make(map[string]*Session),
+		keys:       make(map[uint64]*Session),
+		keyHash:    keyhash.Of,
 		moving:     make(map[string]time.Time),
 	}, nil
 }
@@ -286,7 +291,7 @@ func (c *counters) countOut(n, size int) {
 func (n *Node) SendToKey(key string, binary bool, data []byte) int {
 	n.mu.RLock()
 	defer n.mu.RUnlock()
-	list := n.keys[key]
+	list := n.keys[n.keyHash(key)]
 	if list == nil {
 		return 0
 	}
@@ -296,6 +301,9 @@ func (n *Node) SendToKey(key string, binary bool, data []byte) int {
 	links, counts := lbuf[:0], cbuf[:0]
 next:
 	for s := list; s != nil; s = s.nextKey {
+		if s.key != key {
+			continue
+		}
 		for i, l := range links {
 			if l == s.l {
 				counts[i]++
@@ -430,14 +438,15 @@ func (n *Node) index(s *Session) {
 	if s.keyless {
 		return
 	}
-	head := n.keys[s.key]
+	h := n.keyHash(s.key)
+	head := n.keys[h]
 	for x := head; x != nil; x = x.nextKey {
 		if x == s { // indexed already: linking it again would make a cycle
 			return
 		}
 	}
 	s.nextKey = head
-	n.keys[s.key] = s
+	n.keys[h] = s
 }
 
 // checkDrained closes n.drained once the node is draining and has no
@@ -464,12 +473,13 @@ func (n *Node) unindex(s *Session) {
 	if s.keyless {
 		return
 	}
-	head := n.keys[s.key]
+	h := n.keyHash(s.key)
+	head := n.keys[h]
 	if head == s {
 		if s.nextKey == nil {
-			delete(n.keys, s.key)
+			delete(n.keys, h)
 		} else {
-			n.keys[s.key] = s.nextKey
+			n.keys[h] = s.nextKey
 		}
 		s.nextKey = nil
 		return

@@ -35,8 +35,8 @@ type Session struct {
 	target string
 	claims []byte // verified JWT claims from the gateway (Open with wire.FlagClaims), or nil
 
-	// nextKey: the next session of the same key on this node (Node.keys),
-	// guarded by Node.mu.
+	// nextKey: the next session of the same key hash on this node
+	// (Node.keys), guarded by Node.mu.
 	nextKey *Session
 
 	// mu guards the handler-dispatch state below (not outClosed).

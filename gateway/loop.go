@@ -7,6 +7,7 @@ import (
 
 	"github.com/panjf2000/gnet/v2"
 
+	"github.com/wsgate/wsgate/internal/keyhash"
 	"github.com/wsgate/wsgate/internal/ring"
 	"github.com/wsgate/wsgate/internal/wsframe"
 )
@@ -23,8 +24,9 @@ type loop struct {
 
 	sessions  map[uint32]*session // open and closing client sessions by id
 	nextID    uint32
-	byKey     map[string]*session // head of each key's session list (session.nextKey)
-	links     map[string]*link    // links to backends by node id
+	byKey     map[uint64]*session     // by keyHash(key): head of the list of sessions whose keys hash so (session.nextKey); compare keys
+	keyHash   func(key string) uint64 // keyhash.Of; tests make keys collide
+	links     map[string]*link        // links to backends by node id
 	timed     map[*session]struct{}
 	down      map[string]time.Time     // node id -> no new dial before this (after a failed dial)
 	victims   []*session               // sessions to close for a rebalance, paced
@@ -76,7 +78,8 @@ func newLoop(g *Gateway, el gnet.EventLoop, idx int) *loop {
 		el:       el,
 		idx:      idx,
 		sessions: make(map[uint32]*session),
-		byKey:    make(map[string]*session),
+		byKey:    make(map[uint64]*session),
+		keyHash:  keyhash.Of,
 		links:    make(map[string]*link),
 		timed:    make(map[*session]struct{}),
 		down:     make(map[string]time.Time),
@@ -122,24 +125,30 @@ func (l *loop) newSessionID() uint32 {
 	}
 }
 
+// keyList returns the head of the list that holds key's sessions, and
+// those of any key with the same hash: a caller skips sessions whose key
+// is not key.
+func (l *loop) keyList(key string) *session { return l.byKey[l.keyHash(key)] }
+
 // addKey links s into its key's list.
 func (l *loop) addKey(s *session) {
-	if head := l.byKey[s.key]; head != nil {
+	h := l.keyHash(s.key)
+	if head := l.byKey[h]; head != nil {
 		s.nextKey = head
 		head.prevKey = s
 	}
-	l.byKey[s.key] = s
+	l.byKey[h] = s
 }
 
 // removeKey unlinks s from its key's list.
 func (l *loop) removeKey(s *session) {
 	if s.prevKey != nil {
 		s.prevKey.nextKey = s.nextKey
-	} else if l.byKey[s.key] == s {
+	} else if h := l.keyHash(s.key); l.byKey[h] == s {
 		if s.nextKey != nil {
-			l.byKey[s.key] = s.nextKey
+			l.byKey[h] = s.nextKey
 		} else {
-			delete(l.byKey, s.key)
+			delete(l.byKey, h)
 		}
 	}
 	if s.nextKey != nil {
@@ -227,8 +236,8 @@ func (l *loop) sendKey(key string, frame []byte, match func(*session) bool) int 
 	// budget closes the largest backlogs), which unlinks them from the
 	// key's list while it is walked.
 	targets := l.keyScratch[:0]
-	for s := l.byKey[key]; s != nil; s = s.nextKey {
-		if match(s) && s.deliverable() {
+	for s := l.keyList(key); s != nil; s = s.nextKey {
+		if s.key == key && match(s) && s.deliverable() {
 			targets = append(targets, s)
 		}
 	}

@@ -32,7 +32,7 @@ func migrateLoop(t *testing.T) *loop {
 
 // listed reports whether s is still in its key's list.
 func listed(l *loop, s *session) bool {
-	for x := l.byKey[s.key]; x != nil; x = x.nextKey {
+	for x := l.keyList(s.key); x != nil; x = x.nextKey {
 		if x == s {
 			return true
 		}
