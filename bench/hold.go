@@ -74,6 +74,9 @@ func RunHold(ctx context.Context, cfg Config, procs int, command func(conns, off
 	}
 	conn.Handshake = summarize(hs...)
 	phase := func(msg string, args ...any) {
+		if cfg.OnPhase != nil {
+			cfg.OnPhase(msg)
+		}
 		if cfg.Log != nil {
 			cfg.Log.Info("bench: "+msg, args...)
 		}

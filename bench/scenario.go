@@ -81,6 +81,10 @@ type Config struct {
 	// Log, if set, gets a line as each phase of RunHold ends (a run at a
 	// million takes many minutes; the phases say where it is).
 	Log *slog.Logger
+	// OnPhase, if set, is called with the phase's name ("connected",
+	// "idle measured", "broadcasts done", "pushes done") as each phase of
+	// RunHold ends, on RunHold's goroutine; it must not block.
+	OnPhase func(name string)
 
 	// KeyOffset shifts key indexes: connection i uses key index
 	// KeyOffset+i (worker processes each take a slice of the key space).

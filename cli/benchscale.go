@@ -16,6 +16,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/wsgate/wsgate/bench"
@@ -178,7 +179,7 @@ func runBenchScale(ctx context.Context, args []string, stdout io.Writer) error {
 	start, drops0 := time.Now(), softnetDrops()
 	sources := strconv.Itoa(*conns/scaleConnsPerSource + 16)
 	cfg := bench.Config{Target: "wsgate", Addr: addr, Admin: admins[0], Conns: *conns, Sources: *conns/scaleConnsPerSource + 16,
-		Rounds: *rounds, Pushes: *pushes, Duration: *idleFor, Timeout: 900 * time.Second, Log: log,
+		Rounds: *rounds, Pushes: *pushes, Duration: *idleFor, Timeout: 900 * time.Second, Log: log, OnPhase: sampler.mark,
 		Probe: bench.Probe{Pids: func() []int { return pidsOf(gw) }}, Backends: &bench.Probe{Pids: func() []int { return pidsOf(be) }}}
 	results, runErr := bench.RunHold(ctx, cfg, *procs, func(n, off int) *exec.Cmd {
 		cmd := exec.CommandContext(ctx, self, "bench", "--worker", "--quiet", "--scenario", bench.Broadcast, "--addr", addr,
@@ -568,14 +569,31 @@ func pidsOf(ps []*scaleProc) []int {
 type memSampler struct {
 	stopCh chan struct{}
 	done   chan struct{}
+	t0     time.Time
+	mu     sync.Mutex // guards s.phases (mark runs on the bench's goroutine)
 	s      scaleSeries
 }
 
+// mark records that the phase name ended now (bench.Config.OnPhase).
+func (m *memSampler) mark(name string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.s.phases = append(m.s.phases, scalePhase{secs: time.Since(m.t0).Seconds(), name: name})
+}
+
 // scaleSeries is what the sampler recorded: the baselines before any
-// client, then one sample a second.
+// client, then one sample a second, and when each phase of the run ended.
 type scaleSeries struct {
 	baseG, baseB, baseK int64
 	samples             []scaleSample
+	phases              []scalePhase
+}
+
+// scalePhase is the end of a phase of the run, seconds after the
+// sampler started (the chart's time axis).
+type scalePhase struct {
+	secs float64
+	name string
 }
 
 type scaleSample struct {
@@ -585,10 +603,10 @@ type scaleSample struct {
 }
 
 func startSampler(gw, be []int, conns int, progress io.Writer) *memSampler {
-	m := &memSampler{stopCh: make(chan struct{}), done: make(chan struct{})}
+	m := &memSampler{stopCh: make(chan struct{}), done: make(chan struct{}), t0: time.Now()}
 	m.s.baseG, m.s.baseB = rss(gw), rss(be)
 	m.s.baseK, _ = tcpStat()
-	t0 := time.Now()
+	t0 := m.t0
 	go func() {
 		defer close(m.done)
 		t := time.NewTicker(time.Second)
@@ -621,6 +639,8 @@ func startSampler(gw, be []int, conns int, progress io.Writer) *memSampler {
 func (m *memSampler) stop() *scaleSeries {
 	close(m.stopCh)
 	<-m.done
+	m.mu.Lock()
+	defer m.mu.Unlock()
 	return &m.s
 }
 
@@ -635,7 +655,8 @@ func (s *scaleSeries) peaks() (peakG, peakB, peakK, baseG, baseB, baseK int64) {
 
 // chart draws the run over time as SVG: clients connected (TCP sockets
 // / 2) on the left axis, the gateways' and backends' RSS and the
-// kernel's TCP memory in MB on the right.
+// kernel's TCP memory in MB on the right, and a dashed line where each
+// phase of the run ended.
 func (s *scaleSeries) chart(rep *ScaleReport) string {
 	const w, h, left, right, top, bottom = 760, 340, 70, 70, 40, 40
 	var maxT, maxC, maxM float64 = 1, 1, 1
@@ -657,6 +678,18 @@ func (s *scaleSeries) chart(rep *ScaleReport) string {
 	}
 	fmt.Fprintf(&b, `<text x="%d" y="%d">0 s</text><text x="%d" y="%d" text-anchor="end">%.0f s</text>`+"\n",
 		left, h-bottom+16, w-right, h-bottom+16, maxT)
+	for i, p := range s.phases {
+		x := px(min(p.secs, maxT))
+		fmt.Fprintf(&b, `<line x1="%.1f" y1="%d" x2="%.1f" y2="%d" stroke="#aaa" stroke-dasharray="4 3"/>`, x, top, x, h-bottom)
+		// Labels step down so that phases close together stay legible,
+		// and end at the line in the right half.
+		tx, anchor := x+3, "start"
+		if x > w/2 {
+			tx, anchor = x-3, "end"
+		}
+		fmt.Fprintf(&b, `<text x="%.1f" y="%d" font-size="10" fill="#555" text-anchor="%s">%.0f s: %s</text>`+"\n",
+			tx, top+10+12*(i%4), anchor, p.secs, p.name)
+	}
 	lines := []struct {
 		name, color string
 		v           func(scaleSample) float64

@@ -75,3 +75,24 @@ func TestWaitGateway(t *testing.T) {
 		})
 	}
 }
+
+// TestScaleChartPhases: the run's chart marks where each phase ended, a
+// dashed line and a label each, even for a phase recorded after the last
+// sample.
+func TestScaleChartPhases(t *testing.T) {
+	m := &memSampler{t0: time.Now()}
+	m.s.samples = []scaleSample{{secs: 0}, {secs: 10, sockets: 2000}, {secs: 20, sockets: 2000}}
+	for _, name := range []string{"connected", "idle measured", "broadcasts done", "pushes done"} {
+		m.mark(name)
+	}
+	m.s.phases[0].secs, m.s.phases[3].secs = 5, 25 // the last past the samples
+	svg := m.s.chart(&ScaleReport{Conns: 1000})
+	if n := strings.Count(svg, `stroke-dasharray`); n != 4 {
+		t.Fatalf("%d phase lines, want 4", n)
+	}
+	for _, want := range []string{"5 s: connected", "idle measured", "broadcasts done", "25 s: pushes done"} {
+		if !strings.Contains(svg, want) {
+			t.Errorf("chart has no label %q", want)
+		}
+	}
+}
