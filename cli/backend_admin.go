@@ -69,13 +69,22 @@ func serveBackendAdmin(addr string, node *backend.Node, d *deps, log *slog.Logge
 		fmt.Fprintf(w, "{\"status\":\"ok\",\"id\":%q,\"sessions\":%d}\n", node.ID(), node.SessionCount())
 	})
 	if withPprof {
-		gateway.HandlePprof(mux)
+		// The listener has no authentication: loopback only (checked
+		// below, after the name is resolved) and a loopback Host.
+		pp := http.NewServeMux()
+		gateway.HandlePprof(pp)
+		mux.Handle("/debug/pprof/", gateway.LoopbackHostOnly(pp))
 	}
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("backend: --admin %s: %w", addr, err)
 	}
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	if a, ok := ln.Addr().(*net.TCPAddr); withPprof && (!ok || !a.IP.IsLoopback()) {
+		_ = ln.Close()
+		return nil, usageError{fmt.Errorf("--pprof with --admin %s: it listens on %s, not loopback", addr, ln.Addr())}
+	}
+	// WriteTimeout also bounds a CPU profile or a trace (?seconds=).
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, WriteTimeout: time.Minute}
 	go func() { _ = srv.Serve(ln) }()
 	log.Info("backend admin listening", "addr", ln.Addr().String())
 	return func() {

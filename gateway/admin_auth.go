@@ -63,6 +63,21 @@ func bearer(r *http.Request, token []byte) bool {
 	return ok && subtle.ConstantTimeCompare([]byte(got), token) == 1
 }
 
+// LoopbackHostOnly serves next only to requests whose Host header names
+// this machine's loopback (localhost, 127.0.0.1, [::1]); others get 421.
+// For an unauthenticated listener on a loopback address: a web page the
+// operator visits cannot reach it through DNS rebinding, since the browser
+// sends the page's host name.
+func LoopbackHostOnly(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !loopbackHost(r.Host) {
+			writeError(w, http.StatusMisdirectedRequest, "this endpoint answers only to a loopback Host (localhost, 127.0.0.1, [::1])")
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
 // loopbackHost reports whether a Host header names this machine's loopback.
 func loopbackHost(host string) bool {
 	if h, _, err := net.SplitHostPort(host); err == nil {

@@ -388,8 +388,9 @@ func TestSecondSignalExits(t *testing.T) {
 }
 
 // TestBackendPprof: a backend serves /debug/pprof on its (loopback) admin
-// listener only when asked to with --pprof; TestBadFlags checks that a
-// non-loopback --admin is refused with it.
+// listener only when asked to with --pprof, and only to a loopback Host
+// (DNS rebinding: a page the operator visits sends its own host name);
+// TestBadFlags checks that a non-loopback --admin is refused with it.
 func TestBackendPprof(t *testing.T) {
 	for _, tc := range []struct {
 		name  string
@@ -398,11 +399,16 @@ func TestBackendPprof(t *testing.T) {
 	}{
 		{"on", []string{"--pprof"}, http.StatusOK},
 		{"off", nil, http.StatusNotFound},
+		{"rebinding", []string{"--pprof"}, http.StatusMisdirectedRequest},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			p := start(t, append([]string{"backend", "--id", "b1", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"}, tc.extra...)...)
 			admin := p.waitLog(t, `backend admin listening.* addr=(\S+)`)[1]
-			r, err := http.Get("http://" + admin + "/debug/pprof/heap?debug=1")
+			req, _ := http.NewRequest(http.MethodGet, "http://"+admin+"/debug/pprof/heap?debug=1", nil)
+			if tc.name == "rebinding" {
+				req.Host = "evil.example:80"
+			}
+			r, err := http.DefaultClient.Do(req)
 			if err != nil {
 				t.Fatal(err)
 			}

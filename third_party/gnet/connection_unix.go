@@ -81,7 +81,7 @@ func protoOf(network string) uint8 {
 // a dialled or UDP conn allocates its own.
 type connAddrs struct {
 	local, remote net.Addr
-	shared        bool // a listener's: never released with a conn
+	shared        bool // a listener's, or EnrollFD's caller's: never released with a conn
 }
 
 func newStreamConn(proto string, fd int, el *eventloop, sa unix.Sockaddr, addrs *connAddrs) (c *conn) {

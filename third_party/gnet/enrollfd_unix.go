@@ -27,7 +27,9 @@ func EnrollFD(el EventLoop, fd int, remote unix.Sockaddr, remoteAddr net.Addr, c
 		_ = unix.Close(fd)
 		return errorx.ErrUnsupportedOp
 	}
-	c := newStreamConn("tcp", fd, l, remote, &connAddrs{remote: remoteAddr})
+	// remoteAddr is the caller's (wsgate shares one per upstream target):
+	// never released to the pool with the conn.
+	c := newStreamConn("tcp", fd, l, remote, &connAddrs{remote: remoteAddr, shared: true})
 	c.ctx = ctx
 	return l.register0(c)
 }
