@@ -35,8 +35,8 @@ func TestKeyIndex(t *testing.T) {
 		} {
 			t.Run(hash.name+"/"+tc.name, func(t *testing.T) {
 				n := &Node{keys: map[uint64]*Session{}, keyHash: hash.f}
-				ss := []*Session{{id: 0, key: "u"}, {id: 1, key: "u"}, {id: 2, key: "u"}}
-				other := &Session{id: 9, key: "v"}
+				ss := []*Session{keyedSession(0, "u"), keyedSession(1, "u"), keyedSession(2, "u")}
+				other := keyedSession(9, "v")
 				for _, s := range append(slices.Clone(ss), other, &Session{id: 8, keyless: true}) {
 					n.index(s)
 				}
@@ -69,10 +69,17 @@ func TestKeyIndex(t *testing.T) {
 func keyed(n *Node, key string) []int {
 	var got []int
 	for s := n.keys[n.keyHash(key)]; s != nil; s = s.nextKey {
-		if s.key == key {
+		if s.Key() == key {
 			got = append(got, int(s.id))
 		}
 	}
 	slices.Sort(got)
 	return got
+}
+
+// keyedSession is a session of key with id, as an Open would make it.
+func keyedSession(id uint32, key string) *Session {
+	s := &Session{id: id}
+	s.setStrings([]byte(key), []byte("127.0.0.1:1"), []byte("/ws/"+key))
+	return s
 }

@@ -447,14 +447,8 @@ func (l *link) handleOpen(h wire.Header, body []byte) error {
 		l.wmu.Unlock()
 		return nil
 	}
-	s := &Session{
-		l:       l,
-		id:      h.Session,
-		key:     string(o.Key),
-		keyless: h.Flags&wire.FlagKeyless != 0,
-		remote:  string(o.RemoteAddr),
-		target:  string(o.Target),
-	}
+	s := &Session{l: l, id: h.Session, keyless: h.Flags&wire.FlagKeyless != 0}
+	s.setStrings(o.Key, o.RemoteAddr, o.Target)
 	if len(o.Claims) > 0 {
 		s.claims = append([]byte(nil), o.Claims...) // o aliases the read buffer
 	}
@@ -679,7 +673,7 @@ func (l *link) sendKey(key string, bin bool, data []byte, head *Session, count i
 	if 2+len(key)+len(data) > l.maxOut {
 		reached := 0
 		for s := head; s != nil; s = s.nextKey {
-			if s.l == l && s.key == key && l.sendMessage(s, bin, data) == nil {
+			if s.l == l && s.Key() == key && l.sendMessage(s, bin, data) == nil {
 				reached++
 			}
 		}

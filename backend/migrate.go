@@ -64,7 +64,7 @@ func (n *Node) markMoving(s *Session) {
 		return
 	}
 	now := time.Now()
-	n.moving[s.key] = now.Add(movingFor)
+	n.moving[s.Key()] = now.Add(movingFor)
 	if len(n.moving) > 64 && now.Sub(n.movingSwept) > time.Second {
 		n.movingSwept = now
 		for k, until := range n.moving {
@@ -150,7 +150,7 @@ func (l *link) handleHandover(h wire.Header) error {
 		state = m.Export(s)
 		if len(state) > wire.MaxState {
 			l.log.Error("session state over the limit, not handed over: the new node starts it fresh",
-				"session", s.id, "key", s.key, "bytes", len(state), "limit", wire.MaxState)
+				"session", s.id, "key", s.Key(), "bytes", len(state), "limit", wire.MaxState)
 			state, flags = nil, wire.FlagLost
 		}
 	}

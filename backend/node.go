@@ -301,7 +301,7 @@ func (n *Node) SendToKey(key string, binary bool, data []byte) int {
 	links, counts := lbuf[:0], cbuf[:0]
 next:
 	for s := list; s != nil; s = s.nextKey {
-		if s.key != key {
+		if s.Key() != key {
 			continue
 		}
 		for i, l := range links {
@@ -438,7 +438,7 @@ func (n *Node) index(s *Session) {
 	if s.keyless {
 		return
 	}
-	h := n.keyHash(s.key)
+	h := n.keyHash(s.Key())
 	head := n.keys[h]
 	for x := head; x != nil; x = x.nextKey {
 		if x == s { // indexed already: linking it again would make a cycle
@@ -473,7 +473,7 @@ func (n *Node) unindex(s *Session) {
 	if s.keyless {
 		return
 	}
-	h := n.keyHash(s.key)
+	h := n.keyHash(s.Key())
 	head := n.keys[h]
 	if head == s {
 		if s.nextKey == nil {

@@ -1,6 +1,7 @@
 package backend
 
 import (
+	"strings"
 	"sync"
 	"unicode/utf8"
 
@@ -12,7 +13,7 @@ import (
 // methods are safe for concurrent use.
 //
 // Every idle client costs a Session on its node, so the fields are ordered
-// to fill the words they share: the struct stays in the 160-byte size
+// to fill the words they share: the struct stays in the 128-byte size
 // class (TestSessionSize). Fields guarded by different locks may share a
 // word; each is its own memory location.
 type Session struct {
@@ -30,9 +31,11 @@ type Session struct {
 	inMsg bool   // a first fragment arrived and the last did not yet
 	rbuf  []byte // fragments of the message in progress
 
-	key    string
-	remote string
-	target string
+	// strs holds the client's key, address and target in one string (one
+	// allocation and one header instead of three): the key is
+	// strs[:keyLen], the address the next addrLen bytes, the target the
+	// rest. Set once, before the session is shared.
+	strs   string
 	claims []byte // verified JWT claims from the gateway (Open with wire.FlagClaims), or nil
 
 	// nextKey: the next session of the same key hash on this node
@@ -50,7 +53,20 @@ type Session struct {
 	outClosed bool
 
 	pCode   uint16 // pending OnClose code
+	keyLen  uint16 // of strs; the wire caps each string at 0xFFFF bytes
+	addrLen uint16
 	pReason string // pending OnClose reason
+}
+
+// setStrings sets the session's key, client address and target, copied
+// (they may alias a read buffer) into one allocation.
+func (s *Session) setStrings(key, addr, target []byte) {
+	var b strings.Builder
+	b.Grow(len(key) + len(addr) + len(target))
+	b.Write(key)
+	b.Write(addr)
+	b.Write(target)
+	s.strs, s.keyLen, s.addrLen = b.String(), uint16(len(key)), uint16(len(addr))
 }
 
 // ID returns the session id the gateway assigned (unique per link).
@@ -58,17 +74,17 @@ func (s *Session) ID() uint32 { return s.id }
 
 // Key returns the routing key (user id) the client connected with; for a
 // keyless session it is the gateway's routing key, usually "".
-func (s *Session) Key() string { return s.key }
+func (s *Session) Key() string { return s.strs[:s.keyLen] }
 
 // Keyless reports whether the client connected without a key. Keyless
 // sessions are not reached by Node.SendToKey or pushes.
 func (s *Session) Keyless() bool { return s.keyless }
 
 // RemoteAddr returns the client's address as the gateway saw it.
-func (s *Session) RemoteAddr() string { return s.remote }
+func (s *Session) RemoteAddr() string { return s.strs[s.keyLen : s.keyLen+s.addrLen] }
 
 // Target returns the client's request path and query, e.g. "/ws/u1?x=1".
-func (s *Session) Target() string { return s.target }
+func (s *Session) Target() string { return s.strs[s.keyLen+s.addrLen:] }
 
 // Claims returns the client's verified JWT claims (the token's payload,
 // JSON, as the gateway verified it), or nil when the gateway does not
