@@ -17,25 +17,96 @@
 package gnet
 
 import (
+	"sync"
 	"sync/atomic"
 
 	"github.com/panjf2000/gnet/v2/internal/gfd"
 )
 
+// wsgate patch: connections are found by descriptor in one table per
+// process, shared by every event loop, instead of a map[int]*conn per
+// loop. An idle client costs 8 bytes there (descriptors are dense, the
+// table grows in chunks of 4,096) where the map held a 16-byte slot at
+// 44-87% load, and the lookup on every event is two loads instead of a
+// hash. Descriptors are unique in a process, so an entry is the conn that
+// holds its descriptor now; a loop takes it only if that conn is its own:
+// an event for a descriptor that was closed and reused by another loop
+// finds the other loop's conn and is treated as stale, as a missing entry
+// was before.
+
+const fdChunkBits = 12
+
+// fdChunk holds the conns of 4,096 consecutive descriptors.
+type fdChunk [1 << fdChunkBits]atomic.Pointer[conn]
+
+// fdTable is the process's descriptor -> conn table. Chunks are never
+// freed or moved: a reader holding an older chunk list still finds every
+// chunk it could need, since a descriptor's chunk exists before the
+// descriptor is stored, on the goroutine that stores it.
+var fdTable struct {
+	mu     sync.Mutex                 // serializes growth
+	chunks atomic.Pointer[[]*fdChunk] // copied on growth
+}
+
+// fdSlot returns fd's entry in fdTable, making its chunk when grow is set;
+// nil when fd is negative or (without grow) its chunk does not exist.
+func fdSlot(fd int, grow bool) *atomic.Pointer[conn] {
+	if fd < 0 {
+		return nil
+	}
+	i, j := fd>>fdChunkBits, fd&(1<<fdChunkBits-1)
+	if p := fdTable.chunks.Load(); p != nil && i < len(*p) && (*p)[i] != nil {
+		return &(*p)[i][j]
+	}
+	if !grow {
+		return nil
+	}
+	fdTable.mu.Lock()
+	defer fdTable.mu.Unlock()
+	var cur []*fdChunk
+	if p := fdTable.chunks.Load(); p != nil {
+		cur = *p
+	}
+	if i >= len(cur) || cur[i] == nil {
+		n := len(cur)
+		if i >= n {
+			n = i + 1
+		}
+		next := make([]*fdChunk, n)
+		copy(next, cur)
+		next[i] = new(fdChunk)
+		fdTable.chunks.Store(&next)
+		cur = next
+	}
+	return &cur[i][j]
+}
+
 type connMatrix struct {
 	connCount int32
-	connMap   map[int]*conn
+	owner     *eventloop // the loop these conns belong to; set by the first addConn
 }
 
-func (cm *connMatrix) init() {
-	cm.connMap = make(map[int]*conn)
-}
+func (cm *connMatrix) init() {}
 
+// iterate calls f for each of the loop's conns (a walk over the whole
+// table: shutdown only).
 func (cm *connMatrix) iterate(f func(*conn) bool) {
-	for _, c := range cm.connMap {
-		if c != nil {
-			if !f(c) {
-				return
+	if cm.owner == nil {
+		return
+	}
+	p := fdTable.chunks.Load()
+	if p == nil {
+		return
+	}
+	for _, ch := range *p {
+		if ch == nil {
+			continue
+		}
+		for k := range ch {
+			if c := ch[k].Load(); c != nil && c.loop == cm.owner {
+				if !f(c) {
+					return
+				}
 			}
 		}
 	}
@@ -51,21 +122,25 @@ func (cm *connMatrix) loadCount() (n int32) {
 
 func (cm *connMatrix) addConn(c *conn, index int) {
 	c.gfd = gfd.NewGFD(c.fd, index, 0, 0)
-	cm.connMap[c.fd] = c
+	cm.owner = c.loop
+	fdSlot(c.fd, true).Store(c)
 	cm.incCount(0, 1)
 }
 
 func (cm *connMatrix) delConn(c *conn) {
-	delete(cm.connMap, c.fd)
-	cm.incCount(0, -1)
+	if s := fdSlot(c.fd, false); s != nil && s.CompareAndSwap(c, nil) {
+		cm.incCount(0, -1)
+	}
 }
 
+// getConn returns the loop's conn on fd, or nil.
 func (cm *connMatrix) getConn(fd int) *conn {
-	return cm.connMap[fd]
+	s := fdSlot(fd, false)
+	if s == nil {
+		return nil
+	}
+	if c := s.Load(); c != nil && c.loop == cm.owner {
+		return c
+	}
+	return nil
 }
-
-/*
-func (cm *connMatrix) getConnByGFD(fd gfd.GFD) *conn {
-	return cm.connMap[fd.Fd()]
-}
-*/

@@ -360,7 +360,7 @@ loop:
 }
 
 func (el *eventloop) close(c *conn, err error) error {
-	if !c.opened || el.connections.getConn(c.fd) == nil {
+	if !c.opened || el.connections.getConn(c.fd) != c { // wsgate patch: != c, not == nil (the descriptor may hold another conn now)
 		return nil // ignore stale connections
 	}
 
@@ -403,7 +403,7 @@ func (el *eventloop) close(c *conn, err error) error {
 }
 
 func (el *eventloop) wake(c *conn) error {
-	if !c.opened || el.connections.getConn(c.fd) == nil {
+	if !c.opened || el.connections.getConn(c.fd) != c { // wsgate patch: != c, not == nil (the descriptor may hold another conn now)
 		return nil // ignore stale connections
 	}
 
