@@ -122,7 +122,9 @@ func (cm *connMatrix) loadCount() (n int32) {
 
 func (cm *connMatrix) addConn(c *conn, index int) {
 	c.gfd = gfd.NewGFD(c.fd, index, 0, 0)
-	cm.owner = c.loop
+	if cm.owner == nil {
+		cm.owner = c.loop // always the same: addConn runs on the loop that owns cm
+	}
 	fdSlot(c.fd, true).Store(c)
 	cm.incCount(0, 1)
 }
