@@ -173,13 +173,16 @@ const failPending = "pending at the timeout"
 // arrived (or the timeout) and answers a pushReport.
 func (r *runner) broadcastWorker() error {
 	err := r.connectAll()
-	if pending := int64(r.cfg.Conns) - r.nWelcome.Load() - r.nFail.Load() - r.nDrop.Load(); err != nil && r.ctx.Err() == nil && r.nWelcome.Load() > 0 && pending > 0 {
+	if err != nil && r.ctx.Err() == nil && r.nWelcome.Load() > 0 {
 		// The connect phase timed out with connections still dialing
 		// or unanswered: they count as failed, and the worker holds and
 		// reports the rest (a scale run measures what it got; a worker
 		// that quit here failed the parent's whole run at 900,000).
-		r.fails.addN(failPending, int(pending))
-		r.nFail.Add(pending)
+		// Dropped connections were welcomed first: they are not pending.
+		if pending := r.pending(); pending > 0 {
+			r.fails.addN(failPending, int(pending))
+			r.nFail.Add(pending)
+		}
 		err = nil
 	}
 	want := r.nWelcome.Load() - r.nDrop.Load()

@@ -146,3 +146,16 @@ func TestSummarizeTLSApart(t *testing.T) {
 		t.Errorf("chart labels:\n%s", svg)
 	}
 }
+
+func TestSourcesFor(t *testing.T) {
+	for _, tc := range []struct{ conns, want int }{
+		{0, 16}, {1000, 16}, {6999, 16}, {7000, 17}, {100000, 30}, {1000000, 158}, {10000000, MaxSources},
+	} {
+		if got := SourcesFor(tc.conns); got != tc.want {
+			t.Errorf("SourcesFor(%d) = %d, want %d", tc.conns, got, tc.want)
+		}
+		if got := SourcesFor(tc.conns); got < MaxSources && tc.conns/got > ConnsPerSource {
+			t.Errorf("SourcesFor(%d) = %d: %d connections a source", tc.conns, got, tc.conns/got)
+		}
+	}
+}

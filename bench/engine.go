@@ -49,7 +49,8 @@ type EngineConfig struct {
 	// which wsgate, nginx (hash $arg_userId) and HAProxy (url_param) all route on.
 	Path func(key string) string
 	// Sources is how many source addresses 127.0.0.1..N connections are
-	// spread over (each holds ~28,000 ports per target); default 16.
+	// spread over; default 16, at most MaxSources. Keep each under
+	// ConnsPerSource connections (SourcesFor).
 	Sources int
 	// Loops is the number of event loops; default the number of CPUs.
 	Loops int
@@ -122,11 +123,9 @@ func NewEngine(cfg EngineConfig, h Handler) (*Engine, error) {
 		cfg.Path = DefaultPath
 	}
 	if cfg.Sources <= 0 {
-		cfg.Sources = 16
+		cfg.Sources = minSources
 	}
-	if cfg.Sources > 250 {
-		cfg.Sources = 250
-	}
+	cfg.Sources = min(cfg.Sources, MaxSources)
 	if cfg.Loops <= 0 {
 		cfg.Loops = runtime.NumCPU()
 	}

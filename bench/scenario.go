@@ -57,7 +57,7 @@ type Config struct {
 	Conns     int    // connections; default DefaultConns
 	Keys      int    // key space: connection i uses key KeyPrefix + i%Keys; default Conns
 	KeyPrefix string // default "user-"
-	Sources   int    // source addresses 127.0.0.1..N; default 16
+	Sources   int    // source addresses 127.0.0.1..N; default SourcesFor(Conns)
 	Loops     int    // client event loops; default CPUs
 	Inflight  int    // handshakes in flight at once; default DefaultInflight
 	// ConnectRate, if > 0, paces the connect phase: at most this many new
@@ -133,6 +133,9 @@ func (c *Config) defaults() error {
 	}
 	if c.Inflight <= 0 {
 		c.Inflight = DefaultInflight
+	}
+	if c.Sources <= 0 {
+		c.Sources = SourcesFor(c.Conns)
 	}
 	if c.ConnectRate < 0 {
 		return fmt.Errorf("bench: --connect-rate %v: want 0 (unpaced) or more", c.ConnectRate)
@@ -320,9 +323,9 @@ type runner struct {
 
 	next     atomic.Int64 // next connection id to dial in the connect phase
 	nOpen    atomic.Int64 // upgrades completed (101)
-	nWelcome atomic.Int64 // welcomes received (connection usable)
+	nWelcome atomic.Int64 // connections welcomed (usable), each once: a reconnect's welcome is not counted
 	nFail    atomic.Int64 // connect-phase failures
-	nDrop    atomic.Int64 // closes after the welcome
+	nDrop    atomic.Int64 // closes after the welcome (of connections counted in nWelcome)
 	lastOpen atomic.Int64 // Engine.Now of the latest 101
 	fails    failures
 
@@ -416,9 +419,10 @@ func (r *runner) OnMessage(c *Conn, op wsframe.OpCode, p []byte) {
 			r.counts[c.ID] = 0 // a new session (a reconnect, counted as a drop)
 		}
 		ip := welcomeServer(p)
-		r.owner[c.ID].Store(&ip)
+		if r.owner[c.ID].Swap(&ip) == nil { // its first welcome
+			r.nWelcome.Add(1)
+		}
 		r.opened[c.ID].Store(r.e.Now())
-		r.nWelcome.Add(1)
 		if r.mode.Load() == modeEcho && r.sending.Load() {
 			r.startEcho(c)
 		}
@@ -508,6 +512,11 @@ func (r *runner) waitWithin(what string, d time.Duration, cond func() bool) erro
 	return nil
 }
 
+// pending is how many connections are neither welcomed nor failed yet.
+func (r *runner) pending() int64 {
+	return int64(r.cfg.Conns) - r.nWelcome.Load() - r.nFail.Load()
+}
+
 // connectAll dials every connection, at most Inflight handshakes at once
 // (and ConnectRate a second if set), and waits until each is welcomed or
 // failed.
@@ -525,7 +534,7 @@ func (r *runner) connectAll() error {
 	n := int64(r.cfg.Conns)
 	err := r.waitFor("connect", func() bool { return r.nOpen.Load()+r.nFail.Load() >= n })
 	if err == nil {
-		err = r.waitFor("welcome", func() bool { return r.nWelcome.Load()+r.nFail.Load()+r.nDrop.Load() >= n })
+		err = r.waitFor("welcome", func() bool { return r.pending() <= 0 })
 	}
 	r.res.Connected = int(r.nOpen.Load())
 	if f := r.nFail.Load(); f > 0 && err == nil && f == n {

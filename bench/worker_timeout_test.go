@@ -60,3 +60,59 @@ func TestWorkerKeepsWhatItHolds(t *testing.T) {
 	}
 	p.Freeze(testutil.ToTarget, false)
 }
+
+// TestWorkerDropsAndPending: connections that were welcomed and then
+// closed count once, not as both welcomed and dropped. A worker whose
+// drops outnumbered its unanswered connections thought none were pending
+// when its connect phase timed out, and quit (a 1,000,000-client run lost
+// its whole report that way, run L in docs/BENCHMARKS.md).
+func TestWorkerDropsAndPending(t *testing.T) {
+	// No pings and a 1 s idle timeout: each welcomed client is closed
+	// (1001) about a second after its welcome.
+	g := startDev(t, gateway.Config{PingInterval: -1, IdleTimeout: time.Second, HandshakeTimeout: time.Minute})
+	p := testutil.NewProxy(t, g.Addr())
+	const conns, first = 12, 8
+	go func() {
+		for end := time.Now().Add(20 * time.Second); time.Now().Before(end); time.Sleep(time.Millisecond) {
+			if g.Clients() >= first {
+				p.Freeze(testutil.ToTarget, true) // the rest stay unanswered
+				return
+			}
+		}
+	}()
+	ctrl, ctrlW := io.Pipe()
+	reports := make(chan any, 4)
+	done := make(chan error, 1)
+	go func() {
+		_, err := Run(context.Background(), Config{Scenario: Broadcast, Target: "wsgate", Addr: p.Addr(), Admin: g.AdminAddr(),
+			Conns: conns, Sources: 2, ConnectRate: 80, Timeout: 4 * time.Second, Control: ctrl,
+			Report: func(v any) { reports <- v }})
+		done <- err
+	}()
+	var rl readyLine
+	select {
+	case v := <-reports:
+		var ok bool
+		if rl, ok = v.(readyLine); !ok {
+			t.Fatalf("first report %T %+v, want the ready line", v, v)
+		}
+	case err := <-done:
+		t.Fatalf("worker quit before its ready line: %v", err)
+	case <-time.After(20 * time.Second):
+		t.Fatal("no ready line")
+	}
+	welcomed := conns - rl.Failures[failPending]
+	if rl.Failures[failPending] < 1 || welcomed < first || rl.Failures["after open: close 1001"] != welcomed || rl.Connected != 0 {
+		t.Fatalf("ready line: %d connected, failures %v; want every welcomed client (at least %d) closed 1001 and the rest %q", rl.Connected, rl.Failures, first, failPending)
+	}
+	ctrlW.Close()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("worker: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("worker did not return")
+	}
+	p.Freeze(testutil.ToTarget, false)
+}

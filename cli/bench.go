@@ -25,7 +25,7 @@ func benchFlags(fs *flagSet) func(*bench.Config) {
 		conns    = fs.Int("conns", bench.DefaultConns, "WebSocket connections")
 		keys     = fs.Int("keys", 0, "key space: connection i uses key <key-prefix><i mod keys> (default --conns)")
 		prefix   = fs.String("key-prefix", "user-", "key prefix")
-		sources  = fs.Int("sources", 16, "source addresses 127.0.0.1..N to spread connections over")
+		sources  = fs.Int("sources", 0, "source addresses 127.0.0.1..N to spread connections over (default: one per 7,000 connections, plus 16, at most 250)")
 		loops    = fs.Int("loops", 0, "client event loops (default: number of CPUs)")
 		inflight = fs.Int("inflight", bench.DefaultInflight, "handshakes in flight at once")
 		crate    = fs.Float("connect-rate", 0, "new connections per second in all (split over worker processes); 0: as fast as --inflight allows")
@@ -138,6 +138,9 @@ func runBench(ctx context.Context, args []string, stdout io.Writer) error {
 		cfg := bench.Config{Scenario: strings.TrimSpace(s), Target: *name, Addr: target, TLS: tlsCfg, Admin: *admin, Probe: probe, KeyOffset: *offset,
 			Migrate: *migrate}
 		fill(&cfg)
+		if cfg.Sources <= 0 { // of all the connections, before they are split over workers
+			cfg.Sources = bench.SourcesFor(cfg.Conns)
+		}
 		if *worker {
 			return runWorker(ctx, cfg, stdout)
 		}
@@ -151,7 +154,7 @@ func runBench(ctx context.Context, args []string, stdout io.Writer) error {
 			r, err = bench.RunWorkers(ctx, cfg, n, func(conns, off int) *exec.Cmd {
 				wargs := append([]string{"bench"}, args...)
 				wargs = append(wargs, "--worker", "--quiet", "--scenario", cfg.Scenario,
-					"--conns", strconv.Itoa(conns), "--key-offset", strconv.Itoa(off))
+					"--conns", strconv.Itoa(conns), "--key-offset", strconv.Itoa(off), "--sources", strconv.Itoa(cfg.Sources))
 				cmd := exec.CommandContext(ctx, os.Args[0], wargs...)
 				cmd.Stderr = os.Stderr
 				return cmd

@@ -29,9 +29,6 @@ const (
 	// built on (ulimit -Hn 20,000), and a gateway needs a few for links,
 	// Redis and RabbitMQ.
 	scaleConnsPerGateway = 18000
-	// scaleConnsPerSource is how many connections share one 127.0.0.x
-	// source address: the ephemeral port range is about 28,000 ports.
-	scaleConnsPerSource = 20000
 )
 
 // ScaleReport is what `wsgate bench scale --json FILE` writes.
@@ -177,13 +174,13 @@ func runBenchScale(ctx context.Context, args []string, stdout io.Writer) error {
 	sampler := startSampler(pidsOf(gw), pidsOf(be), *conns, progress)
 	log.Info("bench scale: cluster up", "conns", *conns, "gateways", g, "backends", *backends, "client_procs", *procs, "addr", addr, "out", *out)
 	start, drops0 := time.Now(), softnetDrops()
-	sources := strconv.Itoa(*conns/scaleConnsPerSource + 16)
-	cfg := bench.Config{Target: "wsgate", Addr: addr, Admin: admins[0], Conns: *conns, Sources: *conns/scaleConnsPerSource + 16,
+	sources := bench.SourcesFor(*conns)
+	cfg := bench.Config{Target: "wsgate", Addr: addr, Admin: admins[0], Conns: *conns, Sources: sources,
 		Rounds: *rounds, Pushes: *pushes, Duration: *idleFor, Timeout: 900 * time.Second, Log: log, OnPhase: sampler.mark,
 		Probe: bench.Probe{Pids: func() []int { return pidsOf(gw) }}, Backends: &bench.Probe{Pids: func() []int { return pidsOf(be) }}}
 	results, runErr := bench.RunHold(ctx, cfg, *procs, func(n, off int) *exec.Cmd {
 		cmd := exec.CommandContext(ctx, self, "bench", "--worker", "--quiet", "--scenario", bench.Broadcast, "--addr", addr,
-			"--admin", admins[0], "--conns", strconv.Itoa(n), "--key-offset", strconv.Itoa(off), "--sources", sources,
+			"--admin", admins[0], "--conns", strconv.Itoa(n), "--key-offset", strconv.Itoa(off), "--sources", strconv.Itoa(sources),
 			"--timeout", cfg.Timeout.String(), "--connect-rate", strconv.FormatFloat(*rate/float64(*procs), 'f', 3, 64),
 			"--loops", "1") // one thread a worker: fewer context switches on a machine this busy
 		cmd.Stderr = os.Stderr
