@@ -144,6 +144,15 @@ func (l *loop) walkSessions(tick time.Duration) {
 			l.g.metrics.reject("token_expired")
 			l.closeSession(s, wsframe.ClosePolicyViolation, "token expired", false)
 		case l.g.cfg.IdleTimeout > 0 && silent >= idleMs:
+			if unread(s.conn) > 0 {
+				// Input waits unread in its socket: the loop is behind
+				// (starved cores, a broadcast to every client), not the
+				// client, and its next read marks it seen. On 2 cores,
+				// after broadcasts to a million put the loops minutes
+				// behind, idle closes took 250,000 clients (run N in
+				// docs/BENCHMARKS.md).
+				continue
+			}
 			l.idleClose(s)
 		case l.g.cfg.PingInterval > 0 && silent >= pingMs && !s.awaiting101():
 			_, _ = s.conn.Write(pingFrame)

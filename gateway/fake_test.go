@@ -20,6 +20,14 @@ type fakeConn struct {
 	written int
 	keep    bool
 	closed  bool
+	sock    int // if > 0, the descriptor Fd returns (a socket whose unread bytes unread counts)
+}
+
+func (f *fakeConn) Fd() int {
+	if f.sock > 0 {
+		return f.sock
+	}
+	return -1
 }
 
 func (f *fakeConn) Peek(n int) ([]byte, error) {
