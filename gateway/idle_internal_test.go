@@ -24,7 +24,7 @@ func TestIdleCloseUnread(t *testing.T) {
 	}
 	silent, sc := openSession(l, "silent")
 	l.g.ms.Store(max(busy.seen, silent.seen) + 2000) // both silent for 2 s
-	l.walkSessions(l.g.walkPeriod())                // one whole period: every session visited
+	l.walkSessions(l.g.walkPeriod())                 // one whole period: every session visited
 	if busy.state != stOpen || bc.closed {
 		t.Fatalf("client with unread input: state %d, closed %v; want it kept open", busy.state, bc.closed)
 	}
