@@ -61,7 +61,7 @@ scale: build
 
 million: build
 	scripts/services.sh
-	bin/wsgate bench scale --conns 1000000 --ping-interval 2m --keepalive 60s --handshake-timeout 60s --json bin/scale-1000000.json
+	bin/wsgate bench scale --conns 1000000 --ping-interval 2m --keepalive 60s --handshake-timeout 60s --connect-rate 4500 --json bin/scale-1000000.json
 
 # The docker compose cluster (deploy/docker-compose.yml): Redis, RabbitMQ,
 # two gateways and BACKENDS demo backends. Needs a Docker engine.

@@ -51,6 +51,12 @@ type conn struct {
 	opened         bool                   // connection opened event fired
 	isEOF          bool                   // whether the connection has reached EOF
 	proto          uint8                  // protoTCP, protoUDP or protoUnix (wsgate patch: was a string)
+	// wsgate patch: a stream conn's IPv4 peer is held here, in what was
+	// padding, instead of as a *unix.SockaddrInet4 in remote (a 32-byte
+	// allocation kept for the conn's life); remote is then nil.
+	inet4      bool
+	remoteIP4  [4]byte
+	remotePort uint16
 }
 
 // Protocols of a conn (wsgate patch: a byte in the padding after the bools
@@ -92,6 +98,9 @@ func newStreamConn(proto string, fd int, el *eventloop, sa unix.Sockaddr, addrs 
 		loop:           el,
 		addrs:          addrs,
 		pollAttachment: netpoll.PollAttachment{FD: fd},
+	}
+	if sa4, ok := sa.(*unix.SockaddrInet4); ok { // wsgate patch: held inline
+		c.inet4, c.remoteIP4, c.remotePort, c.remote = true, sa4.Addr, uint16(sa4.Port), nil
 	}
 	c.pollAttachment.Callback = c.processIO
 	c.outboundBuffer.Reset(el.engine.opts.WriteBufferCap)
@@ -136,7 +145,7 @@ func (c *conn) release() {
 	}
 	c.addrs = nil
 	if !c.isDatagram {
-		c.remote = nil
+		c.remote, c.inet4 = nil, false
 		c.inboundBuffer.Done()
 		c.outboundBuffer.Release()
 	}
@@ -507,6 +516,9 @@ func (c *conn) RemoteAddr() net.Addr {
 	}
 	if ra == nil && !c.isDatagram && c.remote != nil {
 		return socket.SockaddrToTCPOrUnixAddr(c.remote)
+	}
+	if ra == nil && c.inet4 {
+		return &net.TCPAddr{IP: append(net.IP(nil), c.remoteIP4[:]...), Port: int(c.remotePort)} // 4 bytes, as SockaddrToTCPOrUnixAddr
 	}
 	return ra
 }

@@ -3,6 +3,7 @@
 package gnet
 
 import (
+	"net"
 	"testing"
 	"unsafe"
 
@@ -48,5 +49,32 @@ func TestConnAddrs(t *testing.T) {
 	}
 	if ln.accepted.local == nil {
 		t.Fatal("releasing an accepted conn cleared its listener's shared address")
+	}
+}
+
+// TestConnRemoteInline (wsgate patch): a stream conn keeps an IPv4 peer in
+// its own fields, not in a sockaddr it holds for life, and reports it as
+// upstream did (a 4-byte IP); an IPv6 peer keeps its sockaddr.
+func TestConnRemoteInline(t *testing.T) {
+	el := &eventloop{engine: &engine{opts: &Options{}}}
+	c := newStreamConn("tcp", -1, el, &unix.SockaddrInet4{Port: 4242, Addr: [4]byte{127, 0, 0, 9}}, &connAddrs{})
+	if c.remote != nil {
+		t.Fatalf("IPv4 peer held as %T", c.remote)
+	}
+	ra, ok := c.RemoteAddr().(*net.TCPAddr)
+	if !ok || ra.String() != "127.0.0.9:4242" || len(ra.IP) != 4 {
+		t.Fatalf("RemoteAddr %#v, want 127.0.0.9:4242 with a 4-byte IP", c.RemoteAddr())
+	}
+	ra.IP[3] = 1 // a caller's copy: the conn's peer is unchanged
+	if got := c.RemoteAddr().String(); got != "127.0.0.9:4242" {
+		t.Fatalf("RemoteAddr after a caller changed its copy: %s", got)
+	}
+	c.release()
+	if c.RemoteAddr() != nil {
+		t.Fatalf("released conn still has a remote address %v", c.RemoteAddr())
+	}
+	c6 := newStreamConn("tcp", -1, el, &unix.SockaddrInet6{Port: 443, Addr: [16]byte{15: 1}}, &connAddrs{})
+	if got := c6.RemoteAddr(); got == nil || got.String() != "[::1]:443" {
+		t.Fatalf("IPv6 RemoteAddr %v, want [::1]:443", got)
 	}
 }
