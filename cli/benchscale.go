@@ -166,6 +166,7 @@ func runBenchScale(ctx context.Context, args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
+	rep.Limits = append(rep.Limits, warmLinks(ctx, addr, g, log))
 	gw, be := c.procs[nb:], c.procs[:nb]
 	var progress io.Writer
 	if !*quiet {
@@ -452,6 +453,45 @@ func (c *scaleCluster) startGateways(ctx context.Context, n, backends int, args 
 
 // errEnded says a cluster process ended while it was awaited.
 var errEnded = errors.New("bench scale: the process ended")
+
+// Sizes of the warm-up before a scale run (warmLinks).
+const (
+	warmPerGateway = 40 // clients per gateway a pass: each loop meets every backend
+	warmPasses     = 5
+)
+
+// warmLinks connects and closes warmPerGateway clients per gateway, in
+// passes, until a pass has no failure (at most warmPasses), and says how
+// it went. A gateway loop dials its link to a backend when its first
+// client for that backend comes; 56 gateways dialling 4 backends at once
+// exceed what a backend takes from one source address (16 link handshakes
+// pending), and the first clients of a cold cluster get 503 (Retry-After)
+// while the refused links are held off. A cluster in service has its links
+// up, and the measured run starts from there. The warm-up's keys
+// ("warm<pass>-<i>") are not the run's.
+func warmLinks(ctx context.Context, addr string, gateways int, log *slog.Logger) string {
+	var failed []string
+	for pass := 1; pass <= warmPasses; pass++ {
+		r, err := bench.Run(ctx, bench.Config{Scenario: bench.Connect, Target: "wsgate", Addr: addr, Conns: gateways * warmPerGateway,
+			KeyPrefix: "warm" + strconv.Itoa(pass) + "-", ConnectRate: 1000, Loops: 1, Timeout: 30 * time.Second})
+		n := 0
+		if r != nil {
+			for _, k := range r.Failures {
+				n += k
+			}
+		}
+		if err == nil && n == 0 {
+			note := fmt.Sprintf("links warmed before the run: %d clients a pass, %d passes (failures in earlier passes: %v)", gateways*warmPerGateway, pass, failed)
+			log.Info("bench scale: " + note)
+			return note
+		}
+		failed = append(failed, fmt.Sprintf("%d", n))
+		log.Info("bench scale: warming the links", "pass", pass, "failed", n, "err", err)
+	}
+	note := fmt.Sprintf("links still failing after %d warm-up passes (failures a pass: %v); the run goes on", warmPasses, failed)
+	log.Warn("bench scale: " + note)
+	return note
+}
 
 // waitGateway polls a gateway's /api/info until it answers with its own
 // id (not another process that holds the port) and n backends on its

@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 	"testing"
 )
 
@@ -29,6 +31,7 @@ func TestBenchScale(t *testing.T) {
 	var rep struct {
 		Conns, Gateways int
 		GatewayRSS      int64 `json:"gateway_rss_bytes_per_conn"`
+		Limits          []string
 		Results         []struct {
 			Scenario  string
 			Connected int
@@ -42,6 +45,9 @@ func TestBenchScale(t *testing.T) {
 	}
 	if rep.Conns != 300 || rep.Gateways != 1 || rep.GatewayRSS <= 0 {
 		t.Fatalf("report %+v", rep)
+	}
+	if !slices.ContainsFunc(rep.Limits, func(l string) bool { return strings.HasPrefix(l, "links warmed before the run") }) {
+		t.Errorf("no warm-up before the run in the report's notes %q", rep.Limits)
 	}
 	seen := map[string]bool{}
 	for _, r := range rep.Results {
