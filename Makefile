@@ -52,8 +52,8 @@ fuzz:
 # A cluster sized for N connections (ceil(N/18000) gateways on one port,
 # cluster mode) and the bench against it (`wsgate bench scale`); figures in
 # bin/scale-N/scale.md and bin/scale-N.json. Not part of `test`.
-# `make million` is N = 1,000,000 (on this 2-core machine 999,774 connected in
-# 282 s; docs/BENCHMARKS.md, "The million held").
+# `make million` is N = 1,000,000 (on this 2-core machine all 1,000,000
+# connected in 282-310 s; docs/BENCHMARKS.md, "The million held").
 N ?= 100000
 scale: build
 	scripts/services.sh
