@@ -68,10 +68,8 @@ func TestKeyIndex(t *testing.T) {
 // keyed returns the ids of key's sessions in n's index, sorted.
 func keyed(n *Node, key string) []int {
 	var got []int
-	for s := n.keys[n.keyHash(key)]; s != nil; s = s.nextKey {
-		if s.Key() == key {
-			got = append(got, int(s.id))
-		}
+	for s := range n.keySessions(key) {
+		got = append(got, int(s.id))
 	}
 	slices.Sort(got)
 	return got

@@ -664,16 +664,14 @@ func appendMessage(dst []byte, id uint32, bin bool, data []byte, frag int) []byt
 	}
 }
 
-// sendKey delivers a message to the key's sessions on l (count of them,
-// among the sessions of any key with the same hash in the list from head
-// through Session.nextKey): one SendKey frame, or per-session messages
-// when it does not fit one frame. Returns the sessions reached. Called
-// with Node.mu read-locked.
-func (l *link) sendKey(key string, bin bool, data []byte, head *Session, count int) int {
+// sendKey delivers a message to the key's sessions on l (count of them):
+// one SendKey frame, or per-session messages when it does not fit one
+// frame. Returns the sessions reached. Called with Node.mu read-locked.
+func (l *link) sendKey(key string, bin bool, data []byte, count int) int {
 	if 2+len(key)+len(data) > l.maxOut {
 		reached := 0
-		for s := head; s != nil; s = s.nextKey {
-			if s.l == l && s.Key() == key && l.sendMessage(s, bin, data) == nil {
+		for s := range l.n.keySessions(key) {
+			if s.l == l && l.sendMessage(s, bin, data) == nil {
 				reached++
 			}
 		}

@@ -23,6 +23,7 @@ package backend
 import (
 	"context"
 	"errors"
+	"iter"
 	"log/slog"
 	"net"
 	"sync"
@@ -291,19 +292,12 @@ func (c *counters) countOut(n, size int) {
 func (n *Node) SendToKey(key string, binary bool, data []byte) int {
 	n.mu.RLock()
 	defer n.mu.RUnlock()
-	list := n.keys[n.keyHash(key)]
-	if list == nil {
-		return 0
-	}
 	// Group the key's sessions by link; a key has few sessions on few links.
 	var lbuf [8]*link
 	var cbuf [8]int
 	links, counts := lbuf[:0], cbuf[:0]
 next:
-	for s := list; s != nil; s = s.nextKey {
-		if s.Key() != key {
-			continue
-		}
+	for s := range n.keySessions(key) {
 		for i, l := range links {
 			if l == s.l {
 				counts[i]++
@@ -314,7 +308,7 @@ next:
 	}
 	total := 0
 	for i, l := range links {
-		total += l.sendKey(key, binary, data, list, counts[i])
+		total += l.sendKey(key, binary, data, counts[i])
 	}
 	return total
 }
@@ -447,6 +441,19 @@ func (n *Node) index(s *Session) {
 	}
 	s.nextKey = head
 	n.keys[h] = s
+}
+
+// keySessions yields key's sessions on n: those in the list under key's
+// hash whose key is key (another key may share the hash). Called with
+// n.mu held.
+func (n *Node) keySessions(key string) iter.Seq[*Session] {
+	return func(yield func(*Session) bool) {
+		for s := n.keys[n.keyHash(key)]; s != nil; s = s.nextKey {
+			if s.Key() == key && !yield(s) {
+				return
+			}
+		}
+	}
 }
 
 // checkDrained closes n.drained once the node is draining and has no

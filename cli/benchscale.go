@@ -470,7 +470,7 @@ const (
 // up, and the measured run starts from there. The warm-up's keys
 // ("warm<pass>-<i>") are not the run's.
 func warmLinks(ctx context.Context, addr string, gateways int, log *slog.Logger) string {
-	var failed []string
+	var failed []int // per pass
 	for pass := 1; pass <= warmPasses; pass++ {
 		r, err := bench.Run(ctx, bench.Config{Scenario: bench.Connect, Target: "wsgate", Addr: addr, Conns: gateways * warmPerGateway,
 			KeyPrefix: "warm" + strconv.Itoa(pass) + "-", ConnectRate: 1000, Loops: 1, Timeout: 30 * time.Second})
@@ -485,7 +485,7 @@ func warmLinks(ctx context.Context, addr string, gateways int, log *slog.Logger)
 			log.Info("bench scale: " + note)
 			return note
 		}
-		failed = append(failed, fmt.Sprintf("%d", n))
+		failed = append(failed, n)
 		log.Info("bench scale: warming the links", "pass", pass, "failed", n, "err", err)
 	}
 	note := fmt.Sprintf("links still failing after %d warm-up passes (failures a pass: %v); the run goes on", warmPasses, failed)

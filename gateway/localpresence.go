@@ -36,8 +36,8 @@ func (p localPresence) Where(ctx context.Context, user string) ([]presence.Locat
 		ch := make(chan []presence.Location, 1)
 		if l.exec(func() {
 			var locs []presence.Location
-			for s := l.keyList(user); s != nil; s = s.nextKey {
-				if s.key != user || s.state != stOpen && s.state != stMigrating {
+			for s := range l.keySessions(user) {
+				if s.state != stOpen && s.state != stMigrating {
 					continue
 				}
 				if node := s.node(); node != "" {

@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"context"
+	"iter"
 	"sync/atomic"
 	"time"
 
@@ -125,10 +126,18 @@ func (l *loop) newSessionID() uint32 {
 	}
 }
 
-// keyList returns the head of the list that holds key's sessions, and
-// those of any key with the same hash: a caller skips sessions whose key
-// is not key.
-func (l *loop) keyList(key string) *session { return l.byKey[l.keyHash(key)] }
+// keySessions yields key's sessions: those in the list under key's hash
+// whose key is key (another key may share the hash). The caller must not
+// add or remove sessions of that list while it ranges.
+func (l *loop) keySessions(key string) iter.Seq[*session] {
+	return func(yield func(*session) bool) {
+		for s := l.byKey[l.keyHash(key)]; s != nil; s = s.nextKey {
+			if s.key == key && !yield(s) {
+				return
+			}
+		}
+	}
+}
 
 // addKey links s into its key's list.
 func (l *loop) addKey(s *session) {
@@ -236,8 +245,8 @@ func (l *loop) sendKey(key string, frame []byte, match func(*session) bool) int 
 	// budget closes the largest backlogs), which unlinks them from the
 	// key's list while it is walked.
 	targets := l.keyScratch[:0]
-	for s := l.keyList(key); s != nil; s = s.nextKey {
-		if s.key == key && match(s) && s.deliverable() {
+	for s := range l.keySessions(key) {
+		if match(s) && s.deliverable() {
 			targets = append(targets, s)
 		}
 	}

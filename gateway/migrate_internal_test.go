@@ -32,7 +32,7 @@ func migrateLoop(t *testing.T) *loop {
 
 // listed reports whether s is still in its key's list.
 func listed(l *loop, s *session) bool {
-	for x := l.keyList(s.key); x != nil; x = x.nextKey {
+	for x := range l.keySessions(s.key) {
 		if x == s {
 			return true
 		}
